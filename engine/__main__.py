@@ -1,0 +1,5 @@
+"""`python -m engine` starts the server."""
+
+from engine.cli import main
+
+raise SystemExit(main())

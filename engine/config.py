@@ -1,0 +1,216 @@
+"""One frozen `Config`: defaults, then `config.yaml`, then `ENGINE_*` env vars, then CLI flags.
+
+The dataclass fields below are the single table of settings: their defaults, their one line of help
+and their bounds. `config.yaml`'s comments and the README's table are generated from it (and a test
+keeps them in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError
+
+ENV_PREFIX = "ENGINE_"
+
+
+def setting(default: Any, help: str, *, min: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    """A config field: its default, one line of help, and what values it accepts."""
+    return field(default=default, metadata={"help": help, "min": min, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(3000, "TCP port to listen on (0 picks a free one)", min=0)
+    shutdown_seconds: float = setting(1.0, "on SIGINT/SIGTERM, how long open connections get to close", min=0)
+
+
+@dataclass(frozen=True)
+class ScriptsConfig:
+    dir: str = setting("scripts", "folder of user .js scripts (relative to the working directory)")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    script_time_ms: int = setting(1000, "CPU time one script call may use before it is interrupted", min=1)
+    script_memory_mb: int = setting(64, "memory one script's QuickJS context may hold", min=1)
+    handler_timeout_ms: int = setting(30000, "how long a handler's returned Promise may stay pending", min=1)
+    max_body_bytes: int = setting(1048576, "largest request body accepted (413 beyond)", min=1)
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    level: str = setting("info", "server log level", choices=("debug", "info", "warning", "error"))
+    script_lines: int = setting(500, "recent log lines kept per script (listLogs, admin API)", min=1)
+    access: bool = setting(False, "log one line per HTTP request")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+
+    @property
+    def scripts_dir(self) -> Path:
+        return Path(self.scripts.dir)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table, derived from the dataclasses above."""
+
+    key: str  # "section.name"
+    default: Any
+    type: type
+    help: str
+    min: float | None
+    choices: tuple[str, ...]
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.key.replace(".", "_").upper()
+
+
+def settings() -> Iterator[Setting]:
+    """Every setting, in declaration order."""
+    for section in dataclasses.fields(Config):
+        section_cls = section.default_factory  # type: ignore[misc]
+        for f in dataclasses.fields(section_cls):  # type: ignore[arg-type]
+            yield Setting(
+                key=f"{section.name}.{f.name}",
+                default=f.default,
+                type=_TYPES[f.type] if isinstance(f.type, str) else f.type,  # type: ignore[index]
+                help=f.metadata["help"],
+                min=f.metadata["min"],
+                choices=f.metadata["choices"],
+            )
+
+
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(s: Setting, value: Any, source: str) -> Any:
+    """Turn a raw value (YAML scalar or env/CLI string) into the setting's type, or say why not."""
+    where = f"config key '{s.key}' (from {source})"
+    try:
+        if s.type is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif str(value).lower() in _TRUE | _FALSE:
+                out = str(value).lower() in _TRUE
+            else:
+                raise ValueError
+        elif s.type is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value)
+        elif s.type is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+        else:
+            if value is None or isinstance(value, (dict, list)):
+                raise ValueError
+            out = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {s.type.__name__}, got {value!r}") from None
+    if s.min is not None and out < s.min:
+        raise ConfigError(f"{where}: must be at least {s.min:g}, got {out!r}")
+    if s.choices and out not in s.choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(s.choices)}, got {out!r}")
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read it ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"config key '{section}' in {path}: must be a mapping of settings")
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve the one Config. `path` None means `config.yaml` in the working directory, if present."""
+    known = {s.key: s for s in settings()}
+    layers: list[tuple[str, dict[str, Any]]] = []
+
+    if path is None:
+        default = Path("config.yaml")
+        if default.is_file():
+            layers.append((str(default), _read_yaml(default)))
+    else:
+        layers.append((str(path), _read_yaml(path)))
+    for source, values in layers:
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"config key '{key}' (from {source}): unknown setting")
+
+    env = env or {}
+    env_values = {s.key: env[s.env_var] for s in known.values() if s.env_var in env}
+    unknown_env = [
+        k for k in env if k.startswith(ENV_PREFIX) and k not in {s.env_var for s in known.values()}
+    ]
+    if unknown_env:
+        raise ConfigError(f"environment variable {unknown_env[0]}: unknown setting")
+    layers.append(("environment", env_values))
+    layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+
+    resolved: dict[str, Any] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            resolved[key] = _coerce(known[key], value, source)
+
+    sections: dict[str, Any] = {}
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory  # type: ignore[misc]
+        kwargs = {
+            f.name: resolved[f"{section.name}.{f.name}"]
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f"{section.name}.{f.name}" in resolved
+        }
+        sections[section.name] = cls(**kwargs)  # type: ignore[operator]
+    return Config(**sections)
+
+
+def render_yaml() -> str:
+    """`config.yaml` with every key at its default and its help as a comment."""
+    lines = ["# rtengine configuration: every key, its default, and what it does.",
+             "# Each key can be overridden by an ENGINE_<SECTION>_<KEY> environment variable.", ""]
+    current = None
+    for s in settings():
+        section, name = s.key.split(".")
+        if section != current:
+            if current is not None:
+                lines.append("")
+            lines.append(f"{section}:")
+            current = section
+        lines.append(f"  # {s.help} ({s.env_var})")
+        lines.append(f"  {name}: {yaml.safe_dump(s.default, default_flow_style=True).splitlines()[0]}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,44 @@
+"""The catch-all handler: match a registered route, build `req`, run the script, map its answer."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.errors import HTTPError
+from engine.http.keys import CONFIG, ROUTES
+from engine.http.request import js_request, read_body
+from engine.http.response import js_response
+from engine.routes import Match, RouteTable
+
+
+def _resolve(table: RouteTable, request: web.Request) -> Match:
+    found = table.match(request.method, request.path, request.rel_url.raw_path)
+    if isinstance(found, Match):
+        return found
+    if found is None:
+        raise HTTPError(404, "not_found", f"nothing is registered at {request.path}")
+    allow = ", ".join([*found, "OPTIONS"])
+    if request.method == "OPTIONS":
+        raise _Options(allow)
+    raise HTTPError(405, "method_not_allowed",
+                    f"{request.method} is not allowed on {request.path}; allowed: {allow}", {"Allow": allow})
+
+
+class _Options(Exception):
+    def __init__(self, allow: str) -> None:
+        self.allow = allow
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    table = request.app[ROUTES]
+    try:
+        _resolve(table, request)  # 404/405 before reading any body
+        body = await read_body(request, request.app[CONFIG].limits.max_body_bytes)
+        # Match again: a reload may have swapped the table while the body arrived. From here to
+        # the submit there is no await, so the call lands on the version that matched.
+        match = _resolve(table, request)
+    except _Options as o:
+        return web.Response(status=204, headers={"Allow": o.allow})
+    req_json, is_json = js_request(request, body, match.params)
+    record = await match.route.target.handle(match.route.handler, req_json, is_json)
+    return js_response(match.route.owner, record)

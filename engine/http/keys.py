@@ -1,0 +1,19 @@
+"""Typed keys for what the aiohttp application and each request carry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from engine.config import Config
+from engine.routes import RouteTable
+
+if TYPE_CHECKING:
+    from engine.scripts import ScriptManager
+
+CONFIG = web.AppKey("config", Config)
+ROUTES = web.AppKey("routes", RouteTable)
+SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")
+STARTED = web.AppKey("started", float)
+REQUEST_ID = "request_id"  # request-scoped (requests take plain string keys)

@@ -1,0 +1,49 @@
+"""JS handler results turned into aiohttp responses, and the one JSON error shape."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from engine.errors import ScriptBadResponse
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+# Framing is the server's job: a script cannot set these.
+_FRAMING = {"content-length", "transfer-encoding", "connection"}
+_NO_BODY = {204, 304}
+
+
+def js_response(script: str, record: dict[str, Any]) -> web.Response:
+    """`{s, b, t, h}` from the prelude (already type-checked there) as a response; bad headers raise."""
+    status: int = record["s"]
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in (record.get("h") or {}).items():
+        if not _TOKEN.match(name):
+            raise ScriptBadResponse(script, f"header name {name!r} is not a valid HTTP token")
+        if _BAD_VALUE.search(value):
+            raise ScriptBadResponse(script, f"header {name} contains a line break or NUL")
+        if name.lower() not in _FRAMING:
+            headers.add(name, value)
+    content_type = record.get("t")
+    if content_type is not None:
+        if _BAD_VALUE.search(content_type):
+            raise ScriptBadResponse(script, "contentType contains a line break or NUL")
+        headers["Content-Type"] = content_type
+    elif "Content-Type" not in headers:
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+    body = b"" if status in _NO_BODY else record.get("b", "").encode("utf-8", "replace")
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def error_response(
+    status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message, "request_id": request_id}},
+        status=status,
+        headers=headers,
+    )

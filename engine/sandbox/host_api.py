@@ -1,0 +1,38 @@
+"""The declared table of JS globals a script sees; `prelude.js` must define exactly these.
+
+JS cannot call Python while a time limit is set, so each global is a JS shim (in `prelude.js`) that
+validates its arguments, throws a JS Error on bad input and queues a command for the engine. The
+prelude refuses to start if its functions and this table disagree, and a test checks the README
+documents every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HostFunction:
+    name: str  # a global name, or "console.log" for a method of a global object
+    signature: str
+    doc: str
+
+
+HOST_API: tuple[HostFunction, ...] = (
+    HostFunction("register", "register(path, handler, method = 'GET')",
+                 "serve `method path` with `handler` (a function or the name of one)"),
+    HostFunction("writeLog", "writeLog(message)", "write a line to the server log and this script's log"),
+    HostFunction("listLogs", "listLogs()", "this script's recent log lines, oldest first"),
+    HostFunction("console.log", "console.log(...values)", "log at info level"),
+    HostFunction("console.info", "console.info(...values)", "log at info level"),
+    HostFunction("console.debug", "console.debug(...values)", "log at debug level"),
+    HostFunction("console.warn", "console.warn(...values)", "log at warning level"),
+    HostFunction("console.error", "console.error(...values)", "log at error level"),
+    HostFunction("setTimeout", "setTimeout(fn, ms = 0, ...args)", "run `fn` once after `ms`; returns an id"),
+    HostFunction("setInterval", "setInterval(fn, ms, ...args)",
+                 "run `fn` every `ms` (at least 4); returns an id"),
+    HostFunction("clearTimeout", "clearTimeout(id)", "cancel a timer"),
+    HostFunction("clearInterval", "clearInterval(id)", "cancel a timer"),
+)
+
+HOST_NAMES: tuple[str, ...] = tuple(f.name for f in HOST_API)

@@ -1,0 +1,313 @@
+// The JS half of the host API, evaluated in every script context before the script itself.
+// JS cannot call Python while a time limit is set, so each host function validates its arguments,
+// throws an Error a script can catch, and queues a command; the engine drains the queue after every
+// call (see context.py). Everything returned to Python is one JSON string (lone surrogates escaped).
+(function (hostNamesJSON) {
+  "use strict";
+  const g = globalThis;
+  const HOST_NAMES = JSON.parse(hostNamesJSON);
+  const MAX_LOG_LINE = 16384;
+  const MIN_INTERVAL_MS = 4;
+  const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+  const RESERVED = [/^\/graphql/, /^\/health$/, /^\/health\//, /^\/metrics$/, /^\/metrics\//, /^\/_engine(\/|$)/];
+  // Leading stack frames of these names are the host's, not the script's: hidden from its errors.
+  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "addTimer"]));
+
+  let commands = [];
+  let settled = [];
+  const handlers = [];
+  const timers = new Map();
+  let timerSeq = 0;
+  let callSeq = 0;
+  let timersDirty = true;
+  let runningTimer = 0;
+  let logLines = [];
+  let logMax = 500;
+  let claims = {}; // "GET /a/{}" -> script that owns it (other scripts only)
+  const ownRoutes = new Set();
+
+  function hostError(message) {
+    const e = new Error(message);
+    const lines = String(e.stack || "").split("\n");
+    let i = 0;
+    while (i < lines.length && HOST_FRAMES.has((/^\s*at (\S+) \(/.exec(lines[i]) || [])[1])) i++;
+    e.stack = lines.slice(i).join("\n");
+    return e;
+  }
+
+  // The dispatcher's own frames (handle, fire, Function.prototype.apply) end every stack: drop them.
+  function cleanStack(stack) {
+    const lines = String(stack || "").split("\n").filter((l) => l.trim() !== "");
+    while (lines.length && /^\s*at (handle|fire|apply) \((<input>:\d+|native)\)$/.test(lines[lines.length - 1])) lines.pop();
+    return lines.join("\n");
+  }
+
+  function describe(v) {
+    if (v === undefined) return "undefined";
+    if (v === null) return "null";
+    if (typeof v === "string") return JSON.stringify(v.length > 60 ? v.slice(0, 60) + "..." : v);
+    if (typeof v === "function") return "a function";
+    if (Array.isArray(v)) return "an array";
+    if (typeof v === "object") return "an object";
+    return typeof v + " " + String(v);
+  }
+
+  function format(v) {
+    if (typeof v === "string") return v;
+    if (v instanceof Error) return v.stack ? v.name + ": " + v.message + "\n" + cleanStack(v.stack) : String(v);
+    if (typeof v === "object" && v !== null) {
+      try { return JSON.stringify(v); } catch (e) { /* cyclic or BigInt inside */ }
+    }
+    try { return String(v); } catch (e) { return "[unprintable]"; }
+  }
+
+  function log(level, args) {
+    let text = Array.prototype.map.call(args, format).join(" ");
+    if (text.length > MAX_LOG_LINE) text = text.slice(0, MAX_LOG_LINE) + "... (truncated)";
+    logLines.push(text);
+    if (logLines.length > logMax) logLines.splice(0, logLines.length - logMax);
+    commands.push({ op: "log", level: level, msg: text });
+  }
+
+  function checkPath(fn, path) {
+    if (typeof path !== "string" || path.length === 0) throw hostError(fn + ": path must be a non-empty string starting with '/', got " + describe(path));
+    if (path[0] !== "/") throw hostError(fn + ": path must start with '/', got " + describe(path));
+    if (path.length > 1024) throw hostError(fn + ": path is longer than 1024 characters");
+    if (/[\s\x00-\x1f\x7f?#]/.test(path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?' or '#', got " + describe(path));
+    for (const re of RESERVED) {
+      if (re.test(path)) throw hostError(fn + ": " + path + " is reserved by the engine (/graphql*, /health, /metrics, /_engine/*)");
+    }
+    const segments = path.split("/").slice(1);
+    const names = new Set();
+    const key = [];
+    segments.forEach((seg, i) => {
+      const last = i === segments.length - 1;
+      if (seg === "" && !last) throw hostError(fn + ": path has an empty segment ('//'): " + path);
+      if (seg === "*") {
+        if (!last) throw hostError(fn + ": '*' may only be the last segment: " + path);
+        key.push("*");
+      } else if (seg.includes("{") || seg.includes("}")) {
+        const m = /^\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(seg);
+        if (!m) throw hostError(fn + ": a parameter must be a whole segment like {name}, got '" + seg + "' in " + path);
+        if (names.has(m[1])) throw hostError(fn + ": parameter {" + m[1] + "} appears twice in " + path);
+        names.add(m[1]);
+        key.push("{}");
+      } else if (seg.includes("*")) {
+        throw hostError(fn + ": '*' must be a whole last segment ('/prefix/*'), got '" + seg + "' in " + path);
+      } else {
+        key.push(seg);
+      }
+    });
+    return "/" + key.join("/");
+  }
+
+  function resolveHandler(handler, where) {
+    if (typeof handler === "function") return handler;
+    if (handler === undefined || handler === null) throw hostError("register: missing handler for " + where);
+    if (typeof handler !== "string") throw hostError("register: handler for " + where + " must be a function or the name of one, got " + describe(handler));
+    if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(handler)) throw hostError("register: handler name " + describe(handler) + " is not a valid function name");
+    let fn;
+    try { fn = (0, eval)(handler); } catch (e) { fn = undefined; } // finds let/const/function globals
+    if (typeof fn !== "function") throw hostError("register: handler '" + handler + "' for " + where + " is not a function defined in this script");
+    return fn;
+  }
+
+  function register(path, handler, method) {
+    if (method === undefined) method = "GET";
+    if (typeof method !== "string" || METHODS.indexOf(method.toUpperCase()) < 0) {
+      throw hostError("register: method must be one of " + METHODS.join(", ") + ", got " + describe(method));
+    }
+    method = method.toUpperCase();
+    const key = method + " " + checkPath("register", path);
+    const where = method + " " + path;
+    const fn = resolveHandler(handler, where);
+    if (ownRoutes.has(key)) throw hostError("register: " + where + " is already registered by this script");
+    if (Object.prototype.hasOwnProperty.call(claims, key)) throw hostError("register: " + where + " is already registered by script " + claims[key]);
+    ownRoutes.add(key);
+    handlers.push(fn);
+    commands.push({ op: "route", method: method, path: path, handler: handlers.length - 1 });
+  }
+
+  function addTimer(fn, ms, args, repeat) {
+    const name = repeat ? "setInterval" : "setTimeout";
+    if (typeof fn !== "function") throw hostError(name + ": the callback must be a function, got " + describe(fn));
+    ms = Number(ms);
+    if (!(ms >= 0)) ms = 0;
+    if (repeat && ms < MIN_INTERVAL_MS) ms = MIN_INTERVAL_MS;
+    const id = ++timerSeq;
+    timers.set(id, { fn: fn, args: args, due: Date.now() + ms, every: repeat ? ms : 0 });
+    timersDirty = true;
+    return id;
+  }
+
+  function clearTimer(id) {
+    if (timers.delete(Number(id))) timersDirty = true;
+  }
+
+  const api = {
+    register: register,
+    writeLog: function writeLog(message) { log("info", [message]); },
+    listLogs: function listLogs() { return logLines.slice(); },
+    "console.log": function log_(...a) { log("info", a); },
+    "console.info": function info(...a) { log("info", a); },
+    "console.debug": function debug(...a) { log("debug", a); },
+    "console.warn": function warn(...a) { log("warning", a); },
+    "console.error": function error(...a) { log("error", a); },
+    setTimeout: function setTimeout(fn, ms, ...args) { return addTimer(fn, ms, args, false); },
+    setInterval: function setInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true); },
+    clearTimeout: function clearTimeout(id) { clearTimer(id); },
+    clearInterval: function clearInterval(id) { clearTimer(id); },
+  };
+
+  const declared = new Set(HOST_NAMES);
+  for (const name of Object.keys(api)) {
+    if (!declared.has(name)) throw new Error("prelude defines " + name + ", which host_api.py does not declare");
+  }
+  for (const name of HOST_NAMES) {
+    if (typeof api[name] !== "function") throw new Error("host_api.py declares " + name + ", which the prelude does not define");
+    const parts = name.split(".");
+    let target = g;
+    for (const p of parts.slice(0, -1)) {
+      if (typeof target[p] !== "object" || target[p] === null) target[p] = {};
+      target = target[p];
+    }
+    Object.defineProperty(target, parts[parts.length - 1], { value: api[name], writable: true, configurable: true, enumerable: false });
+  }
+
+  // ---- what the engine calls -------------------------------------------------------------
+
+  function errorInfo(e) {
+    // QuickJS throws null when it cannot even allocate the "out of memory" error.
+    if (e === null) return { oom: true, m: "out of memory", st: "" };
+    if (e instanceof Error) return { m: e.name + ": " + e.message, st: cleanStack(e.stack) };
+    let text;
+    try { text = typeof e === "string" ? e : JSON.stringify(e); } catch (x) { text = undefined; }
+    if (text === undefined) { try { text = String(e); } catch (x) { text = "[unprintable value]"; } }
+    return { m: "uncaught " + text, st: "" };
+  }
+
+  // A handler's return value, checked and turned into {s, b, t, h}, or {bad: why}.
+  function response(v) {
+    if (typeof v === "string") return { r: { s: 200, b: v, t: "text/plain; charset=utf-8" } };
+    if (v === undefined) return { bad: "the handler returned nothing; return a string or {status, body}" };
+    if (v === null || typeof v !== "object" || Array.isArray(v)) {
+      return { bad: "the handler returned " + describe(v) + "; return a string or {status, body}" };
+    }
+    let status = v.status === undefined ? 200 : v.status;
+    if (typeof status === "string" && /^[0-9]{3}$/.test(status)) status = Number(status);
+    if (!Number.isInteger(status) || status < 200 || status > 599) {
+      return { bad: "status must be an integer from 200 to 599, got " + describe(v.status) };
+    }
+    const out = { s: status, b: "" };
+    const body = v.body;
+    if (typeof body === "string") {
+      out.b = body;
+    } else if (body !== undefined && body !== null) {
+      if (typeof body !== "object") return { bad: "body must be a string, an object or an array, got " + describe(body) };
+      try { out.b = JSON.stringify(body); } catch (e) { return { bad: "body could not be serialized to JSON: " + e.message }; }
+      if (out.b === undefined) return { bad: "body could not be serialized to JSON" };
+      out.t = "application/json";
+    }
+    if (v.contentType !== undefined) {
+      if (typeof v.contentType !== "string") return { bad: "contentType must be a string, got " + describe(v.contentType) };
+      out.t = v.contentType;
+    }
+    if (v.headers !== undefined && v.headers !== null) {
+      if (typeof v.headers !== "object" || Array.isArray(v.headers)) return { bad: "headers must be an object of strings, got " + describe(v.headers) };
+      const h = {};
+      for (const k of Object.keys(v.headers)) {
+        const hv = v.headers[k];
+        if (typeof hv !== "string" && typeof hv !== "number" && typeof hv !== "boolean") {
+          return { bad: "header " + k + " must be a string, got " + describe(hv) };
+        }
+        h[k] = String(hv);
+      }
+      out.h = h;
+    }
+    return { r: out };
+  }
+
+  function nextDue() {
+    let due = null;
+    for (const t of timers.values()) if (due === null || t.due < due) due = t.due;
+    return due;
+  }
+
+  function envelope(out) {
+    const env = { o: out };
+    if (commands.length) { env.c = commands; commands = []; }
+    if (settled.length) { env.s = settled; settled = []; }
+    if (timersDirty) { env.t = nextDue(); timersDirty = false; }
+    return JSON.stringify(env);
+  }
+
+  function settle(id) {
+    return [
+      (v) => { settled.push({ id: id, o: response(v) }); },
+      (e) => { settled.push({ id: id, o: { e: errorInfo(e) } }); },
+    ];
+  }
+
+  const rt = {
+    setup: function (optionsJSON) {
+      const o = JSON.parse(optionsJSON);
+      claims = o.claims || {};
+      logMax = o.logMax || logMax;
+      logLines = (o.logs || []).slice(-logMax);
+      return envelope(null);
+    },
+    setClaims: function (claimsJSON) { claims = JSON.parse(claimsJSON); },
+    drain: function (reason) {
+      if (runningTimer && reason === "timeout") {
+        const t = timers.get(runningTimer);
+        if (t && t.every) {
+          timers.delete(runningTimer);
+          timersDirty = true;
+          log("error", ["setInterval " + runningTimer + " was cleared: its callback ran past the time limit"]);
+        }
+      }
+      runningTimer = 0;
+      return envelope(null);
+    },
+    handle: function (index, reqJSON, isJson) {
+      let out;
+      try {
+        const req = JSON.parse(reqJSON);
+        if (isJson) { try { req.json = JSON.parse(req.body); } catch (e) { /* not JSON: req.json stays undefined */ } }
+        const v = handlers[index](req);
+        if (v !== null && typeof v === "object" && typeof v.then === "function") {
+          const id = ++callSeq;
+          const [ok, fail] = settle(id);
+          Promise.resolve(v).then(ok, fail);
+          out = { p: id };
+        } else {
+          out = response(v);
+        }
+      } catch (e) {
+        out = { e: errorInfo(e) };
+      }
+      return envelope(out);
+    },
+    fire: function () {
+      const now = Date.now();
+      const due = [];
+      for (const [id, t] of timers) if (t.due <= now) due.push([id, t]);
+      due.sort((a, b) => a[1].due - b[1].due || a[0] - b[0]);
+      for (const [id, t] of due) {
+        if (!timers.has(id)) continue; // cleared by an earlier callback
+        if (t.every) {
+          t.due += t.every;
+          if (t.due <= now) t.due = now + t.every;
+        } else {
+          timers.delete(id);
+        }
+        timersDirty = true;
+        runningTimer = id;
+        try { t.fn.apply(undefined, t.args); } catch (e) { log("error", ["timer " + id + " threw:", e]); }
+        runningTimer = 0;
+      }
+      return envelope(null);
+    },
+  };
+  Object.defineProperty(g, "__rt", { value: rt, writable: false, configurable: false, enumerable: false });
+})
