@@ -1,0 +1,3 @@
+// Loops forever at top level: the load fails on the time limit.
+register("/load-loop", function () { return "never"; });
+while (true) {}

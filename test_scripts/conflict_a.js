@@ -1,0 +1,2 @@
+register("/shared", function () { return "from a"; });
+register("/shared/{id}", function () { return "from a"; });

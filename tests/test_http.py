@@ -1,0 +1,227 @@
+"""HTTP through a real server: the req object, response mapping, 404/405/413, request ids, health."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from conftest import MakeClient
+
+
+async def test_req_object_has_every_field(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    resp = await client.post("/echo?a=1&a=2&b=", data={"f": "v", "g": "é"}, headers={"X-Thing": "Yes"})
+    req = await resp.json()
+    assert req["method"] == "POST"
+    assert req["path"] == "/echo"
+    assert req["query"] == {"a": "1", "b": ""}  # first value of a repeated name
+    assert req["form"] == {"f": "v", "g": "é"}
+    assert req["headers"]["x-thing"] == "Yes"
+    assert all(k == k.lower() for k in req["headers"])
+    assert req["body"] == "f=v&g=%C3%A9"
+    assert req["params"] == {}
+    assert "json" not in req
+
+
+async def test_get_without_body_has_empty_body_and_form(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    req = await (await client.get("/echo")).json()
+    assert req["body"] == "" and req["form"] == {} and req["query"] == {}
+
+
+async def test_json_body_is_parsed(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    req = await (await client.put("/echo", json={"x": [1, 2], "y": None})).json()
+    assert req["json"] == {"x": [1, 2], "y": None}
+    assert json.loads(req["body"]) == {"x": [1, 2], "y": None}
+    req = await (await client.patch("/echo", data=b'{"a":1}',
+                                     headers={"Content-Type": "application/vnd.api+json"})).json()
+    assert req["json"] == {"a": 1}
+
+
+async def test_json_content_type_with_bad_json_leaves_json_undefined(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    resp = await client.post("/echo", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status == 200
+    req = await resp.json()
+    assert "json" not in req and req["body"] == "{not json"
+
+
+async def test_path_parameters_and_prefix(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    req = await (await client.get("/users/42/posts/hello%20world")).json()
+    assert req["params"] == {"id": "42", "post": "hello world"}
+    req = await (await client.get("/users/a%2Fb/posts/x")).json()
+    assert req["params"] == {"id": "a/b", "post": "x"}
+    req = await (await client.get("/files/a/b/c.txt")).json()
+    assert req["params"] == {"*": "a/b/c.txt"}
+    req = await (await client.get("/files")).json()
+    assert req["params"] == {"*": ""}
+    # a literal route beats a parameter route
+    assert await (await client.get("/users/me")).text() == "me"
+    assert await (await client.post("/users/me")).text() == "posted to me"
+
+
+async def test_not_found_and_method_not_allowed_are_json(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    resp = await client.get("/nowhere")
+    assert resp.status == 404 and resp.content_type == "application/json"
+    err = (await resp.json())["error"]
+    assert err["code"] == "not_found" and "/nowhere" in err["message"]
+    assert err["request_id"] == resp.headers["X-Request-Id"]
+    resp = await client.delete("/users/1/posts/2")
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert (await resp.json())["error"]["code"] == "method_not_allowed"
+    resp = await client.options("/users/1/posts/2")
+    assert resp.status == 204 and resp.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+async def test_head_is_answered_by_get(engine_client: MakeClient) -> None:
+    client = await engine_client("api_response.js")
+    resp = await client.head("/r/string")
+    assert resp.status == 200
+    assert await resp.read() == b""
+    assert resp.headers["Content-Length"] == str(len("plain text"))
+
+
+async def test_request_id_on_every_response(engine_client: MakeClient) -> None:
+    client = await engine_client("api_response.js")
+    ids = set()
+    for path in ("/r/string", "/health", "/nope", "/bad/throw"):
+        resp = await client.get(path)
+        ids.add(resp.headers["X-Request-Id"])
+    assert len(ids) == 4
+    resp = await client.get("/r/string", headers={"X-Request-Id": "trace-123"})
+    assert resp.headers["X-Request-Id"] == "trace-123"
+    resp = await client.get("/r/string", headers={"X-Request-Id": "bad id\twith tab"})
+    assert resp.headers["X-Request-Id"] != "bad id\twith tab"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "content_type", "body"),
+    [
+        ("/r/string", 200, "text/plain", "plain text"),
+        ("/r/object", 200, "application/json", {"a": 1, "list": [1, 2, "three"], "nested": {"ok": True}}),
+        ("/r/array", 200, "application/json", [1, 2, 3]),
+        ("/r/status", 201, "text/plain", "made"),
+        ("/r/status-string", 202, "text/plain", "accepted"),
+        ("/r/empty", 204, None, ""),
+        ("/r/unicode", 200, "application/json", {"text": "héllo ✓ 😀", "lone": "\ud800"}),  # escaped, as browsers do
+        ("/r/promise?x=7", 200, "text/plain", "resolved 7"),
+    ],
+)
+async def test_response_mapping(engine_client: MakeClient, path: str, status: int, content_type: str | None,
+                                body: object) -> None:
+    client = await engine_client("api_response.js")
+    resp = await client.get(path)
+    assert resp.status == status
+    if content_type:
+        assert resp.content_type == content_type
+    if isinstance(body, str):
+        assert await resp.text() == body
+    else:
+        assert json.loads((await resp.read()).decode("utf-8", "replace")) == body
+
+
+async def test_response_headers_and_content_type(engine_client: MakeClient) -> None:
+    client = await engine_client("api_response.js")
+    resp = await client.get("/r/headers")
+    assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert resp.headers["X-Custom"] == "yes" and resp.headers["X-Count"] == "3"
+    assert resp.headers["Content-Length"] == str(len("<b>hi</b>"))  # framing stays the server's
+    assert await resp.text() == "<b>hi</b>"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code", "logged"),
+    [
+        ("/bad/throw", 500, "script_error", "Error: handler exploded"),
+        ("/bad/throw-string", 500, "script_error", "uncaught just a string"),
+        ("/bad/nothing", 500, "bad_response", "returned nothing"),
+        ("/bad/number", 500, "bad_response", "returned number 42"),
+        ("/bad/array", 500, "bad_response", "returned an array"),
+        ("/bad/status", 500, "bad_response", "status must be an integer from 200 to 599, got number 99"),
+        ("/bad/status-big", 500, "bad_response", "got number 700"),
+        ("/bad/body", 500, "bad_response", "body must be a string, an object or an array"),
+        ("/bad/header", 500, "bad_response", "header X-Evil contains a line break"),
+        ("/bad/header-name", 500, "bad_response", "not a valid HTTP token"),
+        ("/bad/cyclic", 500, "bad_response", "could not be serialized"),
+        ("/r/async-throw", 500, "script_error", "Error: async failure"),
+    ],
+)
+async def test_bad_handler_results_are_json_errors(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture, path: str, status: int, code: str, logged: str
+) -> None:
+    client = await engine_client("api_response.js")
+    resp = await client.get(path)
+    assert resp.status == status
+    err = (await resp.json())["error"]
+    assert err["code"] == code
+    assert err["request_id"] == resp.headers["X-Request-Id"]
+    assert "exploded" not in err["message"] and "at " not in err["message"]  # no internals to the client
+    assert any(logged in r.getMessage() and err["request_id"] in r.getMessage() for r in caplog.records), logged
+    # and the script still serves
+    assert (await client.get("/r/string")).status == 200
+
+
+async def test_pending_promise_times_out(engine_client: MakeClient) -> None:
+    client = await engine_client("api_response.js", handler_timeout_ms=200)
+    resp = await client.get("/r/never")
+    assert resp.status == 504
+    assert (await resp.json())["error"]["code"] == "script_timeout"
+
+
+async def test_body_over_the_limit_is_413(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js", max_body_bytes=1000)
+    resp = await client.post("/echo", data=b"x" * 1001)
+    assert resp.status == 413
+    err = (await resp.json())["error"]
+    assert err["code"] == "body_too_large" and "1000" in err["message"]
+
+    async def chunks():  # no Content-Length: the limit holds while reading
+        for _ in range(20):
+            yield b"y" * 100
+
+    resp = await client.post("/echo", data=chunks())
+    assert resp.status == 413
+    assert (await client.post("/echo", data=b"x" * 1000)).status == 200
+
+
+async def test_malformed_form_bodies(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    # multipart without a boundary
+    resp = await client.post("/echo", data=b"--x\r\nstuff", headers={"Content-Type": "multipart/form-data"})
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "bad_form"
+    # multipart whose body never closes its boundary
+    resp = await client.post("/echo", data=b"--abc\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1",
+                             headers={"Content-Type": "multipart/form-data; boundary=abc"})
+    assert resp.status == 400
+    # urlencoded junk and bad UTF-8 are read leniently, as browsers send them
+    resp = await client.post("/echo", data=b"a=%zz&&b=\xff\xfe&=c",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 200
+    req = await resp.json()
+    assert req["form"]["a"] == "%zz" and req["form"]["b"] == "\ufffd\ufffd"
+
+
+async def test_multipart_form(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    form = aiohttp.FormData()
+    form.add_field("name", "Ada")
+    form.add_field("file", b"file contents", filename="a.txt", content_type="text/plain")
+    req = await (await client.post("/echo", data=form)).json()
+    assert req["form"] == {"name": "Ada", "file": "file contents"}
+
+
+async def test_health(engine_client: MakeClient) -> None:
+    client = await engine_client("other.js", "bad_syntax.js")
+    resp = await client.get("/health")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "ok"
+    assert body["scripts"] == {"loaded": 1, "failed": 1, "failed_names": ["bad_syntax.js"]}
+    assert body["uptime_seconds"] >= 0
