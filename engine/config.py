@@ -214,3 +214,7 @@ def render_yaml() -> str:
         lines.append(f"  # {s.help} ({s.env_var})")
         lines.append(f"  {name}: {yaml.safe_dump(s.default, default_flow_style=True).splitlines()[0]}")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m engine.config > config.yaml
+    print(render_yaml(), end="")

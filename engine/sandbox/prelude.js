@@ -179,6 +179,9 @@
   function errorInfo(e) {
     // QuickJS throws null when it cannot even allocate the "out of memory" error.
     if (e === null) return { oom: true, m: "out of memory", st: "" };
+    if (e instanceof Error && e.name === "InternalError" && e.message === "out of memory") {
+      return { oom: true, m: "out of memory", st: cleanStack(e.stack) };
+    }
     if (e instanceof Error) return { m: e.name + ": " + e.message, st: cleanStack(e.stack) };
     let text;
     try { text = typeof e === "string" ? e : JSON.stringify(e); } catch (x) { text = undefined; }

@@ -1,0 +1,104 @@
+"""Runaway scripts: an infinite loop or a memory bomb fails that call only; everything else serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+
+from conftest import MakeClient
+from engine.http.keys import SCRIPTS
+
+
+async def test_infinite_loop_is_a_504_and_the_script_keeps_serving(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await engine_client("limits.js", script_time_ms=300)
+    resp = await client.get("/limits/loop")
+    assert resp.status == 504
+    err = (await resp.json())["error"]
+    assert err["code"] == "script_timeout"
+    lines = [r.getMessage() for r in caplog.records if err["request_id"] in r.getMessage()]
+    assert any("limits.js: ran past the time limit of 300 ms" in m for m in lines), lines
+    assert (await (await client.get("/limits/calls")).json()) == {"calls": 1}  # same context, state kept
+
+
+@pytest.mark.parametrize("path", ["/limits/bomb", "/limits/string-bomb"])
+async def test_memory_bomb_is_a_500_and_the_script_keeps_serving(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    client = await engine_client("limits.js", script_memory_mb=16)
+    resp = await client.get(path)
+    assert resp.status == 500
+    err = (await resp.json())["error"]
+    assert err["code"] == "script_memory"
+    assert any("ran past the memory limit of 16 MB" in r.getMessage() for r in caplog.records)
+    for _ in range(3):  # the context stays usable, again and again
+        assert (await (await client.get("/limits/calls")).json())["calls"] >= 1
+        assert (await client.get(path)).status == 500
+
+
+async def test_stack_overflow_is_a_500(engine_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
+    client = await engine_client("limits.js")
+    resp = await client.get("/limits/stack")
+    assert resp.status == 500
+    assert any("stack overflow" in r.getMessage() for r in caplog.records)
+
+
+async def test_promise_job_loop_is_stopped(engine_client: MakeClient) -> None:
+    client = await engine_client("limits.js", script_time_ms=200, handler_timeout_ms=3000)
+    resp = await client.get("/limits/promise-loop")
+    assert resp.status in (500, 504)
+    assert (await client.get("/limits/calls")).status == 200
+
+
+async def test_other_scripts_serve_while_one_loops(engine_client: MakeClient) -> None:
+    """The loop runs on its own thread: the event loop and every other script keep answering."""
+    # The budget is process CPU time (see README), so leave room for this test's own busy loop.
+    client = await engine_client("limits.js", "other.js", script_time_ms=5000)
+    looping = asyncio.create_task(client.get("/limits/busy", params={"ms": "500"}))
+    await asyncio.sleep(0)  # let the request go out
+    answered_while_busy = 0
+    while not looping.done():
+        resp = await client.get("/other")
+        assert resp.status == 200
+        answered_while_busy += 1
+    assert (await looping).status == 200
+    assert answered_while_busy >= 5
+
+
+async def test_load_that_loops_fails_on_the_time_limit(engine_client: MakeClient) -> None:
+    client = await engine_client("bad_load_loop.js", "other.js", script_time_ms=300)
+    record = client.app[SCRIPTS].records["bad_load_loop.js"]
+    assert record.status == "failed" and "ran past the time limit of 300 ms" in record.last_error
+    assert (await client.get("/load-loop")).status == 404
+    assert (await client.get("/other")).status == 200
+
+
+async def test_load_that_allocates_fails_on_the_memory_limit(engine_client: MakeClient) -> None:
+    client = await engine_client("bad_load_bomb.js", "other.js", script_memory_mb=16)
+    record = client.app[SCRIPTS].records["bad_load_bomb.js"]
+    assert record.status == "failed" and "ran past the memory limit of 16 MB" in record.last_error
+    assert (await client.get("/other")).status == 200
+
+
+async def test_failed_loads_leave_no_thread_behind(engine_client: MakeClient) -> None:
+    before = {t.name for t in threading.enumerate()}
+    client = await engine_client("bad_syntax.js", "bad_throw_at_load.js", "bad_load_loop.js", "other.js",
+                                 script_time_ms=200)
+    js_threads = sorted(t.name for t in threading.enumerate() if t.name.startswith("js:") and t.name not in before)
+    assert js_threads == ["js:other.js"]
+    await client.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("js:")]
+
+
+async def test_many_requests_in_parallel(engine_client: MakeClient) -> None:
+    client = await engine_client("api_response.js")
+    resps = await asyncio.gather(*(client.get("/r/promise", params={"x": str(i)}) for i in range(200)))
+    assert [await r.text() for r in resps] == [f"resolved {i}" for i in range(200)]
+
+
+def test_logging_is_quiet_for_passing_calls(caplog: pytest.LogCaptureFixture) -> None:
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

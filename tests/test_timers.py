@@ -1,0 +1,69 @@
+"""Timers run on the script's thread, survive between calls, and fail alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import MakeClient, wait_for
+
+
+async def state(client) -> dict:
+    return await (await client.get("/timers/state")).json()
+
+
+async def test_timeout_set_at_load_fires_and_cleared_one_does_not(engine_client: MakeClient) -> None:
+    client = await engine_client("api_timers.js")
+    await wait_for(lambda: _has(client, "load-timeout"), what="the load-time setTimeout")
+    assert "cancelled-should-not-run" not in (await state(client))["fired"]
+
+
+async def _has(client, tag: str) -> bool:
+    return tag in (await state(client))["fired"]
+
+
+async def test_interval_ticks_until_cleared(engine_client: MakeClient) -> None:
+    client = await engine_client("api_timers.js")
+    assert await (await client.get("/timers/start", params={"every": "10"})).text() == "started"
+
+    async def ticked() -> bool:
+        return (await state(client))["ticks"] >= 5
+
+    await wait_for(ticked, what="five interval ticks")
+    stopped = (await (await client.get("/timers/stop")).json())["ticks"]
+    # once cleared it never runs again: ask after a later timer of our own has fired
+    await client.get("/timers/throwing")
+    await wait_for(lambda: _has(client, "after-throw"), what="a later timer")
+    assert (await state(client))["ticks"] == stopped
+
+
+async def test_a_throwing_timer_is_logged_and_others_run(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await engine_client("api_timers.js")
+    await client.get("/timers/throwing")
+    await wait_for(lambda: _has(client, "after-throw"), what="the timer after the throwing one")
+    assert any("timer" in r.getMessage() and "Error: timer exploded" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_interval_that_loops_is_cleared_after_the_time_limit(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await engine_client("api_timers.js", script_time_ms=200)
+    await client.get("/timers/looping-interval")
+    await wait_for(lambda: any("was cleared: its callback ran past the time limit" in r.getMessage()
+                               for r in caplog.records), what="the interval to be cleared")
+    assert any("a timer failed: api_timers.js" in r.getMessage() for r in caplog.records)
+    # the script still answers, and the looping interval is gone
+    assert (await client.get("/timers/state")).status == 200
+
+
+async def test_bad_timer_arguments_throw(engine_client: MakeClient) -> None:
+    client = await engine_client("api_timers.js")
+    resp = await client.get("/timers/bad")
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "setTimeout: the callback must be a function, got \"code string\""
+
+
+async def test_handler_awaiting_a_timer(engine_client: MakeClient) -> None:
+    client = await engine_client("api_response.js")
+    assert await (await client.get("/r/promise", params={"x": "1"})).text() == "resolved 1"
