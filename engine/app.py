@@ -14,7 +14,7 @@ from engine.config import Config
 from engine.http.dispatch import dispatch
 from engine.http.health import health
 from engine.http.keys import CONFIG, ROUTES, SCRIPTS, STARTED
-from engine.http.middleware import add_request_id, error_middleware
+from engine.http.middleware import json_errors
 from engine.routes import RouteTable
 from engine.scripts import ScriptManager
 
@@ -22,15 +22,14 @@ log = logging.getLogger("engine")
 
 
 def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
+    app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
     app[ROUTES] = RouteTable()
     app[SCRIPTS] = ScriptManager(config, app[ROUTES])
     app[STARTED] = time.monotonic()
-    app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_scripts)
-    app.router.add_get("/health", health)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_get("/health", json_errors(health))
+    app.router.add_route("*", "/{tail:.*}", json_errors(dispatch))
     return app
 
 

@@ -5,7 +5,9 @@ register("/limits/bomb", function () { calls++; const a = []; while (true) a.pus
 register("/limits/string-bomb", function () { calls++; let s = "x"; while (true) s = s + s; });
 register("/limits/stack", function () { calls++; function r() { return r() + 1; } return String(r()); });
 register("/limits/busy", function (req) {
-  const until = Date.now() + Number(req.query.ms || 200);
+  const ms = Number(req.query.ms || 200);
+  writeLog("busy for " + ms + " ms");
+  const until = Date.now() + ms;
   while (Date.now() < until) {}
   return "done";
 });

@@ -37,7 +37,7 @@ def test_precedence(tmp_path: Path) -> None:
         ("limits: 5\n", {}, "config key 'limits' in {f}: must be a mapping of settings"),
         ("- a\n", {}, "config file {f}: the top level must be a mapping of sections"),
         ("server: [\n", {}, "config file {f}: not valid YAML"),
-        ("logs:\n  level: loud\n", {}, "config key 'logs.level' (from {f}): must be one of debug, info, warning, error"),
+        ("logs:\n  level: loud\n", {}, "config key 'logs.level' (from {f}): must be one of debug, info, warning"),
         ("", {"ENGINE_LIMITS_SCRIPT_TIME_MS": "0"}, "config key 'limits.script_time_ms' (from environment)"),
         ("", {"ENGINE_LOGS_ACCESS": "maybe"}, "config key 'logs.access' (from environment): expected bool"),
         ("", {"ENGINE_NOPE": "1"}, "environment variable ENGINE_NOPE: unknown setting"),

@@ -6,7 +6,6 @@ import json
 
 import aiohttp
 import pytest
-
 from conftest import MakeClient
 
 
@@ -23,6 +22,26 @@ async def test_req_object_has_every_field(engine_client: MakeClient) -> None:
     assert req["body"] == "f=v&g=%C3%A9"
     assert req["params"] == {}
     assert "json" not in req
+
+
+async def test_nul_bytes_in_path_and_body_arrive_whole(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    req = await (await client.get("/files/a%00b")).json()
+    assert req["path"] == "/files/a\x00b" and req["params"] == {"*": "a\x00b"}
+    req = await (await client.post("/echo", data=b"x\x00y\x00z")).json()
+    assert req["body"] == "x\x00y\x00z"
+    json_type = {"Content-Type": "application/json"}
+    req = await (await client.post("/echo", data=b'{"a":"\\u0000"}', headers=json_type)).json()
+    assert req["json"] == {"a": "\x00"}
+    req = await (await client.get("/echo?q=%00v&k%00=1")).json()
+    assert req["query"] == {"q": "\x00v", "k\x00": "1"}
+
+
+async def test_header_and_query_names_cannot_touch_prototypes(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    req = await (await client.get("/echo?__proto__=x&constructor=y", headers={"__proto__": "z"})).json()
+    assert req["query"] == {"__proto__": "x", "constructor": "y"}
+    assert req["headers"]["__proto__"] == "z"
 
 
 async def test_get_without_body_has_empty_body_and_form(engine_client: MakeClient) -> None:

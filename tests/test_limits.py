@@ -7,8 +7,8 @@ import logging
 import threading
 
 import pytest
-
 from conftest import MakeClient
+
 from engine.http.keys import SCRIPTS
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from conftest import MakeClient
+
 from engine.http.keys import SCRIPTS
 
 
@@ -24,7 +24,7 @@ async def test_syntax_error_names_file_and_line_and_others_load(
     assert any("loaded other.js (1 route)" in r.getMessage() for r in caplog.records)
 
 
-async def test_throw_at_top_level_registers_nothing(engine_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
+async def test_throw_at_top_level_registers_nothing(engine_client: MakeClient) -> None:
     client = await engine_client("bad_throw_at_load.js", "other.js")
     assert (await client.get("/half-loaded")).status == 404
     assert (await client.get("/other")).status == 200

@@ -32,13 +32,15 @@ class _Options(Exception):
 async def dispatch(request: web.Request) -> web.StreamResponse:
     table = request.app[ROUTES]
     try:
-        _resolve(table, request)  # 404/405 before reading any body
-        body = await read_body(request, request.app[CONFIG].limits.max_body_bytes)
-        # Match again: a reload may have swapped the table while the body arrived. From here to
-        # the submit there is no await, so the call lands on the version that matched.
-        match = _resolve(table, request)
+        match = _resolve(table, request)  # 404/405 before reading any body
+        if request.body_exists:
+            body = await read_body(request, request.app[CONFIG].limits.max_body_bytes)
+            # Match again: a reload may have swapped the table while the body arrived. From here
+            # to the submit there is no await, so the call lands on the version that matched.
+            match = _resolve(table, request)
+        else:
+            body = b""
     except _Options as o:
         return web.Response(status=204, headers={"Allow": o.allow})
-    req_json, is_json = js_request(request, body, match.params)
-    record = await match.route.target.handle(match.route.handler, req_json, is_json)
+    record = await match.route.target.handle(match.route.handler, js_request(request, body, match.params))
     return js_response(match.route.owner, record)

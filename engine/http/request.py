@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -59,23 +60,39 @@ def parse_form(content_type: str, full_content_type: str, body: bytes) -> dict[s
     return fields
 
 
-def js_request(request: web.Request, body: bytes, params: dict[str, str]) -> tuple[str, bool]:
-    """JSON text of `req`, and whether the handler should get `req.json` parsed from the body."""
-    headers: dict[str, str] = {}
-    for k, v in request.headers.items():
-        k = k.lower()
-        headers[k] = f"{headers[k]}, {v}" if k in headers else v
-    query: dict[str, str] = {}
-    for k, v in request.query.items():
-        query.setdefault(k, v)
-    content_type = request.content_type if body else ""
-    req: dict[str, Any] = {
-        "method": request.method,
-        "path": request.path,
-        "query": query,
-        "form": parse_form(content_type, request.headers.get("Content-Type", ""), body) if body else {},
-        "headers": headers,
-        "body": body.decode("utf-8", "replace"),
-        "params": params,
-    }
-    return json.dumps(req), bool(body) and is_json_type(content_type)
+# Flags for the prelude's `handle`: strings reach JS as C strings, so NUL needs JSON around it.
+PATH_IS_JSON, BODY_IS_JSON, PARSE_JSON = 1, 2, 4
+
+
+def js_request(request: web.Request, body: bytes, params: dict[str, str]) -> tuple[Any, ...]:
+    """The arguments of the prelude's `handle`: `req` in raw pieces, assembled in JS (off the GIL).
+
+    Headers travel as one newline-separated string (HTTP forbids newlines inside them), the query
+    string still encoded; `flags` says which pieces are JSON-encoded and whether to set `req.json`.
+    """
+    headers = b"\n".join(chain.from_iterable(request.raw_headers)).decode("utf-8", "replace")
+    path = request.path
+    flags = 0
+    if "\x00" in path:
+        path, flags = json.dumps(path), flags | PATH_IS_JSON
+    form = ""
+    text = ""
+    if body:
+        content_type = request.content_type
+        if content_type in (_FORM, _MULTIPART):
+            form = json.dumps(parse_form(content_type, request.headers.get("Content-Type", ""), body))
+        if is_json_type(content_type):
+            flags |= PARSE_JSON
+        text = body.decode("utf-8", "replace")
+        if "\x00" in text:
+            text, flags = json.dumps(text), flags | BODY_IS_JSON
+    return (
+        request.method,
+        path,
+        request.rel_url.raw_query_string,
+        headers,
+        text,
+        json.dumps(params) if params else "",
+        form,
+        flags,
+    )

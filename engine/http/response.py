@@ -20,15 +20,20 @@ _NO_BODY = {204, 304}
 def js_response(script: str, record: dict[str, Any]) -> web.Response:
     """`{s, b, t, h}` from the prelude (already type-checked there) as a response; bad headers raise."""
     status: int = record["s"]
+    content_type = record.get("t")
+    if "h" not in record and content_type is not None and status not in _NO_BODY:  # the common case
+        if _BAD_VALUE.search(content_type):
+            raise ScriptBadResponse(script, "contentType contains a line break or NUL")
+        return web.Response(status=status, body=record["b"].encode("utf-8", "replace"),
+                            headers={"Content-Type": content_type})
     headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in (record.get("h") or {}).items():
+    for name, value in record.get("h", {}).items():
         if not _TOKEN.match(name):
             raise ScriptBadResponse(script, f"header name {name!r} is not a valid HTTP token")
         if _BAD_VALUE.search(value):
             raise ScriptBadResponse(script, f"header {name} contains a line break or NUL")
         if name.lower() not in _FRAMING:
             headers.add(name, value)
-    content_type = record.get("t")
     if content_type is not None:
         if _BAD_VALUE.search(content_type):
             raise ScriptBadResponse(script, "contentType contains a line break or NUL")

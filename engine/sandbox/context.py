@@ -101,9 +101,12 @@ class ScriptContext:
         """Tell the script which routes other scripts own, so `register` can throw at the call."""
         await self._submit(partial(self._t_plain, "setClaims", json.dumps(claims)))
 
-    async def handle(self, handler: int, req_json: str, is_json: bool) -> dict[str, Any]:
-        """Call a route handler; returns the response record `{s, b, t, h}` or raises a ScriptError."""
-        env = await self._submit(partial(self._t_call, "handle", handler, req_json, is_json))
+    async def handle(self, handler: int, request: tuple[Any, ...]) -> dict[str, Any]:
+        """Call a route handler with the request's pieces (see `engine.http.request.js_request`).
+
+        Returns the response record `{s, b, t, h}` or raises a ScriptError.
+        """
+        env = await self._submit(partial(self._t_call, "handle", handler, *request))
         out = env.out or {}
         promise = out.get("p")
         if promise is not None:

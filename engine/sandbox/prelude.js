@@ -230,6 +230,42 @@
     return { r: out };
   }
 
+  function put(obj, key, value) {
+    if (key === "__proto__") Object.defineProperty(obj, key, { value: value, enumerable: true, writable: true, configurable: true });
+    else obj[key] = value;
+  }
+
+  function decodeComponent(s) {
+    s = s.replace(/\+/g, " ");
+    try { return decodeURIComponent(s); } catch (e) { return s; }
+  }
+
+  // "a=1&b=&a=2" -> {a: "1", b: ""}: the first value of a repeated name wins.
+  function parseQuery(qs) {
+    const out = {};
+    if (!qs) return out;
+    for (const part of qs.split("&")) {
+      if (!part) continue;
+      const eq = part.indexOf("=");
+      const key = decodeComponent(eq < 0 ? part : part.slice(0, eq));
+      if (!Object.prototype.hasOwnProperty.call(out, key)) put(out, key, eq < 0 ? "" : decodeComponent(part.slice(eq + 1)));
+    }
+    return out;
+  }
+
+  // "Name\nvalue\nName2\nvalue2" -> lower-case names; repeated names joined with ", ".
+  function parseHeaders(blob) {
+    const out = {};
+    if (!blob) return out;
+    const parts = blob.split("\n");
+    for (let i = 0; i + 1 < parts.length; i += 2) {
+      const name = parts[i].toLowerCase();
+      if (Object.prototype.hasOwnProperty.call(out, name)) out[name] += ", " + parts[i + 1];
+      else put(out, name, parts[i + 1]);
+    }
+    return out;
+  }
+
   function nextDue() {
     let due = null;
     for (const t of timers.values()) if (due === null || t.due < due) due = t.due;
@@ -272,11 +308,24 @@
       runningTimer = 0;
       return envelope(null);
     },
-    handle: function (index, reqJSON, isJson) {
+    // The request arrives in raw pieces: splitting headers and the query here, in JS, keeps that
+    // work off the GIL that the event loop needs.
+    // Strings reach JS as C strings, so a path or body holding NUL comes JSON-encoded (flags 1, 2).
+    handle: function (index, method, path, rawQuery, headerBlob, body, paramsJSON, formJSON, flags) {
       let out;
       try {
-        const req = JSON.parse(reqJSON);
-        if (isJson) { try { req.json = JSON.parse(req.body); } catch (e) { /* not JSON: req.json stays undefined */ } }
+        if (flags & 1) path = JSON.parse(path);
+        if (flags & 2) body = JSON.parse(body);
+        const req = {
+          method: method,
+          path: path,
+          query: parseQuery(rawQuery),
+          form: formJSON ? JSON.parse(formJSON) : {},
+          headers: parseHeaders(headerBlob),
+          body: body,
+          params: paramsJSON ? JSON.parse(paramsJSON) : {},
+        };
+        if (flags & 4) { try { req.json = JSON.parse(body); } catch (e) { /* not JSON: req.json stays undefined */ } }
         const v = handlers[index](req);
         if (v !== null && typeof v === "object" && typeof v.then === "function") {
           const id = ++callSeq;

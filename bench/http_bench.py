@@ -1,0 +1,120 @@
+"""HTTP benchmark, run by hand: a JS GET route against a plain aiohttp handler, same load tool, same run.
+
+    python bench/http_bench.py [--seconds 10] [--connections 50] [--rounds 5]
+
+Needs `wrk` (Debian: apt-get install wrk). Each server is its own process on loopback; wrk runs one
+thread. The two servers run side by side and are measured alternately, round after round; the
+medians of requests/s and p50/p99 latency are printed for both, with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server at {url} did not come up")
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        assert m, out
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": sock_errors.group(1) if sock_errors else ""}
+
+
+def start(cmd: list[str], url: str, connections: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_up(url)
+    wrk(url, 2, connections)  # warm-up
+    return proc
+
+
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for key in ("rps", "p50_ms", "p99_ms"):
+        values = sorted(r[key] for r in runs)
+        out[key] = values[len(values) // 2]
+    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
+    out["runs_rps"] = [r["rps"] for r in runs]  # type: ignore[assignment]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=5)
+    a = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
+    p1, p2 = free_port(), free_port()
+    js_url, plain_url = f"http://127.0.0.1:{p1}/bench", f"http://127.0.0.1:{p2}/bench"
+    servers = [
+        start([sys.executable, "-m", "engine", "--port", str(p1), "--scripts", str(HERE / "scripts")],
+              js_url, a.connections),
+        start([sys.executable, str(HERE / "plain_server.py"), str(p2)], plain_url, a.connections),
+    ]
+    js_runs, plain_runs = [], []
+    try:
+        # Alternate the two, round after round: this machine's speed drifts between runs.
+        for _ in range(a.rounds):
+            js_runs.append(wrk(js_url, a.seconds, a.connections))
+            plain_runs.append(wrk(plain_url, a.seconds, a.connections))
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait()
+    js, plain = median(js_runs), median(plain_runs)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+                   f"{platform.python_version()}",
+        "connections": a.connections, "seconds_per_run": a.seconds, "rounds": a.rounds,
+        "js_route": js, "plain_aiohttp": plain, "ratio": round(js["rps"] / plain["rps"], 3),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
