@@ -23,7 +23,7 @@ import quickjs
 from engine.config import LimitsConfig
 from engine.errors import ScriptBadResponse, ScriptError, ScriptGone, ScriptMemoryError, ScriptTimeout
 from engine.sandbox.host_api import HOST_NAMES
-from engine.sandbox.worker import Worker
+from engine.sandbox.worker import Worker, resolve_all
 
 PRELUDE = files("engine.sandbox").joinpath("prelude.js").read_text(encoding="utf-8")
 _UNCHANGED: Any = object()
@@ -45,12 +45,7 @@ class Envelope:
     settled: list[dict[str, Any]] = field(default_factory=list)
     next_timer: Any = _UNCHANGED  # epoch ms, None for no timers, or _UNCHANGED
     error: ScriptError | None = None
-
-    def merge(self, later: Envelope) -> None:
-        self.commands += later.commands
-        self.settled += later.settled
-        if later.next_timer is not _UNCHANGED:
-            self.next_timer = later.next_timer
+    deferred: bool = False  # a load's envelope: applied by the caller, only if the load is accepted
 
 
 class ScriptContext:
@@ -69,7 +64,7 @@ class ScriptContext:
         self._sink = sink
         self._on_error = on_error
         self._loop = loop or asyncio.get_running_loop()
-        self._worker = Worker(f"js:{name}", self._loop, self._t_teardown)
+        self._worker = Worker(f"js:{name}", self._loop, self._t_teardown, self._t_after_batch, self._delivered)
         self._ctx: Any = None
         self._rt: dict[str, Any] = {}
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -95,7 +90,9 @@ class ScriptContext:
     def activate(self, envelope: Envelope) -> None:
         """The load was accepted: start its timers."""
         self._active = True
-        self._update_timers(envelope.next_timer)
+        if envelope.next_timer is not _UNCHANGED:
+            self._next_due = envelope.next_timer
+        self._schedule()
 
     async def set_claims(self, claims: dict[str, str]) -> None:
         """Tell the script which routes other scripts own, so `register` can throw at the call."""
@@ -107,17 +104,15 @@ class ScriptContext:
         Returns the response record `{s, b, t, h}` or raises a ScriptError.
         """
         env = await self._submit(partial(self._t_call, "handle", handler, *request))
+        if env.error:
+            raise env.error
         out = env.out or {}
         promise = out.get("p")
         if promise is not None:
-            self._pending[promise] = self._loop.create_future()
-        self._after(env)
-        if env.error:
-            raise env.error
-        if promise is not None:
+            fut = self._pending[promise]  # created when the envelope was delivered
             try:
                 async with asyncio.timeout(self._limits.handler_timeout_ms / 1000):
-                    out = await self._pending[promise]
+                    out = await fut
             except TimeoutError:
                 raise ScriptTimeout(
                     self.name,
@@ -148,6 +143,22 @@ class ScriptContext:
             raise ScriptGone(self.name, "the script was reloaded or removed")
         return self._worker.submit(fn)
 
+    def _delivered(self, results: list[Any], jobs: Envelope | None) -> None:
+        """A batch came back: apply its envelopes in the order JS produced them, then wake the callers.
+
+        So commands land in call order, and before any handler's response is built.
+        """
+        for _, ok, env in results:
+            if ok and isinstance(env, Envelope) and not env.deferred:
+                if env.out and "p" in env.out:
+                    self._pending[env.out["p"]] = self._loop.create_future()
+                self._after(env)
+        if jobs is not None:
+            if jobs.error is not None:
+                self._on_error(self, jobs.error, "a Promise job")
+            self._after(jobs)
+        resolve_all(results)
+
     def _after(self, env: Envelope) -> None:
         """Apply what a dispatch produced: commands to the sink, settled Promises, the timer schedule."""
         if env.commands:
@@ -156,7 +167,9 @@ class ScriptContext:
             fut = self._pending.get(item["id"])
             if fut is not None and not fut.done():
                 fut.set_result(item["o"])
-        self._update_timers(env.next_timer)
+        if env.next_timer is not _UNCHANGED:
+            self._next_due = env.next_timer
+            self._schedule()
 
     def _response(self, out: dict[str, Any]) -> dict[str, Any]:
         if "r" in out:
@@ -184,9 +197,7 @@ class ScriptContext:
         limit = self._limits.script_memory_mb
         return ScriptMemoryError(self.name, f"ran past the memory limit of {limit} MB", stack, where)
 
-    def _update_timers(self, due: Any) -> None:
-        if due is not _UNCHANGED:
-            self._next_due = due
+    def _schedule(self) -> None:
         if self._timer:
             self._timer.cancel()
             self._timer = None
@@ -203,13 +214,14 @@ class ScriptContext:
         self._worker.submit(partial(self._t_call, "fire")).add_done_callback(self._fired)
 
     def _fired(self, fut: asyncio.Future[Envelope]) -> None:
+        """The timer dispatch's envelope was applied on delivery; report its failure, plan the next."""
         self._firing = False
         if self._closed or fut.cancelled():
             return
         env = fut.result()
         if env.error:
             self._on_error(self, env.error, "a timer")
-        self._after(env)
+        self._schedule()
 
     # ---- thread side: everything below runs on the worker thread -------------------------
 
@@ -220,7 +232,9 @@ class ScriptContext:
         ctx.eval(PRELUDE)(json.dumps(HOST_NAMES))
         self._ctx = ctx
         self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "setClaims", "drain", "handle", "fire")}
-        return self._t_call("setup", setup)
+        env = self._t_call("setup", setup)
+        env.deferred = True
+        return env
 
     def _t_teardown(self) -> None:
         # JS objects must die on the thread that made them.
@@ -228,11 +242,30 @@ class ScriptContext:
         self._ctx = None
 
     def _t_load(self, source: str) -> Envelope:
+        """The top level, and the Promise jobs it queued: all part of the load's one transaction."""
         try:
             self._ctx.eval(source)
+            self._t_pump()
+            env = self._parse(self._rt["drain"](""))
         except quickjs.JSException as e:
+            env = self._t_failed(self._classify(e))
+        except ScriptError as e:  # Promise jobs past the time limit
+            env = self._t_failed(e)
+        env.deferred = True
+        return env
+
+    def _t_after_batch(self) -> Envelope | None:
+        """Run the Promise jobs the batch's calls queued, once per batch rather than once per call."""
+        if self._ctx is None:
+            return None
+        try:
+            if not self._t_pump():
+                return None
+            return self._parse(self._rt["drain"](""))
+        except quickjs.JSException as e:
+            return self._t_failed(self._classify(e))
+        except ScriptError as e:  # Promise jobs past the time limit
             return self._t_failed(e)
-        return self._t_call("drain", "")
 
     def _t_plain(self, name: str, *args: Any) -> Envelope:
         self._rt[name](*args)
@@ -240,16 +273,9 @@ class ScriptContext:
 
     def _t_call(self, name: str, *args: Any) -> Envelope:
         try:
-            env = self._parse(self._rt[name](*args))
-            if self._t_pump():
-                env.merge(self._parse(self._rt["drain"]("")))
+            return self._parse(self._rt[name](*args))
         except quickjs.JSException as e:
-            return self._t_failed(e)
-        except ScriptError as e:
-            failed = self._t_failed(None)
-            failed.error = e
-            return failed
-        return env
+            return self._t_failed(self._classify(e))
 
     def _t_pump(self) -> bool:
         """Run queued Promise jobs; bounded, since a job may queue another forever."""
@@ -261,9 +287,8 @@ class ScriptContext:
                 raise ScriptTimeout(self.name, "Promise jobs kept running past the time limit")
         return ran
 
-    def _t_failed(self, exc: quickjs.JSException | None) -> Envelope:
-        """An uncatchable failure (throw at top level, time limit, memory): classify it, then drain."""
-        error = self._classify(exc) if exc is not None else ScriptError(self.name, "failed")
+    def _t_failed(self, error: ScriptError) -> Envelope:
+        """After an uncatchable failure (top-level throw, time or memory limit): collect what is queued."""
         self._ctx.gc()
         try:
             env = self._parse(self._rt["drain"]("timeout" if isinstance(error, ScriptTimeout) else ""))

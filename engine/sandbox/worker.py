@@ -32,14 +32,32 @@ def _resolve_all(results: list[Result]) -> None:
             fut.set_exception(value)
 
 
-class Worker:
-    """Runs callables on its own thread, in submission order; `teardown` runs last, on that thread."""
+def resolve_all(results: list[Result], extra: Any = None) -> None:
+    """The default delivery: settle each future with what its callable returned or raised."""
+    _resolve_all(results)
 
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop, teardown: Callable[[], None]) -> None:
+
+class Worker:
+    """Runs callables on its own thread, in submission order; `teardown` runs last, on that thread.
+
+    `after_batch` (on the thread) runs once after each batch; its result travels back with the
+    batch's results to `deliver` (on the loop), which must settle the futures.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loop: asyncio.AbstractEventLoop,
+        teardown: Callable[[], None],
+        after_batch: Callable[[], Any] | None = None,
+        deliver: Callable[[list[Result], Any], None] = resolve_all,
+    ) -> None:
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batch: list[Job] = []
         self._teardown = teardown
+        self._after_batch = after_batch
+        self._deliver = deliver
         self._stopped = False
         self._done: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -94,7 +112,8 @@ class Worker:
                     except queue.Empty:
                         break
                 if results:
-                    call_soon(_resolve_all, results)
+                    extra = self._after_batch() if self._after_batch is not None else None
+                    call_soon(self._deliver, results, extra)
         finally:
             try:
                 self._teardown()
