@@ -309,6 +309,9 @@ class ScriptContext:
 
     @staticmethod
     def _parse(raw: str) -> Envelope:
+        if raw[0] == "R":  # the prelude's fast path for a plain response and nothing else
+            status, content_type, body = raw[1:].split("\n", 2)
+            return Envelope(out={"r": {"s": int(status), "t": content_type, "b": body}})
         data = json.loads(raw)
         return Envelope(
             out=data.get("o"),

@@ -272,7 +272,18 @@
     return due;
   }
 
+  // Strings reach Python as C strings: NUL would cut them, lone surrogates would not decode.
+  const UNSAFE_FOR_FAST_PATH = /[\0\ud800-\udfff]/;
+
   function envelope(out) {
+    // The common case, a plain response and nothing else, skips JSON (JSON.stringify is the
+    // slowest step of a call): "R<status>\n<content type>\n<body>".
+    if (out !== null && out.r !== undefined && !commands.length && !settled.length && !timersDirty) {
+      const r = out.r;
+      if (r.h === undefined && r.t !== undefined && r.t.indexOf("\n") < 0 && !UNSAFE_FOR_FAST_PATH.test(r.b)) {
+        return "R" + r.s + "\n" + r.t + "\n" + r.b;
+      }
+    }
     const env = { o: out };
     if (commands.length) { env.c = commands; commands = []; }
     if (settled.length) { env.s = settled; settled = []; }
