@@ -28,8 +28,10 @@ from engine.sandbox.worker import Worker, resolve_all
 PRELUDE = files("engine.sandbox").joinpath("prelude.js").read_text(encoding="utf-8")
 _UNCHANGED: Any = object()
 _LINE = re.compile(r"<input>:(\d+)")
+# Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
+_SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
 # The prelude's dispatcher frames close every stack; they are the engine's, not the script's.
-_DISPATCH_FRAME = re.compile(r"^\s*at (handle|fire|apply|drain) \((<input>:\d+|native)\)$")
+_DISPATCH_FRAME = re.compile(r"^\s*at (handle|fire|apply|drain) \((<input>:\d+(:\d+)?|native)\)$")
 
 Commands = list[dict[str, Any]]
 Sink = Callable[["ScriptContext", Commands], None]
@@ -182,6 +184,8 @@ class ScriptContext:
         stack, where = self._stack(info.get("st", ""))
         if info.get("oom"):
             raise self._memory_error(stack, where)
+        if info["m"].startswith(_SIZE_LIMITS):
+            raise self._memory_error(stack, where, info["m"])
         raise ScriptError(self.name, info["m"], stack, where)
 
     def _stack(self, raw: str) -> tuple[str, str]:
@@ -193,9 +197,10 @@ class ScriptContext:
         m = _LINE.search(stack)
         return stack.replace("<input>", self.name), f"{self.name}:{m.group(1)}" if m else ""
 
-    def _memory_error(self, stack: str, where: str) -> ScriptMemoryError:
+    def _memory_error(self, stack: str, where: str, detail: str = "") -> ScriptMemoryError:
         limit = self._limits.script_memory_mb
-        return ScriptMemoryError(self.name, f"ran past the memory limit of {limit} MB", stack, where)
+        message = f"ran past the memory limit of {limit} MB" + (f" ({detail})" if detail else "")
+        return ScriptMemoryError(self.name, message, stack, where)
 
     def _schedule(self) -> None:
         if self._timer:
@@ -305,6 +310,8 @@ class ScriptContext:
             return ScriptTimeout(self.name, f"ran past the time limit of {limit} ms", stack, where)
         if first.startswith("InternalError: out of memory") or first == "null":
             return self._memory_error(stack, where)
+        if first.startswith(_SIZE_LIMITS):
+            return self._memory_error(stack, where, first)
         return ScriptError(self.name, first or "unknown error", stack, where)
 
     @staticmethod

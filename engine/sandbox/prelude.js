@@ -38,7 +38,7 @@
   // The dispatcher's own frames (handle, fire, Function.prototype.apply) end every stack: drop them.
   function cleanStack(stack) {
     const lines = String(stack || "").split("\n").filter((l) => l.trim() !== "");
-    while (lines.length && /^\s*at (handle|fire|apply) \((<input>:\d+|native)\)$/.test(lines[lines.length - 1])) lines.pop();
+    while (lines.length && /^\s*at (handle|fire|apply) \((<input>:\d+(:\d+)?|native)\)$/.test(lines[lines.length - 1])) lines.pop();
     return lines.join("\n");
   }
 
@@ -281,7 +281,7 @@
     if (out !== null && out.r !== undefined && !commands.length && !settled.length && !timersDirty) {
       const r = out.r;
       if (r.h === undefined && r.t !== undefined && r.t.indexOf("\n") < 0 && !UNSAFE_FOR_FAST_PATH.test(r.b)) {
-        return "R" + r.s + "\n" + r.t + "\n" + r.b;
+        return ["R" + r.s, r.t, r.b].join("\n"); // join, not +: the binding cannot take a rope string
       }
     }
     const env = { o: out };
