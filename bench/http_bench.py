@@ -62,8 +62,10 @@ def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
             "socket_errors": sock_errors.group(1) if sock_errors else ""}
 
 
-def start(cmd: list[str], url: str, connections: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def start(
+    cmd: list[str], url: str, connections: int, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_up(url)
     wrk(url, 2, connections)  # warm-up
@@ -85,6 +87,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop of both servers")
     a = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -92,8 +95,8 @@ def main() -> None:
     js_url, plain_url = f"http://127.0.0.1:{p1}/bench", f"http://127.0.0.1:{p2}/bench"
     servers = [
         start([sys.executable, "-m", "engine", "--port", str(p1), "--scripts", str(HERE / "scripts")],
-              js_url, a.connections),
-        start([sys.executable, str(HERE / "plain_server.py"), str(p2)], plain_url, a.connections),
+              js_url, a.connections, {"ENGINE_SERVER_LOOP": a.loop}),
+        start([sys.executable, str(HERE / "plain_server.py"), str(p2), a.loop], plain_url, a.connections),
     ]
     js_runs, plain_runs = [], []
     try:
@@ -110,7 +113,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
                    f"{platform.python_version()}",
-        "connections": a.connections, "seconds_per_run": a.seconds, "rounds": a.rounds,
+        "connections": a.connections, "seconds_per_run": a.seconds, "rounds": a.rounds, "loop": a.loop,
         "js_route": js, "plain_aiohttp": plain, "ratio": round(js["rps"] / plain["rps"], 3),
     }
     print(json.dumps(result, indent=2))

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.app import serve
@@ -20,6 +21,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", help="TCP port (server.port)")
     p.add_argument("--scripts", help="folder of .js scripts (scripts.dir)")
     return p.parse_args(argv)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """`server.loop`: uvloop takes a third or more off every request's cost on the event loop."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=loop_factory(config.server.loop)) as runner:
+            runner.run(serve(config))
     except OSError as e:
         logging.getLogger("engine").error("cannot serve on %s:%s: %s",
                                           config.server.host, config.server.port, e.strerror or e)

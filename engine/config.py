@@ -30,6 +30,8 @@ class ServerConfig:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(3000, "TCP port to listen on (0 picks a free one)", min=0)
     shutdown_seconds: float = setting(1.0, "on SIGINT/SIGTERM, how long open connections get to close", min=0)
+    loop: str = setting("uvloop", "event loop: uvloop (faster) or asyncio (the standard library's)",
+                        choices=("uvloop", "asyncio"))
 
 
 @dataclass(frozen=True)

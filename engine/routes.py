@@ -134,6 +134,11 @@ class RouteTable:
         self._static = static
         self._patterns = sorted(patterns.values(), key=_Pattern.sort_key)
 
+    @property
+    def has_patterns(self) -> bool:
+        """Whether any route has parameters or a prefix (only then does matching need the raw path)."""
+        return bool(self._patterns)
+
     def match(self, method: str, path: str, raw_path: str | None = None) -> Match | list[str] | None:
         """The route for `method path`; else the methods the path does allow (for 405); else None.
 

@@ -109,7 +109,8 @@ def test_flags_env_and_config_file(workdir: Path) -> None:
     (workdir / "custom.yaml").write_text("scripts:\n  dir: elsewhere\n")
     (workdir / "elsewhere").mkdir()
     shutil.copy(TEST_SCRIPTS / "other.js", workdir / "elsewhere" / "other.js")
-    server = Server(["--config", "custom.yaml", "--host", "127.0.0.1"], cwd=workdir, env={"ENGINE_SERVER_PORT": "0"})
+    server = Server(["--config", "custom.yaml", "--host", "127.0.0.1"], cwd=workdir,
+                    env={"ENGINE_SERVER_PORT": "0", "ENGINE_SERVER_LOOP": "asyncio"})
     try:
         url = server.wait_line(r"serving on (http://\S+)").group(1)
         assert url.startswith("http://127.0.0.1:")

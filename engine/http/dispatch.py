@@ -12,7 +12,7 @@ from engine.routes import Match, RouteTable
 
 
 def _resolve(table: RouteTable, request: web.Request) -> Match:
-    found = table.match(request.method, request.path, request.rel_url.raw_path)
+    found = table.match(request.method, request.path, request.rel_url.raw_path if table.has_patterns else None)
     if isinstance(found, Match):
         return found
     if found is None:

@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from importlib.resources import files
 from typing import Any
 
@@ -38,7 +37,7 @@ Sink = Callable[["ScriptContext", Commands], None]
 ErrorSink = Callable[["ScriptContext", ScriptError, str], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Envelope:
     """What one dispatch into JS produced."""
 
@@ -81,13 +80,13 @@ class ScriptContext:
     async def start(self, logs: list[str], log_max: int, claims: dict[str, str]) -> None:
         """Create the context on its thread and install the host API."""
         setup = json.dumps({"logs": logs, "logMax": log_max, "claims": claims})
-        env = await self._worker.submit(partial(self._t_start, setup))
+        env = await self._worker.submit(self._t_start, setup)
         if env.error:
             raise env.error
 
     async def load(self, source: str) -> Envelope:
         """Run the script's top level. The envelope is not applied: the caller decides (atomic swap)."""
-        return await self._submit(partial(self._t_load, source))
+        return await self._submit(self._t_load, source)
 
     def activate(self, envelope: Envelope) -> None:
         """The load was accepted: start its timers."""
@@ -98,14 +97,14 @@ class ScriptContext:
 
     async def set_claims(self, claims: dict[str, str]) -> None:
         """Tell the script which routes other scripts own, so `register` can throw at the call."""
-        await self._submit(partial(self._t_plain, "setClaims", json.dumps(claims)))
+        await self._submit(self._t_plain, "setClaims", json.dumps(claims))
 
     async def handle(self, handler: int, request: tuple[Any, ...]) -> dict[str, Any]:
         """Call a route handler with the request's pieces (see `engine.http.request.js_request`).
 
         Returns the response record `{s, b, t, h}` or raises a ScriptError.
         """
-        env = await self._submit(partial(self._t_call, "handle", handler, *request))
+        env = await self._submit(self._t_call, "handle", handler, *request)
         if env.error:
             raise env.error
         out = env.out or {}
@@ -140,10 +139,10 @@ class ScriptContext:
     def closed(self) -> bool:
         return self._closed
 
-    def _submit(self, fn: Callable[[], Envelope]) -> asyncio.Future[Envelope]:
+    def _submit(self, fn: Callable[..., Envelope], *args: Any) -> asyncio.Future[Envelope]:
         if self._worker.stopped:
             raise ScriptGone(self.name, "the script was reloaded or removed")
-        return self._worker.submit(fn)
+        return self._worker.submit(fn, *args)
 
     def _delivered(self, results: list[Any], jobs: Envelope | None) -> None:
         """A batch came back: apply its envelopes in the order JS produced them, then wake the callers.
@@ -216,7 +215,7 @@ class ScriptContext:
         if self._closed or self._worker.stopped:
             return
         self._firing = True
-        self._worker.submit(partial(self._t_call, "fire")).add_done_callback(self._fired)
+        self._worker.submit(self._t_call, "fire").add_done_callback(self._fired)
 
     def _fired(self, fut: asyncio.Future[Envelope]) -> None:
         """The timer dispatch's envelope was applied on delivery; report its failure, plan the next."""

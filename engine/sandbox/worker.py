@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _STOP = object()
-Job = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 Result = tuple["asyncio.Future[Any]", bool, Any]
 
 
@@ -67,14 +67,14 @@ class Worker:
     def stopped(self) -> bool:
         return self._stopped
 
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Queue `fn` for the thread (sent at the end of this loop iteration); resolves on the loop."""
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue `fn(*args)` for the thread (sent at the end of this loop iteration); resolves on the loop."""
         if self._stopped:
             raise RuntimeError("worker is stopped")
         fut: asyncio.Future[T] = self._loop.create_future()
         if not self._batch:
             self._loop.call_soon(self._flush)
-        self._batch.append((fn, fut))
+        self._batch.append((fn, args, fut))
         return fut
 
     def _flush(self) -> None:
@@ -102,9 +102,9 @@ class Worker:
                     if item is _STOP:
                         stop = True
                         break
-                    for fn, fut in item:
+                    for fn, args, fut in item:
                         try:
-                            results.append((fut, True, fn()))
+                            results.append((fut, True, fn(*args)))
                         except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
                             results.append((fut, False, e))
                     try:
