@@ -10,10 +10,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from engine.config import Config
 from engine.errors import RouteConflict, ScriptError
@@ -35,16 +33,6 @@ class ScriptRecord:
     loaded_at: float | None = None
     last_error: str | None = None
     context: ScriptContext | None = None
-    context_routes: list[Route] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "loaded_at": self.loaded_at,
-            "last_error": self.last_error,
-            "routes": len(self.context_routes),
-        }
 
 
 def discover(folder: Path) -> list[str]:
@@ -68,7 +56,6 @@ class ScriptManager:
         self.routes = routes
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self.on_change: list[Callable[[str], None]] = []
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -109,13 +96,11 @@ class ScriptManager:
                 return await self._fail(record, env.error, ctx)
 
             old, record.context = record.context, ctx
-            record.context_routes = routes
             record.status, record.loaded_at, record.last_error = "loaded", time.time(), None
             ctx.activate(env)
             log.info("loaded %s (%d route%s)", name, len(routes), "" if len(routes) == 1 else "s")
             if old is not None:
                 await old.close()
-            self._changed(name)
             return record
 
     async def unload(self, name: str) -> None:
@@ -126,7 +111,6 @@ class ScriptManager:
             if record and record.context:
                 await record.context.close()
             log.info("unloaded %s", name)
-            self._changed(name)
 
     async def close(self) -> None:
         """Dispose of every context and join its thread."""
@@ -149,10 +133,6 @@ class ScriptManager:
             record = ScriptRecord(name, deque(maxlen=self.config.logs.script_lines))
             self.records[name] = record
         return record
-
-    def _changed(self, name: str) -> None:
-        for callback in self.on_change:
-            callback(name)
 
     async def _fail(self, record: ScriptRecord, error: ScriptError, ctx: ScriptContext | None) -> ScriptRecord:
         if ctx is not None:
@@ -185,9 +165,6 @@ class ScriptManager:
                     self.routes.add(route)
                 except RouteConflict as e:
                     self._script_line(ctx.name, "error", f"register refused: {e}")
-                else:
-                    assert record is not None
-                    record.context_routes.append(route)
 
     def _log_lines(self, name: str, commands: Commands) -> None:
         for c in commands:

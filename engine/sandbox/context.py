@@ -95,10 +95,6 @@ class ScriptContext:
             self._next_due = envelope.next_timer
         self._schedule()
 
-    async def set_claims(self, claims: dict[str, str]) -> None:
-        """Tell the script which routes other scripts own, so `register` can throw at the call."""
-        await self._submit(self._t_plain, "setClaims", json.dumps(claims))
-
     async def handle(self, handler: int, request: tuple[Any, ...]) -> dict[str, Any]:
         """Call a route handler with the request's pieces (see `engine.http.request.js_request`).
 
@@ -235,7 +231,7 @@ class ScriptContext:
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
         ctx.eval(PRELUDE)(json.dumps(HOST_NAMES))
         self._ctx = ctx
-        self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "setClaims", "drain", "handle", "fire")}
+        self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "drain", "handle", "fire")}
         env = self._t_call("setup", setup)
         env.deferred = True
         return env
@@ -270,10 +266,6 @@ class ScriptContext:
             return self._t_failed(self._classify(e))
         except ScriptError as e:  # Promise jobs past the time limit
             return self._t_failed(e)
-
-    def _t_plain(self, name: str, *args: Any) -> Envelope:
-        self._rt[name](*args)
-        return Envelope()
 
     def _t_call(self, name: str, *args: Any) -> Envelope:
         try:

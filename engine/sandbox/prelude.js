@@ -306,7 +306,6 @@
       logLines = (o.logs || []).slice(-logMax);
       return envelope(null);
     },
-    setClaims: function (claimsJSON) { claims = JSON.parse(claimsJSON); },
     drain: function (reason) {
       if (runningTimer && reason === "timeout") {
         const t = timers.get(runningTimer);
