@@ -145,16 +145,18 @@ class ScriptContext:
 
         So commands land in call order, and before any handler's response is built.
         """
-        for _, ok, env in results:
-            if ok and isinstance(env, Envelope) and not env.deferred:
-                if env.out and "p" in env.out:
-                    self._pending[env.out["p"]] = self._loop.create_future()
-                self._after(env)
-        if jobs is not None:
-            if jobs.error is not None:
-                self._on_error(self, jobs.error, "a Promise job")
-            self._after(jobs)
-        resolve_all(results)
+        try:
+            for _, ok, env in results:
+                if ok and isinstance(env, Envelope) and not env.deferred:
+                    if env.out and "p" in env.out:
+                        self._pending[env.out["p"]] = self._loop.create_future()
+                    self._after(env)
+            if jobs is not None:
+                if jobs.error is not None:
+                    self._on_error(self, jobs.error, "a Promise job")
+                self._after(jobs)
+        finally:  # whatever applying did, nobody is left waiting
+            resolve_all(results)
 
     def _after(self, env: Envelope) -> None:
         """Apply what a dispatch produced: commands to the sink, settled Promises, the timer schedule."""
