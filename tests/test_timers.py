@@ -1,6 +1,8 @@
-"""Timers run on the script's thread, survive between calls, and fail alone."""
+"""Timers run on the script's thread, survive between calls, and fail alone; logs from console.*."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from conftest import MakeClient, wait_for
@@ -66,3 +68,22 @@ async def test_bad_timer_arguments_throw(engine_client: MakeClient) -> None:
 async def test_handler_awaiting_a_timer(engine_client: MakeClient) -> None:
     client = await engine_client("api_response.js")
     assert await (await client.get("/r/promise", params={"x": "1"})).text() == "resolved 1"
+
+
+async def test_console_levels_reach_the_server_log_and_list_logs(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="engine.script")
+    client = await engine_client("api_console.js")
+    lines = await (await client.get("/console")).json()
+    assert lines[0] == 'log 1 true null undefined {"a":[1,2]}'
+    assert lines[1:4] == ["info line", "debug line", "warn line"]
+    assert lines[4].startswith("error line TypeError: bad type")
+    assert lines[5] == "cyclic [object Object]"
+    assert len(lines[6]) < 17000 and lines[6].endswith("... (truncated)")
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name == "engine.script"}
+    assert levels["[api_console.js] info line"] == logging.INFO
+    assert levels["[api_console.js] debug line"] == logging.DEBUG
+    assert levels["[api_console.js] warn line"] == logging.WARNING
+    assert any(m.startswith("[api_console.js] error line TypeError") and lvl == logging.ERROR
+               for m, lvl in levels.items())
