@@ -3,32 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
 from engine.config import Config
 from engine.http.dispatch import dispatch
 from engine.http.health import health
-from engine.http.keys import CONFIG, ROUTES, SCRIPTS, STARTED
+from engine.http.introspect import streams_info
+from engine.http.keys import CONFIG, ROUTES, SCRIPTS, STARTED, STREAMS
 from engine.http.middleware import json_errors
 from engine.routes import RouteTable
 from engine.scripts import ScriptManager
+from engine.streams.registry import StreamRegistry
+from engine.streams.sse import heartbeat
 
 log = logging.getLogger("engine")
+
+
+# Runner options the app relies on: a client that disconnects cancels its handler at once, which is
+# how a stream reader that goes away is noticed (the heartbeat is the backstop).
+SERVER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
 
 
 def build_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
     app[ROUTES] = RouteTable()
-    app[SCRIPTS] = ScriptManager(config, app[ROUTES])
+    s = config.streams
+    app[STREAMS] = StreamRegistry(s.history, s.max_buffer_bytes, s.max_connections)
+    app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS])
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_scripts)
+    app.cleanup_ctx.append(_heartbeat)
+    app.on_shutdown.append(_close_streams)
     app.router.add_get("/health", json_errors(health))
+    app.router.add_get("/_engine/streams", json_errors(streams_info))
     app.router.add_route("*", "/{tail:.*}", json_errors(dispatch))
     return app
 
@@ -43,11 +58,25 @@ async def _scripts(app: web.Application) -> AsyncIterator[None]:
     await scripts.close()
 
 
+async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(heartbeat(app[STREAMS], app[CONFIG].streams.heartbeat_seconds))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_streams(app: web.Application) -> None:
+    """First step of shutdown: end every stream reader, so their handlers return and the server can close."""
+    app[STREAMS].close_all()
+
+
 async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then close connections, stop scripts and return."""
     app = build_app(config)
     runner = web.AppRunner(
         app,
+        **SERVER_OPTIONS,
         handle_signals=False,
         shutdown_timeout=config.server.shutdown_seconds,
         access_log=logging.getLogger("aiohttp.access") if config.logs.access else None,

@@ -45,6 +45,17 @@ class LimitsConfig:
     script_memory_mb: int = setting(64, "memory one script's QuickJS context may hold", min=1)
     handler_timeout_ms: int = setting(30000, "how long a handler's returned Promise may stay pending", min=1)
     max_body_bytes: int = setting(1048576, "largest request body accepted (413 beyond)", min=1)
+    max_message_bytes: int = setting(1048576, "largest stream message a script may send (it throws beyond)", min=1)
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    heartbeat_seconds: float = setting(15.0, "how often a `: ping` comment goes to every stream reader", min=0.01)
+    history: int = setting(1000, "events each stream keeps for readers that reconnect with Last-Event-ID", min=0)
+    max_buffer_bytes: int = setting(1048576, "unsent bytes after which a slow reader is disconnected", min=1)
+    max_connections: int = setting(10000, "stream readers at once, across all streams (503 beyond)", min=1)
+    retry_ms: int = setting(2000, "the `retry:` reconnection delay sent to every reader", min=0)
+    cors_origin: str = setting("*", "Access-Control-Allow-Origin on streams; empty for none")
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
 
     @property

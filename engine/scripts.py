@@ -7,16 +7,19 @@ to that folder; they load in sorted order so conflicts resolve the same way ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.config import Config
 from engine.errors import RouteConflict, ScriptError
 from engine.routes import Route, RouteTable
 from engine.sandbox.context import Commands, Envelope, ScriptContext
+from engine.streams.registry import StreamRegistry
 
 log = logging.getLogger("engine.scripts")
 script_log = logging.getLogger("engine.script")
@@ -35,6 +38,10 @@ class ScriptRecord:
     context: ScriptContext | None = None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def discover(folder: Path) -> list[str]:
     """Script names under `folder`, sorted: the load order."""
     if not folder.is_dir():
@@ -50,10 +57,11 @@ def discover(folder: Path) -> list[str]:
 class ScriptManager:
     """Owns every script's context and registrations."""
 
-    def __init__(self, config: Config, routes: RouteTable) -> None:
+    def __init__(self, config: Config, routes: RouteTable, streams: StreamRegistry) -> None:
         self.config = config
         self.folder = config.scripts_dir
         self.routes = routes
+        self.streams = streams
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -79,7 +87,13 @@ class ScriptManager:
             ctx = ScriptContext(name, self.config.limits, self._apply, self._background_error)
             env: Envelope
             try:
-                await ctx.start(list(record.logs), self.config.logs.script_lines, self.routes.claims(name))
+                await ctx.start({
+                    "logs": list(record.logs),
+                    "logMax": self.config.logs.script_lines,
+                    "maxMessageBytes": self.config.limits.max_message_bytes,
+                    "claims": self.routes.claims(name),
+                    "streamClaims": self.streams.claims(name),
+                })
                 env = await ctx.load(source)
             except ScriptError as e:
                 env = Envelope(error=e)
@@ -87,20 +101,26 @@ class ScriptManager:
             routes = [
                 Route(c["method"], c["path"], name, ctx, c["handler"]) for c in env.commands if c["op"] == "route"
             ]
+            streams = [c["path"] for c in env.commands if c["op"] == "stream"]
             if env.error is None:
-                try:
-                    self.routes.replace(name, routes)
-                except RouteConflict as e:
-                    env.error = ScriptError(name, str(e))
+                problems = self._conflicts(name, routes, streams)
+                if problems:
+                    env.error = ScriptError(name, "; ".join(problems))
             if env.error is not None:
                 return await self._fail(record, env.error, ctx)
 
+            # The swap: nothing below awaits until both tables point at the new version.
+            self.routes.replace(name, routes)
+            self.streams.replace(name, streams)
             old, record.context = record.context, ctx
             record.status, record.loaded_at, record.last_error = "loaded", time.time(), None
+            self._publish(env.commands)  # messages sent at load time, now that its streams exist
             ctx.activate(env)
-            log.info("loaded %s (%d route%s)", name, len(routes), "" if len(routes) == 1 else "s")
+            log.info("loaded %s (%s)", name, _count(len(routes), "route") + (
+                f", {_count(len(streams), 'stream')}" if streams else ""))
             if old is not None:
                 await old.close()
+            await self._share_claims(name)
             return record
 
     async def unload(self, name: str) -> None:
@@ -108,17 +128,52 @@ class ScriptManager:
         async with self._locks.setdefault(name, asyncio.Lock()):
             record = self.records.pop(name, None)
             self.routes.replace(name, [])
+            self.streams.replace(name, [])
             if record and record.context:
                 await record.context.close()
             log.info("unloaded %s", name)
+            await self._share_claims(name)
 
     async def close(self) -> None:
         """Dispose of every context and join its thread."""
         contexts = [r.context for r in self.records.values() if r.context]
         for r in self.records.values():
             self.routes.replace(r.name, [])
+            self.streams.replace(r.name, [])
             r.context = None
         await asyncio.gather(*(c.close() for c in contexts))
+
+    def _conflicts(self, name: str, routes: list[Route], streams: list[str]) -> list[str]:
+        """Why `name` cannot own these: taken by another script, or a path both a stream and a GET route."""
+        problems = self.routes.conflicts(name, routes) + self.streams.conflicts(name, streams)
+        stream_paths = set(streams) | set(self.streams.claims(name))
+        for r in routes:
+            if r.method == "GET" and r.path in stream_paths:
+                problems.append(f"GET {r.path} is a stream; a path cannot be both a stream and a GET route")
+        get_routes = {r.path: name for r in routes if r.method == "GET"}
+        get_routes |= {r.path: r.owner for r in self.routes.routes() if r.method == "GET" and r.owner != name}
+        for path in streams:
+            if path in get_routes:
+                problems.append(f"stream {path} is a GET route of script {get_routes[path]}; "
+                                "a path cannot be both a stream and a GET route")
+        return problems
+
+    async def _share_claims(self, changed: str) -> None:
+        """Tell every other script what the others now own (for register's and send's checks)."""
+        for other in list(self.records.values()):
+            if other.name != changed and other.context is not None and not other.context.closed:
+                # ScriptGone: it was replaced meanwhile, and its successor starts with fresh claims.
+                with contextlib.suppress(ScriptError):
+                    await other.context.set_claims(self.routes.claims(other.name), self.streams.claims(other.name))
+
+    def _publish(self, commands: Commands) -> None:
+        for c in commands:
+            if c["op"] == "send":
+                self._send(c)
+
+    def _send(self, command: dict[str, Any]) -> None:
+        for stream in self.streams.targets(command.get("paths")):
+            self.streams.publish(stream, command["data"], command.get("event"))
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -156,7 +211,12 @@ class ScriptManager:
         record = self.records.get(ctx.name)
         current = record is not None and record.context is ctx
         for c in commands:
-            if c["op"] == "route":
+            if c["op"] == "send":
+                self._send(c)
+            elif c["op"] == "stream":
+                if current:
+                    self._add_stream(ctx.name, c["path"])
+            elif c["op"] == "route":
                 if not current:
                     log.warning("%s: register() from a replaced version ignored", ctx.name)
                     continue
@@ -165,6 +225,15 @@ class ScriptManager:
                     self.routes.add(route)
                 except RouteConflict as e:
                     self._script_line(ctx.name, "error", f"register refused: {e}")
+
+    def _add_stream(self, name: str, path: str) -> None:
+        """registerWebStream called after the load (from a handler or timer)."""
+        owned = [p for p, s in self.streams.streams.items() if s.owner == name]
+        problems = self._conflicts(name, [], [path])
+        if problems:
+            self._script_line(name, "error", f"registerWebStream refused: {'; '.join(problems)}")
+        else:
+            self.streams.replace(name, [*owned, path])
 
     def _log_lines(self, name: str, commands: Commands) -> None:
         for c in commands:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from engine.app import build_app
+from engine.app import SERVER_OPTIONS, build_app
 from engine.config import Config, LimitsConfig, ScriptsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def engine_client(aiohttp_client: Any, scripts_dir: Path) -> MakeClient:
             (scripts_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (scripts_dir / name).write_text(source, encoding="utf-8")
         cfg = config or make_config(scripts_dir, **limits)
-        client: TestClient = await aiohttp_client(build_app(cfg))
+        client: TestClient = await aiohttp_client(build_app(cfg), server_kwargs=SERVER_OPTIONS)
         return client
 
     return make

@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.errors import HTTPError
-from engine.http.keys import CONFIG, ROUTES
+from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
 from engine.http.request import js_request, read_body
 from engine.http.response import js_response
 from engine.routes import Match, RouteTable
+from engine.streams.sse import serve_sse
 
 
 def _resolve(table: RouteTable, request: web.Request) -> Match:
@@ -30,6 +31,11 @@ class _Options(Exception):
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
+    if request.method == "GET":
+        stream = request.app[STREAMS].streams.get(request.path)
+        if stream is not None:  # streams are exact paths, looked up before routes
+            app = request.app
+            return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID])
     table = request.app[ROUTES]
     try:
         match = _resolve(table, request)  # 404/405 before reading any body

@@ -8,12 +8,14 @@ from aiohttp import web
 
 from engine.config import Config
 from engine.routes import RouteTable
+from engine.streams.registry import StreamRegistry
 
 if TYPE_CHECKING:
     from engine.scripts import ScriptManager
 
 CONFIG = web.AppKey("config", Config)
 ROUTES = web.AppKey("routes", RouteTable)
+STREAMS = web.AppKey("streams", StreamRegistry)
 SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")
 STARTED = web.AppKey("started", float)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -77,12 +77,19 @@ class ScriptContext:
 
     # ---- loop side -----------------------------------------------------------------------
 
-    async def start(self, logs: list[str], log_max: int, claims: dict[str, str]) -> None:
-        """Create the context on its thread and install the host API."""
-        setup = json.dumps({"logs": logs, "logMax": log_max, "claims": claims})
-        env = await self._worker.submit(self._t_start, setup)
+    async def start(self, setup: dict[str, Any]) -> None:
+        """Create the context on its thread and install the host API.
+
+        `setup`: `logs` (earlier lines for listLogs), `logMax`, `maxMessageBytes`, and `claims` /
+        `streamClaims` (what other scripts own, so register calls can throw at once).
+        """
+        env = await self._worker.submit(self._t_start, json.dumps(setup))
         if env.error:
             raise env.error
+
+    async def set_claims(self, claims: dict[str, str], stream_claims: dict[str, str]) -> None:
+        """What other scripts own changed."""
+        await self._submit(self._t_call, "setClaims", json.dumps({"claims": claims, "streamClaims": stream_claims}))
 
     async def load(self, source: str) -> Envelope:
         """Run the script's top level. The envelope is not applied: the caller decides (atomic swap)."""
@@ -233,7 +240,7 @@ class ScriptContext:
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
         ctx.eval(PRELUDE)(json.dumps(HOST_NAMES))
         self._ctx = ctx
-        self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "drain", "handle", "fire")}
+        self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "setClaims", "drain", "handle", "fire")}
         env = self._t_call("setup", setup)
         env.deferred = True
         return env

@@ -21,6 +21,12 @@ class HostFunction:
 HOST_API: tuple[HostFunction, ...] = (
     HostFunction("register", "register(path, handler, method = 'GET')",
                  "serve `method path` with `handler` (a function or the name of one)"),
+    HostFunction("registerWebStream", "registerWebStream(path, options?)",
+                 "serve `GET path` as a Server-Sent Events stream (again from the same script: no-op)"),
+    HostFunction("sendStreamMessage", "sendStreamMessage(data, options?)",
+                 "send to every stream (`options.path`: one or a list; `options.event`: the SSE event)"),
+    HostFunction("sendStreamMessageToPath", "sendStreamMessageToPath(path, data, options?)",
+                 "send to one stream; an unregistered path throws"),
     HostFunction("writeLog", "writeLog(message)", "write a line to the server log and this script's log"),
     HostFunction("listLogs", "listLogs()", "this script's recent log lines, oldest first"),
     HostFunction("console.log", "console.log(...values)", "log at info level"),

@@ -11,7 +11,7 @@
   const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
   const RESERVED = [/^\/graphql/, /^\/health$/, /^\/health\//, /^\/metrics$/, /^\/metrics\//, /^\/_engine(\/|$)/];
   // Leading stack frames of these names are the host's, not the script's: hidden from its errors.
-  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "addTimer"]));
+  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "checkStreamPath", "messageText", "messageOptions", "addTimer"]));
 
   let commands = [];
   let settled = [];
@@ -24,7 +24,11 @@
   let logLines = [];
   let logMax = 500;
   let claims = {}; // "GET /a/{}" -> script that owns it (other scripts only)
+  let streamClaims = {}; // "/events" -> script that owns it (other scripts only)
+  let maxMessageBytes = 1048576;
   const ownRoutes = new Set();
+  const ownStreams = new Set();
+  const hasOwn = Object.prototype.hasOwnProperty;
 
   function hostError(message) {
     const e = new Error(message);
@@ -122,10 +126,99 @@
     const where = method + " " + path;
     const fn = resolveHandler(handler, where);
     if (ownRoutes.has(key)) throw hostError("register: " + where + " is already registered by this script");
-    if (Object.prototype.hasOwnProperty.call(claims, key)) throw hostError("register: " + where + " is already registered by script " + claims[key]);
+    if (method === "GET" && (ownStreams.has(path) || hasOwn.call(streamClaims, path))) {
+      throw hostError("register: " + path + " is a stream" + (ownStreams.has(path) ? "" : " of script " + streamClaims[path]) + "; a path cannot be both a stream and a GET route");
+    }
+    if (hasOwn.call(claims, key)) throw hostError("register: " + where + " is already registered by script " + claims[key]);
     ownRoutes.add(key);
     handlers.push(fn);
     commands.push({ op: "route", method: method, path: path, handler: handlers.length - 1 });
+  }
+
+  function checkStreamPath(fn, path) {
+    if (typeof path !== "string" || path.length === 0) throw hostError(fn + ": path must be a non-empty string starting with '/', got " + describe(path));
+    if (path[0] !== "/") throw hostError(fn + ": path must start with '/', got " + describe(path));
+    if (path.length > 200) throw hostError(fn + ": path is longer than 200 characters");
+    if (/[\s\x00-\x1f\x7f?#]/.test(path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?' or '#', got " + describe(path));
+  }
+
+  function registerWebStream(path, options) {
+    checkStreamPath("registerWebStream", path);
+    if (options !== undefined && (options === null || typeof options !== "object")) {
+      throw hostError("registerWebStream: options must be an object, got " + describe(options));
+    }
+    for (const re of RESERVED) {
+      if (re.test(path)) throw hostError("registerWebStream: " + path + " is reserved by the engine (/graphql*, /health, /metrics, /_engine/*)");
+    }
+    if (ownStreams.has(path)) return;
+    if (hasOwn.call(streamClaims, path)) throw hostError("registerWebStream: " + path + " is already registered by script " + streamClaims[path]);
+    const getKey = "GET " + path;
+    if (ownRoutes.has(getKey) || hasOwn.call(claims, getKey)) {
+      throw hostError("registerWebStream: " + path + " is a GET route" + (ownRoutes.has(getKey) ? "" : " of script " + claims[getKey]) + "; a path cannot be both a stream and a GET route");
+    }
+    ownStreams.add(path);
+    commands.push({ op: "stream", path: path });
+  }
+
+  function utf8Length(s) {
+    let n = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80) n += 1;
+      else if (c < 0x800) n += 2;
+      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) { n += 4; i++; }
+      else n += 3;
+    }
+    return n;
+  }
+
+  // The message as the text that goes on the wire: strings verbatim, other JSON values serialized.
+  function messageText(fn, data) {
+    let text = data;
+    if (typeof data !== "string") {
+      try { text = JSON.stringify(data); } catch (e) { throw hostError(fn + ": the message could not be serialized to JSON: " + e.message); }
+      if (text === undefined) throw hostError(fn + ": the message must be a string or a JSON value, got " + describe(data));
+    }
+    // Most strings are decided by their length alone; only the rest are measured in UTF-8 bytes.
+    if (text.length * 3 > maxMessageBytes) {
+      const bytes = text.length > maxMessageBytes ? text.length : utf8Length(text);
+      if (bytes > maxMessageBytes) throw hostError(fn + ": the message is at least " + bytes + " bytes; the limit is " + maxMessageBytes + " (limits.max_message_bytes)");
+    }
+    return text;
+  }
+
+  function knownStream(path) { return ownStreams.has(path) || hasOwn.call(streamClaims, path); }
+
+  function messageOptions(fn, options, cmd) {
+    if (options === undefined || options === null) return cmd;
+    if (typeof options !== "object") throw hostError(fn + ": options must be an object, got " + describe(options));
+    if (options.event !== undefined) {
+      if (typeof options.event !== "string" || options.event.length === 0 || /[\r\n]/.test(options.event)) {
+        throw hostError(fn + ": options.event must be a non-empty string without line breaks, got " + describe(options.event));
+      }
+      cmd.event = options.event;
+    }
+    return cmd;
+  }
+
+  function sendStreamMessage(data, options) {
+    const cmd = messageOptions("sendStreamMessage", options, { op: "send", data: messageText("sendStreamMessage", data) });
+    if (options !== undefined && options !== null && options.path !== undefined) {
+      const paths = typeof options.path === "string" ? [options.path] : options.path;
+      if (!Array.isArray(paths) || paths.some((p) => typeof p !== "string")) {
+        throw hostError("sendStreamMessage: options.path must be a string or a list of strings, got " + describe(options.path));
+      }
+      for (const p of paths) if (!knownStream(p)) throw hostError("sendStreamMessage: no stream is registered at " + describe(p));
+      cmd.paths = paths;
+    }
+    commands.push(cmd);
+  }
+
+  function sendStreamMessageToPath(path, data, options) {
+    checkStreamPath("sendStreamMessageToPath", path);
+    if (!knownStream(path)) throw hostError("sendStreamMessageToPath: no stream is registered at " + describe(path));
+    const cmd = messageOptions("sendStreamMessageToPath", options, { op: "send", data: messageText("sendStreamMessageToPath", data), paths: [path] });
+    commands.push(cmd);
   }
 
   function addTimer(fn, ms, args, repeat) {
@@ -146,6 +239,9 @@
 
   const api = {
     register: register,
+    registerWebStream: registerWebStream,
+    sendStreamMessage: sendStreamMessage,
+    sendStreamMessageToPath: sendStreamMessageToPath,
     writeLog: function writeLog(message) { log("info", [message]); },
     listLogs: function listLogs() { return logLines.slice(); },
     "console.log": function log_(...a) { log("info", a); },
@@ -302,8 +398,17 @@
     setup: function (optionsJSON) {
       const o = JSON.parse(optionsJSON);
       claims = o.claims || {};
+      streamClaims = o.streamClaims || {};
+      maxMessageBytes = o.maxMessageBytes || maxMessageBytes;
       logMax = o.logMax || logMax;
       logLines = (o.logs || []).slice(-logMax);
+      return envelope(null);
+    },
+    // Other scripts' claims changed (one loaded or went away): keep register() checks current.
+    setClaims: function (claimsJSON) {
+      const o = JSON.parse(claimsJSON);
+      claims = o.claims;
+      streamClaims = o.streamClaims;
       return envelope(null);
     },
     drain: function (reason) {

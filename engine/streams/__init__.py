@@ -1,0 +1,1 @@
+"""Streams: the registry of paths, connections, ids and history, and one file per transport."""
