@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import re
 import shutil
@@ -148,3 +149,28 @@ def test_port_in_use_is_a_clear_error(workdir: Path) -> None:
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=20)
     assert proc.returncode == 1
     assert f"cannot serve on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_sigterm_with_open_streams_ends_them_and_exits_in_time(workdir: Path) -> None:
+    shutil.copy(TEST_SCRIPTS / "api_streams.js", workdir / "scripts" / "api_streams.js")
+    server = Server(["--port", "0"], cwd=workdir)
+    readers: list[http.client.HTTPResponse] = []
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        url = server.wait_line(r"serving on (http://\S+)").group(1)
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(5):
+            conn = http.client.HTTPConnection(host, int(port), timeout=5)
+            conns.append(conn)
+            conn.request("GET", "/s/a")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.readline() == b"retry: 2000\n"
+            readers.append(resp)
+        code, took = server.stop()
+        assert code == 0 and took < 2.0
+        for resp in readers:  # each stream was ended cleanly: the rest reads to its end
+            assert resp.read() == b"\n"
+    finally:
+        for conn in conns:
+            conn.close()
+        server.kill()
