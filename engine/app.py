@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -71,8 +72,19 @@ async def _close_streams(app: web.Application) -> None:
     app[STREAMS].close_all()
 
 
+def raise_open_file_limit(wanted: int) -> None:
+    """Each stream reader holds a socket: lift the soft RLIMIT_NOFILE (often 1,024) toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open-file limit is %d, below streams.max_connections plus headroom (%d)", target, wanted)
+
+
 async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then close connections, stop scripts and return."""
+    raise_open_file_limit(config.streams.max_connections + 1024)
     app = build_app(config)
     runner = web.AppRunner(
         app,

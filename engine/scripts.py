@@ -213,13 +213,11 @@ class ScriptManager:
         for c in commands:
             if c["op"] == "send":
                 self._send(c)
+            elif c["op"] in ("stream", "route") and not current:
+                log.warning("%s: a registration from a replaced version was ignored", ctx.name)
             elif c["op"] == "stream":
-                if current:
-                    self._add_stream(ctx.name, c["path"])
+                self._add_stream(ctx.name, c["path"])
             elif c["op"] == "route":
-                if not current:
-                    log.warning("%s: register() from a replaced version ignored", ctx.name)
-                    continue
                 route = Route(c["method"], c["path"], ctx.name, ctx, c["handler"])
                 try:
                     self.routes.add(route)
