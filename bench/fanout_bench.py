@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench_common import HERE, ROOT, free_port, wait_up
 
 
 def build_client() -> Path:
@@ -76,15 +68,6 @@ class Client:
         return {}
 
 
-def wait_up(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            get(url)
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
 
 
 def run_server(kind: str, loop: str, exe: Path, a: argparse.Namespace) -> dict[str, Any]:
