@@ -62,14 +62,21 @@ class ScriptManager:
         self.folder = config.scripts_dir
         self.routes = routes
         self.streams = streams
+        self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def load_all(self) -> None:
-        for name in discover(self.folder):
-            await self.load_file(name)
+        """Load every script in order; tell them each other's claims once at the end, not after each."""
+        self._sharing = False
+        try:
+            for name in discover(self.folder):
+                await self.load_file(name)
+        finally:
+            self._sharing = True
+        await self._share_claims(None)
 
     async def load_file(self, name: str) -> ScriptRecord:
         path = self.folder / name
@@ -158,8 +165,10 @@ class ScriptManager:
                                 "a path cannot be both a stream and a GET route")
         return problems
 
-    async def _share_claims(self, changed: str) -> None:
+    async def _share_claims(self, changed: str | None) -> None:
         """Tell every other script what the others now own (for register's and send's checks)."""
+        if not self._sharing:
+            return
         for other in list(self.records.values()):
             if other.name != changed and other.context is not None and not other.context.closed:
                 # ScriptGone: it was replaced meanwhile, and its successor starts with fresh claims.

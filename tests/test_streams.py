@@ -302,3 +302,15 @@ async def test_shutdown_closes_every_stream(engine_client: MakeClient) -> None:
 def test_quiet(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
+
+
+async def test_scripts_see_streams_of_scripts_loaded_after_them(engine_client: MakeClient) -> None:
+    """a.js loads before z.js registers /z: a.js must still be able to send there (claims are shared)."""
+    client = await engine_client(extra={
+        "a.js": 'register("/a/send", function () { sendStreamMessageToPath("/z", "from a"); return "ok"; });',
+        "z.js": 'registerWebStream("/z");',
+    })
+    reader = await open_stream(client, "/z")
+    resp = await client.get("/a/send")
+    assert resp.status == 200, await resp.text()
+    assert (await reader.next()).data == "from a"
