@@ -121,6 +121,19 @@ def test_flags_env_and_config_file(workdir: Path) -> None:
         server.kill()
 
 
+def test_scripts_flag_wins_over_the_config_file(workdir: Path) -> None:
+    (workdir / "custom.yaml").write_text("scripts:\n  dir: scripts\n")
+    (workdir / "flagged").mkdir()
+    shutil.copy(TEST_SCRIPTS / "compat_query.js", workdir / "flagged" / "compat_query.js")
+    server = Server(["--config", "custom.yaml", "--scripts", "flagged", "--port", "0"], cwd=workdir)
+    try:
+        url = server.wait_line(r"serving on (http://\S+)").group(1)
+        assert get(url + "/search?term=x")[0] == 200
+        assert not any("other.js" in line for line in server.lines)
+    finally:
+        server.kill()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [

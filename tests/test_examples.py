@@ -1,0 +1,31 @@
+"""The example scripts the project ships in scripts/ answer from JS, as the README says they do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import MakeClient, make_config
+from sse_client import SSEReader
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "scripts"
+
+
+async def test_every_example_loads_and_answers(engine_client: MakeClient) -> None:
+    client = await engine_client(config=make_config(EXAMPLES))
+    health = await (await client.get("/health")).json()
+    assert health["scripts"] == {"loaded": 4, "failed": 0, "failed_names": []}
+    assert await (await client.get("/hello", params={"name": "Ada"})).text() == "Hello, Ada!\n"
+    assert (await (await client.get("/hello/Grace")).json())["greeting"] == "Hello, Grace!"
+    created = await client.post("/notes", json={"text": "buy milk"})
+    assert created.status == 201 and (await created.json())["text"] == "buy milk"
+    assert [n["text"] for n in await (await client.get("/notes")).json()] == ["buy milk"]
+    assert (await client.delete("/notes/1")).status == 204
+    assert await (await client.get("/slow", params={"ms": "20"})).json() == {"waitedMs": 20}
+
+
+async def test_events_example_streams_what_trigger_sends(engine_client: MakeClient) -> None:
+    client = await engine_client(config=make_config(EXAMPLES))
+    reader = SSEReader(await client.get("/events"))
+    assert (await client.post("/trigger", data={"message": "hi"})).status == 200
+    event = await reader.next()
+    assert '"message":"hi"' in event.data and event.id
