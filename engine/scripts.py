@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ class ScriptRecord:
     name: str
     logs: deque[str]
     status: str = "loading"  # "loaded": a version serves; "failed": none does
-    loaded_at: float | None = None
     last_error: str | None = None
     context: ScriptContext | None = None
 
@@ -120,7 +118,7 @@ class ScriptManager:
             self.routes.replace(name, routes)
             self.streams.replace(name, streams)
             old, record.context = record.context, ctx
-            record.status, record.loaded_at, record.last_error = "loaded", time.time(), None
+            record.status, record.last_error = "loaded", None
             self._publish(env.commands)  # messages sent at load time, now that its streams exist
             ctx.activate(env)
             log.info("loaded %s (%s)", name, _count(len(routes), "route") + (

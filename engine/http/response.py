@@ -21,9 +21,9 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
     """`{s, b, t, h}` from the prelude (already type-checked there) as a response; bad headers raise."""
     status: int = record["s"]
     content_type = record.get("t")
+    if content_type is not None and _BAD_VALUE.search(content_type):
+        raise ScriptBadResponse(script, "contentType contains a line break or NUL")
     if "h" not in record and content_type is not None and status not in _NO_BODY:  # the common case
-        if _BAD_VALUE.search(content_type):
-            raise ScriptBadResponse(script, "contentType contains a line break or NUL")
         return web.Response(status=status, body=record["b"].encode("utf-8", "replace"),
                             headers={"Content-Type": content_type})
     headers: CIMultiDict[str] = CIMultiDict()
@@ -35,8 +35,6 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
         if name.lower() not in _FRAMING:
             headers.add(name, value)
     if content_type is not None:
-        if _BAD_VALUE.search(content_type):
-            raise ScriptBadResponse(script, "contentType contains a line break or NUL")
         headers["Content-Type"] = content_type
     elif "Content-Type" not in headers:
         headers["Content-Type"] = "text/plain; charset=utf-8"

@@ -185,12 +185,21 @@ class ScriptContext:
         return self._raise_js(out["e"])
 
     def _raise_js(self, info: dict[str, Any]) -> Any:
+        """An error JS caught (a throw in a handler, a rejected Promise), as the engine's error."""
         stack, where = self._stack(info.get("st", ""))
-        if info.get("oom"):
-            raise self._memory_error(stack, where)
-        if info["m"].startswith(_SIZE_LIMITS):
-            raise self._memory_error(stack, where, info["m"])
-        raise ScriptError(self.name, info["m"], stack, where)
+        raise self._error(info["m"], stack, where)
+
+    def _error(self, first: str, stack: str, where: str) -> ScriptError:
+        """The one place that reads QuickJS's error text: time limit, memory limit, or the script's own."""
+        if first.startswith("InternalError: interrupted"):
+            limit = self._limits.script_time_ms
+            return ScriptTimeout(self.name, f"ran past the time limit of {limit} ms", stack, where)
+        # QuickJS throws null when it cannot even allocate the "out of memory" error.
+        if first.startswith("InternalError: out of memory") or first == "null":
+            return self._memory_error(stack, where)
+        if first.startswith(_SIZE_LIMITS):
+            return self._memory_error(stack, where, first)
+        return ScriptError(self.name, first or "unknown error", stack, where)
 
     def _stack(self, raw: str) -> tuple[str, str]:
         """The script's frames (named after it), and "name.js:line" of the innermost one with a line."""
@@ -252,14 +261,8 @@ class ScriptContext:
 
     def _t_load(self, source: str) -> Envelope:
         """The top level, and the Promise jobs it queued: all part of the load's one transaction."""
-        try:
-            self._ctx.eval(source)
-            self._t_pump()
-            env = self._parse(self._rt["drain"](""))
-        except quickjs.JSException as e:
-            env = self._t_failed(self._classify(e))
-        except ScriptError as e:  # Promise jobs past the time limit
-            env = self._t_failed(e)
+        env = self._t_guarded(lambda: (self._ctx.eval(source), self._t_pump()))
+        assert env is not None
         env.deferred = True
         return env
 
@@ -267,8 +270,13 @@ class ScriptContext:
         """Run the Promise jobs the batch's calls queued, once per batch rather than once per call."""
         if self._ctx is None:
             return None
+        return self._t_guarded(self._t_pump)
+
+    def _t_guarded(self, run: Callable[[], Any]) -> Envelope | None:
+        """`run`, then drain what it queued; None if `run` returned False (nothing ran). Failures become
+        the envelope's error, with whatever was queued before them."""
         try:
-            if not self._t_pump():
+            if run() is False:
                 return None
             return self._parse(self._rt["drain"](""))
         except quickjs.JSException as e:
@@ -303,16 +311,10 @@ class ScriptContext:
         return env
 
     def _classify(self, exc: quickjs.JSException) -> ScriptError:
+        """An error JS could not catch (interrupts, top-level throws) as the engine's error."""
         first, _, rest = str(exc).strip().partition("\n")
         stack, where = self._stack(rest)
-        if first.startswith("InternalError: interrupted"):
-            limit = self._limits.script_time_ms
-            return ScriptTimeout(self.name, f"ran past the time limit of {limit} ms", stack, where)
-        if first.startswith("InternalError: out of memory") or first == "null":
-            return self._memory_error(stack, where)
-        if first.startswith(_SIZE_LIMITS):
-            return self._memory_error(stack, where, first)
-        return ScriptError(self.name, first or "unknown error", stack, where)
+        return self._error(first, stack, where)
 
     @staticmethod
     def _parse(raw: str) -> Envelope:

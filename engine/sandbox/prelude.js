@@ -11,7 +11,7 @@
   const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
   const RESERVED = [/^\/graphql/, /^\/health$/, /^\/health\//, /^\/metrics$/, /^\/metrics\//, /^\/_engine(\/|$)/];
   // Leading stack frames of these names are the host's, not the script's: hidden from its errors.
-  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "checkStreamPath", "messageText", "messageOptions", "addTimer"]));
+  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "checkPathText", "checkReserved", "messageText", "messageOptions", "addTimer"]));
 
   let commands = [];
   let settled = [];
@@ -73,14 +73,23 @@
     commands.push({ op: "log", level: level, msg: text });
   }
 
-  function checkPath(fn, path) {
+  // The rules every path follows, routes and streams alike.
+  function checkPathText(fn, path, maxLength) {
     if (typeof path !== "string" || path.length === 0) throw hostError(fn + ": path must be a non-empty string starting with '/', got " + describe(path));
     if (path[0] !== "/") throw hostError(fn + ": path must start with '/', got " + describe(path));
-    if (path.length > 1024) throw hostError(fn + ": path is longer than 1024 characters");
+    if (path.length > maxLength) throw hostError(fn + ": path is longer than " + maxLength + " characters");
     if (/[\s\x00-\x1f\x7f?#]/.test(path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?' or '#', got " + describe(path));
+  }
+
+  function checkReserved(fn, path) {
     for (const re of RESERVED) {
       if (re.test(path)) throw hostError(fn + ": " + path + " is reserved by the engine (/graphql*, /health, /metrics, /_engine/*)");
     }
+  }
+
+  function checkPath(fn, path) {
+    checkPathText(fn, path, 1024);
+    checkReserved(fn, path);
     const segments = path.split("/").slice(1);
     const names = new Set();
     const key = [];
@@ -135,21 +144,12 @@
     commands.push({ op: "route", method: method, path: path, handler: handlers.length - 1 });
   }
 
-  function checkStreamPath(fn, path) {
-    if (typeof path !== "string" || path.length === 0) throw hostError(fn + ": path must be a non-empty string starting with '/', got " + describe(path));
-    if (path[0] !== "/") throw hostError(fn + ": path must start with '/', got " + describe(path));
-    if (path.length > 200) throw hostError(fn + ": path is longer than 200 characters");
-    if (/[\s\x00-\x1f\x7f?#]/.test(path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?' or '#', got " + describe(path));
-  }
-
   function registerWebStream(path, options) {
-    checkStreamPath("registerWebStream", path);
+    checkPathText("registerWebStream", path, 200);
     if (options !== undefined && (options === null || typeof options !== "object")) {
       throw hostError("registerWebStream: options must be an object, got " + describe(options));
     }
-    for (const re of RESERVED) {
-      if (re.test(path)) throw hostError("registerWebStream: " + path + " is reserved by the engine (/graphql*, /health, /metrics, /_engine/*)");
-    }
+    checkReserved("registerWebStream", path);
     if (ownStreams.has(path)) return;
     if (hasOwn.call(streamClaims, path)) throw hostError("registerWebStream: " + path + " is already registered by script " + streamClaims[path]);
     const getKey = "GET " + path;
@@ -215,7 +215,7 @@
   }
 
   function sendStreamMessageToPath(path, data, options) {
-    checkStreamPath("sendStreamMessageToPath", path);
+    checkPathText("sendStreamMessageToPath", path, 200);
     if (!knownStream(path)) throw hostError("sendStreamMessageToPath: no stream is registered at " + describe(path));
     const cmd = messageOptions("sendStreamMessageToPath", options, { op: "send", data: messageText("sendStreamMessageToPath", data), paths: [path] });
     commands.push(cmd);
@@ -273,12 +273,10 @@
   // ---- what the engine calls -------------------------------------------------------------
 
   function errorInfo(e) {
-    // QuickJS throws null when it cannot even allocate the "out of memory" error.
-    if (e === null) return { oom: true, m: "out of memory", st: "" };
-    if (e instanceof Error && e.name === "InternalError" && e.message === "out of memory") {
-      return { oom: true, m: "out of memory", st: cleanStack(e.stack) };
-    }
-    if (e instanceof Error) return { m: e.name + ": " + e.message, st: cleanStack(e.stack) };
+    // Text only: context.py decides what it means (a bare null is how QuickJS reports running out of
+    // memory when it cannot even build the error) and trims the dispatcher's frames.
+    if (e === null) return { m: "null", st: "" };
+    if (e instanceof Error) return { m: e.name + ": " + e.message, st: String(e.stack || "") };
     let text;
     try { text = typeof e === "string" ? e : JSON.stringify(e); } catch (x) { text = undefined; }
     if (text === undefined) { try { text = String(e); } catch (x) { text = "[unprintable value]"; } }

@@ -22,7 +22,8 @@ Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 Result = tuple["asyncio.Future[Any]", bool, Any]
 
 
-def _resolve_all(results: list[Result]) -> None:
+def resolve_all(results: list[Result], extra: Any = None) -> None:
+    """The default delivery: settle each future with what its callable returned or raised."""
     for fut, ok, value in results:
         if fut.cancelled():
             continue
@@ -30,11 +31,6 @@ def _resolve_all(results: list[Result]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
-
-
-def resolve_all(results: list[Result], extra: Any = None) -> None:
-    """The default delivery: settle each future with what its callable returned or raised."""
-    _resolve_all(results)
 
 
 class Worker:
@@ -119,4 +115,4 @@ class Worker:
                 self._teardown()
             finally:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                    call_soon(_resolve_all, [(self._done, True, None)])
+                    call_soon(resolve_all, [(self._done, True, None)])

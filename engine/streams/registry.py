@@ -108,7 +108,7 @@ class StreamRegistry:
         return self.connection_count >= self.max_connections
 
     def attach(self, stream: Stream, transport: Transport, last_event_id: str | None) -> tuple[Connection, Replay]:
-        """Add a reader. Call `write_replay` with the result before any await, so nothing slips between."""
+        """Add a reader. Write the returned replay before any await, so no live event slips in between."""
         replay = self._since(stream, last_event_id)
         conn = Connection(stream, transport, asyncio.get_running_loop().create_future())
         stream.connections.add(conn)
