@@ -15,6 +15,7 @@ from aiohttp import web
 
 from engine.config import Config
 from engine.http.dispatch import dispatch
+from engine.http.front import EngineRunner
 from engine.http.health import health
 from engine.http.introspect import streams_info
 from engine.http.keys import CONFIG, ROUTES, SCRIPTS, STARTED, STREAMS
@@ -86,7 +87,7 @@ async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -
     """Serve until SIGINT or SIGTERM, then close connections, stop scripts and return."""
     raise_open_file_limit(config.streams.max_connections + 1024)
     app = build_app(config)
-    runner = web.AppRunner(
+    runner = EngineRunner(
         app,
         **SERVER_OPTIONS,
         handle_signals=False,

@@ -56,6 +56,7 @@ class StreamsConfig:
     max_connections: int = setting(10000, "stream readers at once, across all streams (503 beyond)", min=1)
     retry_ms: int = setting(2000, "the `retry:` reconnection delay sent to every reader", min=0)
     cors_origin: str = setting("*", "Access-Control-Allow-Origin on streams; empty for none")
+    lean_readers: bool = setting(True, "serve a fresh connection's stream reader below aiohttp (a few KB each)")
 
 
 @dataclass(frozen=True)

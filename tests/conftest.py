@@ -11,15 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from engine.app import SERVER_OPTIONS, build_app
 from engine.config import Config, LimitsConfig, ScriptsConfig
+from engine.http.front import EngineRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SCRIPTS = ROOT / "test_scripts"
 
 MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+class EngineTestServer(TestServer):
+    """A test server that accepts connections the way `python -m engine` does (through the front)."""
+
+    async def _make_runner(self, **kwargs: Any) -> EngineRunner:
+        return EngineRunner(self.app, **kwargs)
 
 
 def make_config(scripts_dir: Path, **limits: Any) -> Config:
@@ -48,7 +56,7 @@ def engine_client(aiohttp_client: Any, scripts_dir: Path) -> MakeClient:
             (scripts_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (scripts_dir / name).write_text(source, encoding="utf-8")
         cfg = config or make_config(scripts_dir, **limits)
-        client: TestClient = await aiohttp_client(build_app(cfg), server_kwargs=SERVER_OPTIONS)
+        client: TestClient = await aiohttp_client(EngineTestServer(build_app(cfg), **SERVER_OPTIONS))
         return client
 
     return make

@@ -7,6 +7,8 @@ import gc
 import json
 import logging
 import socket
+from dataclasses import replace
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,7 +16,20 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, make_config, wait_for
 from sse_client import SSEReader
 
+from engine.config import Config
 from engine.http.keys import SCRIPTS, STREAMS
+
+
+@pytest.fixture(params=[True, False], ids=["lean", "aiohttp"])
+def engine_client(request: pytest.FixtureRequest, engine_client: MakeClient, scripts_dir) -> MakeClient:
+    """Every stream test runs twice: readers below aiohttp (the default) and readers served by aiohttp."""
+
+    async def make(*names: str, config: Config | None = None, **kwargs: Any) -> TestClient:
+        cfg = config or make_config(scripts_dir)
+        cfg = replace(cfg, streams=replace(cfg.streams, lean_readers=request.param))
+        return await engine_client(*names, config=cfg, **kwargs)
+
+    return make
 
 
 async def open_stream(client: TestClient, path: str, headers: dict[str, str] | None = None) -> SSEReader:
@@ -132,7 +147,6 @@ async def test_replay_after_reconnect_has_no_gap_and_no_duplicate(engine_client:
 
 async def test_id_that_left_the_history_gets_a_reset_first(engine_client: MakeClient, scripts_dir) -> None:
     config = make_config(scripts_dir)
-    from dataclasses import replace
     config = replace(config, streams=replace(config.streams, history=5))
     client = await engine_client("api_streams.js", config=config)
     reader = await open_stream(client, "/s/a")
@@ -169,7 +183,6 @@ async def test_get_on_unknown_path_is_404_json(engine_client: MakeClient) -> Non
 
 
 async def test_max_connections_gives_503_at_once(engine_client: MakeClient, scripts_dir) -> None:
-    from dataclasses import replace
     config = make_config(scripts_dir)
     config = replace(config, streams=replace(config.streams, max_connections=3))
     client = await engine_client("api_streams.js", config=config)
@@ -185,7 +198,6 @@ async def test_max_connections_gives_503_at_once(engine_client: MakeClient, scri
 async def test_slow_reader_is_cut_off_and_never_slows_the_others(
     engine_client: MakeClient, scripts_dir, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from dataclasses import replace
     config = make_config(scripts_dir)
     config = replace(config, streams=replace(config.streams, max_buffer_bytes=64 * 1024))
     client = await engine_client("api_streams.js", config=config)
@@ -249,7 +261,6 @@ async def test_connect_disconnect_cycles_leave_nothing_behind(engine_client: Mak
 
 
 async def test_heartbeat_pings_and_finds_readers_that_left(engine_client: MakeClient, scripts_dir) -> None:
-    from dataclasses import replace
     config = make_config(scripts_dir)
     config = replace(config, streams=replace(config.streams, heartbeat_seconds=0.05))
     client = await engine_client("api_streams.js", config=config)

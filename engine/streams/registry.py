@@ -11,10 +11,10 @@ before a restart is recognised as unknown rather than mistaken for a different e
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,17 +33,19 @@ class Transport(Protocol):
     def abort(self) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
-    """One reader of one stream. `closed` resolves with the reason it ended."""
+    """One reader of one stream. `on_end` is told once, with the reason, when the reader is dropped."""
 
     stream: Stream
     transport: Transport
-    closed: asyncio.Future[str]
+    on_end: Callable[[str], None]
+    ended: bool = False
 
     def end(self, reason: str) -> None:
-        if not self.closed.done():
-            self.closed.set_result(reason)
+        if not self.ended:
+            self.ended = True
+            self.on_end(reason)
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,12 @@ class StreamRegistry:
     def full(self) -> bool:
         return self.connection_count >= self.max_connections
 
-    def attach(self, stream: Stream, transport: Transport, last_event_id: str | None) -> tuple[Connection, Replay]:
+    def attach(
+        self, stream: Stream, transport: Transport, last_event_id: str | None, on_end: Callable[[str], None]
+    ) -> tuple[Connection, Replay]:
         """Add a reader. Write the returned replay before any await, so no live event slips in between."""
         replay = self._since(stream, last_event_id)
-        conn = Connection(stream, transport, asyncio.get_running_loop().create_future())
+        conn = Connection(stream, transport, on_end)
         stream.connections.add(conn)
         self.connection_count += 1
         return conn, replay

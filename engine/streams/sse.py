@@ -1,7 +1,9 @@
 """`GET <stream path>` as Server-Sent Events: headers, `retry:`, replay from Last-Event-ID, then live.
 
-The handler only sets a reader up and waits for it to end; events reach the socket from the
-registry's fan-out, never through this coroutine.
+Most readers are served by `engine.streams.lean_reader` (see `engine.http.front`); this aiohttp
+handler serves the rest (a stream requested on a connection that already served a request, or a
+request the front leaves to aiohttp). Either way events reach the socket from the registry's
+fan-out, never through a coroutine.
 """
 
 from __future__ import annotations
@@ -9,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 
 from engine.config import StreamsConfig
 from engine.errors import HTTPError
-from engine.streams.registry import Stream, StreamRegistry
+from engine.streams.registry import Connection, Stream, StreamRegistry, Transport
 from engine.streams.wire import chunk, encode_event, encode_retry
 
 log = logging.getLogger("engine.streams")
+
+
+def sse_head(config: StreamsConfig, request_id: str, date: str) -> bytes:
+    """The whole response head, for readers served below aiohttp: the same headers as `sse_headers`."""
+    lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in sse_headers(config, request_id).items()),
+             "Transfer-Encoding: chunked", f"Date: {date}", f"Server: {SERVER_SOFTWARE}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def sse_headers(config: StreamsConfig, request_id: str) -> dict[str, str]:
@@ -30,6 +41,27 @@ def sse_headers(config: StreamsConfig, request_id: str) -> dict[str, str]:
     if config.cors_origin:
         headers["Access-Control-Allow-Origin"] = config.cors_origin
     return headers
+
+
+def begin_reading(
+    registry: StreamRegistry,
+    stream: Stream,
+    transport: Transport,
+    last_event_id: str | None,
+    retry_ms: int,
+    on_end: Callable[[str], None],
+) -> Connection:
+    """Attach a reader whose response head is sent: `retry:`, a `reset` notice if its id cannot be
+    resumed from, the replay. No await from attach to the last replayed event, so no live event can
+    slip in between: the reader sees history then live, with no gap and no duplicate."""
+    conn, replay = registry.attach(stream, transport, last_event_id, on_end)
+    transport.write(chunk(encode_retry(retry_ms)))
+    if replay.reset is not None:
+        notice = json.dumps({"reason": replay.reset, "lastEventId": last_event_id})
+        transport.write(chunk(encode_event(notice, event="reset")))
+    for framed in replay.events:
+        transport.write(framed)
+    return conn
 
 
 async def serve_sse(
@@ -45,17 +77,11 @@ async def serve_sse(
     transport = request.transport
     if transport is None or transport.is_closing():
         return response
-    # From attach to the last replayed event there is no await: no live event can slip in between,
-    # so the reader sees history then live with no gap and no duplicate.
-    conn, replay = registry.attach(stream, transport, last_event_id)
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    conn = begin_reading(registry, stream, transport, last_event_id, config.retry_ms,
+                         lambda reason: ended.done() or ended.set_result(reason))
     try:
-        transport.write(chunk(encode_retry(config.retry_ms)))
-        if replay.reset is not None:
-            notice = json.dumps({"reason": replay.reset, "lastEventId": last_event_id})
-            transport.write(chunk(encode_event(notice, event="reset")))
-        for framed in replay.events:
-            transport.write(framed)
-        await conn.closed
+        await ended
     finally:
         registry.detach(conn)
     return response

@@ -1,0 +1,162 @@
+"""The first thing every connection meets: its first request decides who serves it.
+
+A fresh connection whose first request is a plain `GET <stream path>` (the common case: EventSource
+and `curl -N` open one) becomes a `LeanReader` below aiohttp, a few KB per idle reader. Anything else,
+or anything this conservative reader of request heads is unsure of, is handed to aiohttp with the
+bytes read so far, and aiohttp serves that connection from then on as if it had read them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from engine.config import Config
+from engine.http.keys import CONFIG, STREAMS
+from engine.http.middleware import new_request_id
+from engine.streams.lean_reader import LeanReader
+from engine.streams.registry import Stream, StreamRegistry
+from engine.streams.sse import sse_head
+
+MAX_HEAD = 8192  # a longer head goes to aiohttp, which has its own limits and errors
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_HANDS_TO_AIOHTTP = (b"content-length", b"transfer-encoding", b"upgrade", b"expect")
+_PREFIX = b"GET /"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    stream: Stream
+    path: str
+    last_event_id: str | None
+    request_id: str | None
+
+
+NEED_MORE = object()  # the head is not complete yet
+HAND_OVER = object()  # aiohttp serves this connection
+
+
+def read_head(buf: bytes, streams: StreamRegistry) -> StreamRequest | object:
+    """Is `buf` the start of a connection whose first request is a plain GET of a stream?"""
+    if not buf.startswith(_PREFIX[: len(buf)]):
+        return HAND_OVER
+    line_end = buf.find(b"\r\n")
+    if line_end < 0:
+        return HAND_OVER if len(buf) > MAX_HEAD else NEED_MORE
+    parts = buf[:line_end].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        return HAND_OVER
+    raw_path, _, query = parts[1].partition(b"?")
+    try:
+        path = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        return HAND_OVER
+    stream = streams.streams.get(path)  # "%" forms of a path are left to aiohttp's decoding
+    if stream is None or streams.full():  # aiohttp answers 404s, routes and 503s
+        return HAND_OVER
+    head_end = buf.find(b"\r\n\r\n", line_end)
+    if head_end < 0:
+        return HAND_OVER if len(buf) > MAX_HEAD else NEED_MORE
+    if head_end + 4 != len(buf) or head_end > MAX_HEAD:  # pipelined bytes, or too long
+        return HAND_OVER
+    headers: dict[bytes, bytes] = {}
+    for line in buf[line_end + 2 : head_end].split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _TOKEN.issuperset(name):  # also rejects obs-fold lines
+            return HAND_OVER
+        name = name.lower()
+        if name in _HANDS_TO_AIOHTTP and not (name == b"content-length" and value.strip() == b"0"):
+            return HAND_OVER
+        headers[name] = value.strip()
+    last_event_id = _text(headers.get(b"last-event-id"))
+    if not last_event_id and query:
+        last_event_id = parse_qs(query.decode("latin-1")).get("lastEventId", [None])[0]
+    return StreamRequest(stream, path, last_event_id or None, _text(headers.get(b"x-request-id")))
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+class FrontProtocol(asyncio.Protocol):
+    """Reads a connection's first request head, then gives the connection away for good."""
+
+    __slots__ = ("_aiohttp", "_config", "_streams", "_transport", "_buf")
+
+    def __init__(self, aiohttp: Callable[[], asyncio.Protocol], config: Config, streams: StreamRegistry) -> None:
+        self._aiohttp = aiohttp
+        self._config = config
+        self._streams = streams
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        found = read_head(buf, self._streams)
+        if found is NEED_MORE:
+            self._buf = buf
+            return
+        self._buf = b""
+        if isinstance(found, StreamRequest):
+            self._serve_stream(found)
+        else:
+            self._hand_over(buf)
+
+    def eof_received(self) -> bool | None:
+        handler = self._hand_over(self._buf)
+        return handler.eof_received() if handler is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._buf = b""
+
+    def _hand_over(self, buf: bytes) -> asyncio.Protocol | None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return None
+        handler = self._aiohttp()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if buf:
+            handler.data_received(buf)
+        return handler
+
+    def _serve_stream(self, req: StreamRequest) -> None:
+        transport = self._transport
+        assert transport is not None
+        rid = new_request_id(req.request_id)
+        s = self._config.streams
+        head = sse_head(s, rid, email.utils.formatdate(usegmt=True))
+        log_line = None
+        if self._config.logs.access:
+            peer = transport.get_extra_info("peername")
+            log_line = f'{peer[0] if peer else "-"} "GET {req.path} HTTP/1.1" 200 stream'
+        reader = LeanReader(self._streams, log_line)
+        transport.set_protocol(reader)
+        reader.start(transport, req.stream, head, req.last_event_id, s.retry_ms)
+
+
+class EngineRunner(web.AppRunner):
+    """An AppRunner whose sites accept connections through `FrontProtocol` (`streams.lean_readers`)."""
+
+    @property
+    def web_server(self) -> web.Server | None:
+        """aiohttp's own protocol factory (its `connections` are the ones aiohttp serves)."""
+        return super().server
+
+    @property
+    def server(self) -> Any:
+        """What the sites call for each new connection."""
+        inner = self.web_server
+        if inner is None or not self.app[CONFIG].streams.lean_readers:
+            return inner
+        return partial(FrontProtocol, inner, self.app[CONFIG], self.app[STREAMS])
