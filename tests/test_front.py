@@ -6,10 +6,12 @@ Raw sockets, so each test controls exactly which bytes arrive on which connectio
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import replace
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import MakeClient, wait_for
+from conftest import MakeClient, make_config, wait_for
 
 from engine.http.keys import STREAMS
 
@@ -144,3 +146,19 @@ async def test_shutdown_ends_lean_readers_with_the_last_chunk(engine_client: Mak
     client.app[STREAMS].close_all()
     assert await asyncio.wait_for(reader.read(), 5) == b"0\r\n\r\n"  # the chunked end, then EOF
     writer.close()
+
+
+async def test_lean_readers_are_access_logged_when_asked(
+    engine_client: MakeClient, scripts_dir, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(scripts_dir)
+    config = replace(config, logs=replace(config.logs, access=True))
+    client = await engine_client("api_streams.js", config=config)
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    reader, writer = await connect(client)
+    writer.write(STREAM_GET)
+    await read_head(reader)
+    writer.close()
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the reader to be removed")
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert any('"GET /s/a HTTP/1.1" 200 stream (the client went away)' in line for line in lines), lines
