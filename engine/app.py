@@ -46,7 +46,7 @@ def build_app(config: Config) -> web.Application:
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/health", json_errors(health))
     app.router.add_get("/_engine/streams", json_errors(streams_info))
-    app.router.add_route("*", "/{tail:.*}", json_errors(dispatch))
+    app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
 

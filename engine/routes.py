@@ -27,7 +27,7 @@ class Route:
         return f"{self.method} {pattern_key(self.path)}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Match:
     route: Route
     params: dict[str, str]

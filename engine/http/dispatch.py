@@ -1,4 +1,4 @@
-"""The catch-all handler: match a registered route, build `req`, run the script, map its answer."""
+"""The catch-all handler: a stream reader, or match a registered route, build `req`, run the script, answer."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from aiohttp import web
 
 from engine.errors import HTTPError
 from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
+from engine.http.middleware import error_to_response, new_request_id
 from engine.http.request import js_request, read_body
 from engine.http.response import js_response
 from engine.routes import Match, RouteTable
@@ -31,13 +32,16 @@ class _Options(Exception):
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    if request.method == "GET":
-        stream = request.app[STREAMS].streams.get(request.path)
-        if stream is not None:  # streams are exact paths, looked up before routes
-            app = request.app
-            return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID])
-    table = request.app[ROUTES]
+    """Every path but the engine's own: a stream reader, or a script's route. Errors become JSON here
+    rather than in a `json_errors` wrapper: one coroutine frame less on the hottest path."""
+    rid = new_request_id(request.headers.get("X-Request-Id"))
+    request[REQUEST_ID] = rid
     try:
+        if request.method == "GET":
+            stream = request.app[STREAMS].streams.get(request.path)
+            if stream is not None:  # streams are exact paths, looked up before routes
+                return await serve_sse(request, stream, request.app[STREAMS], request.app[CONFIG].streams, rid)
+        table = request.app[ROUTES]
         match = _resolve(table, request)  # 404/405 before reading any body
         if request.body_exists:
             body = await read_body(request, request.app[CONFIG].limits.max_body_bytes)
@@ -46,7 +50,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             match = _resolve(table, request)
         else:
             body = b""
+        record = await match.route.target.handle(match.route.handler, js_request(request, body, match.params))
+        response = js_response(match.route.owner, record)
     except _Options as o:
-        return web.Response(status=204, headers={"Allow": o.allow})
-    record = await match.route.target.handle(match.route.handler, js_request(request, body, match.params))
-    return js_response(match.route.owner, record)
+        response = web.Response(status=204, headers={"Allow": o.allow})
+    except Exception as e:  # noqa: BLE001 - mapped, or re-raised, by error_to_response
+        response = error_to_response(request, rid, e)
+    response.headers["X-Request-Id"] = rid
+    return response

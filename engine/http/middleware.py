@@ -6,7 +6,6 @@ A plain wrapper around each route handler rather than an aiohttp middleware: mid
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -59,25 +58,28 @@ def json_errors(handler: Handler) -> Handler:
         request[REQUEST_ID] = rid
         try:
             response = await handler(request)
-        except HTTPError as e:
-            response = error_response(e.status, e.code, e.message, rid, e.headers)
-        except ScriptError as e:
-            response = _script_error(request, rid, e)
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise
-            headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-            response = error_response(e.status, _STATUS_CODES.get(e.status, "http_error"), e.reason, rid, headers)
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
-        except Exception:
-            log.exception("internal error on %s %s (request %s)", request.method, request.path, rid)
-            response = error_response(500, "internal_error", f"internal server error (request id {rid})", rid)
+        except Exception as e:  # noqa: BLE001 - mapped, or re-raised, by error_to_response
+            response = error_to_response(request, rid, e)
         if not response.prepared:  # a streaming handler stamps its own before it starts sending
             response.headers["X-Request-Id"] = rid
         return response
 
     return wrapped
+
+
+def error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Response:
+    """The JSON error for `exc`; re-raises what is not an error to answer (a vanished client, a redirect)."""
+    if isinstance(exc, HTTPError):
+        return error_response(exc.status, exc.code, exc.message, rid, exc.headers)
+    if isinstance(exc, ScriptError):
+        return _script_error(request, rid, exc)
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, _STATUS_CODES.get(exc.status, "http_error"), exc.reason, rid, headers)
+    if isinstance(exc, (web.HTTPException, ConnectionResetError)):
+        raise exc
+    log.error("internal error on %s %s (request %s)", request.method, request.path, rid, exc_info=exc)
+    return error_response(500, "internal_error", f"internal server error (request id {rid})", rid)
 
 
 def _script_error(request: web.Request, rid: str, e: ScriptError) -> web.Response:
