@@ -1,7 +1,8 @@
 """Request ids on every response, and every error turned into the one JSON shape, in one place.
 
-A plain wrapper around each route handler rather than an aiohttp middleware: middlewares cost a
-`functools.update_wrapper` per request, which the hot path can do without.
+`json_errors` wraps the engine's own routes; the catch-all `dispatch` calls `error_to_response`
+itself (one coroutine frame less on the hot path). Neither is an aiohttp middleware: middlewares
+cost a `functools.update_wrapper` per request.
 """
 
 from __future__ import annotations
