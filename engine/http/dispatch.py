@@ -37,14 +37,15 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     rid = new_request_id(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = rid
     try:
+        app = request.app
         if request.method == "GET":
-            stream = request.app[STREAMS].streams.get(request.path)
+            stream = app[STREAMS].streams.get(request.path)
             if stream is not None:  # streams are exact paths, looked up before routes
-                return await serve_sse(request, stream, request.app[STREAMS], request.app[CONFIG].streams, rid)
-        table = request.app[ROUTES]
+                return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, rid)
+        table = app[ROUTES]
         match = _resolve(table, request)  # 404/405 before reading any body
         if request.body_exists:
-            body = await read_body(request, request.app[CONFIG].limits.max_body_bytes)
+            body = await read_body(request, app[CONFIG].limits.max_body_bytes)
             # Match again: a reload may have swapped the table while the body arrived. From here
             # to the submit there is no await, so the call lands on the version that matched.
             match = _resolve(table, request)

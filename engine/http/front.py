@@ -66,23 +66,21 @@ def read_head(buf: bytes, streams: StreamRegistry) -> StreamRequest | object:
         return HAND_OVER if len(buf) > MAX_HEAD else NEED_MORE
     if head_end + 4 != len(buf) or head_end > MAX_HEAD:  # pipelined bytes, or too long
         return HAND_OVER
-    headers: dict[bytes, bytes] = {}
+    last_event_id = request_id = None
     for line in buf[line_end + 2 : head_end].split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon or not name or not _TOKEN.issuperset(name):  # also rejects obs-fold lines
             return HAND_OVER
-        name = name.lower()
-        if name in _HANDS_TO_AIOHTTP and not (name == b"content-length" and value.strip() == b"0"):
+        name, value = name.lower(), value.strip()
+        if name in _HANDS_TO_AIOHTTP and not (name == b"content-length" and value == b"0"):
             return HAND_OVER
-        headers[name] = value.strip()
-    last_event_id = _text(headers.get(b"last-event-id"))
+        if name == b"last-event-id":
+            last_event_id = value.decode("latin-1")
+        elif name == b"x-request-id":
+            request_id = value.decode("latin-1")
     if not last_event_id and query:
         last_event_id = parse_qs(query.decode("latin-1")).get("lastEventId", [None])[0]
-    return StreamRequest(stream, path, last_event_id or None, _text(headers.get(b"x-request-id")))
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
+    return StreamRequest(stream, path, last_event_id or None, request_id)
 
 
 class FrontProtocol(asyncio.Protocol):
