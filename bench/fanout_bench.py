@@ -104,6 +104,7 @@ def run_server(kind: str, loop: str, exe: Path, a: argparse.Namespace) -> dict[s
         r = c.result()
         out["latency_20_per_s"] = {"clients": a.clients, "events": r["events"], "expected": a.clients * messages,
                                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
+                                   "arrive_p50_ms": r["arrive_p50_ms"], "arrive_p99_ms": r["arrive_p99_ms"],
                                    "client_cpu_share": round(r["cpu_seconds"] / r["wall_seconds"], 2)}
 
         before = rss_kb(server.pid)

@@ -6,6 +6,10 @@
  * then counts events until EXPECTED_EVENTS arrived in all (0: just hold the connections) or
  * SECONDS passed. An event's data starts "T<epoch ms>|": its publish time, for latency. Prints one
  * JSON line: connected, events, closed, latency percentiles (ms), first/last receive, CPU seconds.
+ *
+ * Two latencies per event: to the moment this loop read it (p50_ms/p99_ms), and to the moment the
+ * kernel queued it on the client socket (arrive_p50_ms/arrive_p99_ms, from SO_TIMESTAMPNS). The second
+ * leaves out the time this one thread needs to walk its sockets, so it is the server's share.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -20,6 +24,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,7 +75,7 @@ int main(int argc, char **argv) {
 
     int ep = epoll_create1(0);
     conn_t *conns = calloc(n, sizeof(conn_t));
-    double *lat = malloc(sizeof(double) * MAX_LAT);
+    double *lat = malloc(sizeof(double) * MAX_LAT), *arr = malloc(sizeof(double) * MAX_LAT);
     long events = 0, nlat = 0;
     int ready = 0, closed = 0, errors = 0, announced = 0;
     double first = 0, last = 0, start = now_ms();
@@ -85,6 +90,7 @@ int main(int argc, char **argv) {
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
         if (write(fd, request, reqlen) != reqlen) errors++;
         fcntl(fd, F_SETFL, O_NONBLOCK);
         conns[i].fd = fd;
@@ -103,7 +109,11 @@ int main(int argc, char **argv) {
         for (int e = 0; e < k; e++) {
             conn_t *c = &conns[evs[e].data.u32];
             for (;;) {
-                ssize_t r = read(c->fd, c->buf + c->len, BUF - 1 - c->len);
+                struct iovec iov = {c->buf + c->len, BUF - 1 - c->len};
+                char ctrl[256];
+                struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
+                                     .msg_controllen = sizeof ctrl};
+                ssize_t r = recvmsg(c->fd, &msg, 0);
                 if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
                     if (c->open) { c->open = 0; closed++; close(c->fd); }
                     break;
@@ -112,7 +122,13 @@ int main(int argc, char **argv) {
                 c->len += r;
                 c->buf[c->len] = 0;
                 char *p = c->buf, *nl;
-                double recv = now_ms();
+                double recv = now_ms(), arrived = recv;
+                for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+                    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                        struct timespec k;
+                        memcpy(&k, CMSG_DATA(cm), sizeof k);
+                        arrived = k.tv_sec * 1000.0 + k.tv_nsec / 1e6;
+                    }
                 while ((nl = memchr(p, '\n', c->buf + c->len - p)) != NULL) {
                     if (!c->ready && nl - p <= 1) { c->ready = 1; ready++; }  /* blank line ends headers */
                     else if (c->ready && nl - p > 7 && memcmp(p, "data: T", 7) == 0) {
@@ -120,7 +136,7 @@ int main(int argc, char **argv) {
                         if (!first) first = recv;
                         last = recv;
                         events++;
-                        if (nlat < MAX_LAT) lat[nlat++] = recv - sent;
+                        if (nlat < MAX_LAT) { arr[nlat] = arrived - sent; lat[nlat++] = recv - sent; }
                     }
                     p = nl + 1;
                 }
@@ -139,12 +155,14 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     qsort(lat, nlat, sizeof(double), cmp_double);
+    qsort(arr, nlat, sizeof(double), cmp_double);
     double p50 = nlat ? lat[nlat / 2] : -1, p99 = nlat ? lat[(long)(nlat * 0.99)] : -1;
+    double a50 = nlat ? arr[nlat / 2] : -1, a99 = nlat ? arr[(long)(nlat * 0.99)] : -1;
     int still_open = 0;
     for (int i = 0; i < n; i++) still_open += conns[i].open;
     printf("{\"connected\": %d, \"open_at_end\": %d, \"errors\": %d, \"events\": %ld, \"p50_ms\": %.3f, "
-           "\"p99_ms\": %.3f, \"receive_span_ms\": %.3f, \"cpu_seconds\": %.3f, \"wall_seconds\": %.3f}\n",
-           ready, still_open, errors, events, p50, p99, last - first,
+           "\"p99_ms\": %.3f, \"arrive_p50_ms\": %.3f, \"arrive_p99_ms\": %.3f, \"receive_span_ms\": %.3f, \"cpu_seconds\": %.3f, \"wall_seconds\": %.3f}\n",
+           ready, still_open, errors, events, p50, p99, a50, a99, last - first,
            ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
            (now_ms() - start) / 1000);
     return 0;
