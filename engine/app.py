@@ -14,11 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from engine.config import Config
+from engine.graphql.execute import call_resolver
+from engine.graphql.http import graphql, graphql_sse, preflight
+from engine.graphql.schema import GraphQLRegistry
+from engine.graphql.subscriptions import SubscriptionHub
 from engine.http.dispatch import dispatch
 from engine.http.front import EngineRunner
 from engine.http.health import health
 from engine.http.introspect import streams_info
-from engine.http.keys import CONFIG, ROUTES, SCRIPTS, STARTED, STREAMS
+from engine.http.keys import CONFIG, GRAPHQL, ROUTES, SCRIPTS, STARTED, STREAMS, SUBSCRIPTIONS
 from engine.http.middleware import json_errors
 from engine.routes import RouteTable
 from engine.scripts import ScriptManager
@@ -39,13 +43,19 @@ def build_app(config: Config) -> web.Application:
     app[ROUTES] = RouteTable()
     s = config.streams
     app[STREAMS] = StreamRegistry(s.history, s.max_buffer_bytes, s.max_connections)
-    app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS])
+    app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS])
+    app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
+    app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], app[GRAPHQL], hub)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_scripts)
     app.cleanup_ctx.append(_heartbeat)
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/health", json_errors(health))
     app.router.add_get("/_engine/streams", json_errors(streams_info))
+    for path, handler in (("/graphql", graphql), ("/graphql/sse", graphql_sse)):
+        app.router.add_route("GET", path, json_errors(handler))
+        app.router.add_route("POST", path, json_errors(handler))
+        app.router.add_route("OPTIONS", path, json_errors(preflight))
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
@@ -61,7 +71,7 @@ async def _scripts(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(heartbeat(app[STREAMS], app[CONFIG].streams.heartbeat_seconds))
+    task = asyncio.create_task(heartbeat([app[STREAMS], app[SUBSCRIPTIONS]], app[CONFIG].streams.heartbeat_seconds))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -71,6 +81,7 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
 async def _close_streams(app: web.Application) -> None:
     """First step of shutdown: end every stream reader, so their handlers return and the server can close."""
     app[STREAMS].close_all()
+    app[SUBSCRIPTIONS].close_all()
 
 
 def raise_open_file_limit(wanted: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 
 from engine.config import Config
 from engine.errors import RouteConflict, ScriptError
+from engine.graphql.schema import SUBSCRIPTION_STREAM, FieldRegistration, GraphQLRegistry
+from engine.graphql.subscriptions import SubscriptionHub
 from engine.routes import Route, RouteTable
 from engine.sandbox.context import Commands, Envelope, ScriptContext
 from engine.streams.registry import StreamRegistry
@@ -55,11 +58,14 @@ def discover(folder: Path) -> list[str]:
 class ScriptManager:
     """Owns every script's context and registrations."""
 
-    def __init__(self, config: Config, routes: RouteTable, streams: StreamRegistry) -> None:
+    def __init__(self, config: Config, routes: RouteTable, streams: StreamRegistry, graphql: GraphQLRegistry,
+                 subscriptions: SubscriptionHub) -> None:
         self.config = config
         self.folder = config.scripts_dir
         self.routes = routes
         self.streams = streams
+        self.graphql = graphql
+        self.subscriptions = subscriptions
         self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -96,8 +102,7 @@ class ScriptManager:
                     "logs": list(record.logs),
                     "logMax": self.config.logs.script_lines,
                     "maxMessageBytes": self.config.limits.max_message_bytes,
-                    "claims": self.routes.claims(name),
-                    "streamClaims": self.streams.claims(name),
+                    **self._claims(name),
                 })
                 env = await ctx.load(source)
             except ScriptError as e:
@@ -106,9 +111,11 @@ class ScriptManager:
             routes = [
                 Route(c["method"], c["path"], name, ctx, c["handler"]) for c in env.commands if c["op"] == "route"
             ]
+            fields = [self._field(name, ctx, c) for c in env.commands if c["op"] == "gql"]
             streams = [c["path"] for c in env.commands if c["op"] == "stream"]
+            streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
             if env.error is None:
-                problems = self._conflicts(name, routes, streams)
+                problems = self._conflicts(name, routes, streams) + self.graphql.problems(name, fields)
                 if problems:
                     env.error = ScriptError(name, "; ".join(problems))
             if env.error is not None:
@@ -117,12 +124,14 @@ class ScriptManager:
             # The swap: nothing below awaits until both tables point at the new version.
             self.routes.replace(name, routes)
             self.streams.replace(name, streams)
+            self.graphql.replace(name, fields)
             old, record.context = record.context, ctx
             record.status, record.last_error = "loaded", None
             self._publish(env.commands)  # messages sent at load time, now that its streams exist
             ctx.activate(env)
             log.info("loaded %s (%s)", name, _count(len(routes), "route") + (
-                f", {_count(len(streams), 'stream')}" if streams else ""))
+                f", {_count(len(streams), 'stream')}" if streams else "") + (
+                f", {_count(len(fields), 'GraphQL field')}" if fields else ""))
             if old is not None:
                 await old.close()
             await self._share_claims(name)
@@ -134,6 +143,7 @@ class ScriptManager:
             record = self.records.pop(name, None)
             self.routes.replace(name, [])
             self.streams.replace(name, [])
+            self.graphql.replace(name, [])
             if record and record.context:
                 await record.context.close()
             log.info("unloaded %s", name)
@@ -145,6 +155,7 @@ class ScriptManager:
         for r in self.records.values():
             self.routes.replace(r.name, [])
             self.streams.replace(r.name, [])
+            self.graphql.replace(r.name, [])
             r.context = None
         await asyncio.gather(*(c.close() for c in contexts))
 
@@ -171,16 +182,39 @@ class ScriptManager:
             if other.name != changed and other.context is not None and not other.context.closed:
                 # ScriptGone: it was replaced meanwhile, and its successor starts with fresh claims.
                 with contextlib.suppress(ScriptError):
-                    await other.context.set_claims(self.routes.claims(other.name), self.streams.claims(other.name))
+                    await other.context.set_claims(self._claims(other.name))
+
+    def _claims(self, name: str) -> dict[str, Any]:
+        """What every script but `name` owns, as the prelude checks it."""
+        return {"claims": self.routes.claims(name), "streamClaims": self.streams.claims(name),
+                **self.graphql.claims(name)}
+
+    @staticmethod
+    def _field(name: str, ctx: ScriptContext, c: dict[str, Any]) -> FieldRegistration:
+        return FieldRegistration(c["kind"], c["name"], c["sdl"], name, ctx, c["handler"], c["types"])
 
     def _publish(self, commands: Commands) -> None:
         for c in commands:
             if c["op"] == "send":
                 self._send(c)
+            elif c["op"] == "gqlsend":
+                self._send_subscription(c)
 
     def _send(self, command: dict[str, Any]) -> None:
         for stream in self.streams.targets(command.get("paths")):
             self.streams.publish(stream, command["data"], command.get("event"))
+
+    def _send_subscription(self, command: dict[str, Any]) -> None:
+        """sendSubscriptionMessage: to the field's subscribers, and as sent to its plain stream."""
+        name, text = command["name"], command["data"]
+        try:
+            value = json.loads(text) if command["json"] else text
+            self.subscriptions.publish(self.graphql.schema, name, value)
+        except Exception:  # noqa: BLE001 - one bad message must not stop the others
+            log.exception("sendSubscriptionMessage(%r) could not be delivered", name)
+        stream = self.streams.streams.get(SUBSCRIPTION_STREAM + name)
+        if stream is not None:
+            self.streams.publish(stream, text)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -220,10 +254,14 @@ class ScriptManager:
         for c in commands:
             if c["op"] == "send":
                 self._send(c)
-            elif c["op"] in ("stream", "route") and not current:
+            elif c["op"] == "gqlsend":
+                self._send_subscription(c)
+            elif c["op"] in ("stream", "route", "gql") and not current:
                 log.warning("%s: a registration from a replaced version was ignored", ctx.name)
             elif c["op"] == "stream":
                 self._add_stream(ctx.name, c["path"])
+            elif c["op"] == "gql":
+                self._add_field(self._field(ctx.name, ctx, c))
             elif c["op"] == "route":
                 route = Route(c["method"], c["path"], ctx.name, ctx, c["handler"])
                 try:
@@ -239,6 +277,20 @@ class ScriptManager:
             self._script_line(name, "error", f"registerWebStream refused: {'; '.join(problems)}")
         else:
             self.streams.replace(name, [*owned, path])
+
+    def _add_field(self, field: FieldRegistration) -> None:
+        """registerGraphQL* called after the load (from a handler or timer)."""
+        name = field.owner
+        fields = [*self.graphql.owned(name), field]
+        problems = self.graphql.problems(name, fields)
+        if field.kind == "subscription":
+            problems += self._conflicts(name, [], [SUBSCRIPTION_STREAM + field.name])
+        if problems:
+            self._script_line(name, "error", f"registerGraphQL refused: {'; '.join(problems)}")
+            return
+        if field.kind == "subscription":
+            self._add_stream(name, SUBSCRIPTION_STREAM + field.name)
+        self.graphql.replace(name, fields)
 
     def _log_lines(self, name: str, commands: Commands) -> None:
         for c in commands:

@@ -11,11 +11,15 @@ from engine.routes import RouteTable
 from engine.streams.registry import StreamRegistry
 
 if TYPE_CHECKING:
+    from engine.graphql.schema import GraphQLRegistry
+    from engine.graphql.subscriptions import SubscriptionHub
     from engine.scripts import ScriptManager
 
 CONFIG = web.AppKey("config", Config)
 ROUTES = web.AppKey("routes", RouteTable)
 STREAMS = web.AppKey("streams", StreamRegistry)
 SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")
+GRAPHQL: web.AppKey[GraphQLRegistry] = web.AppKey("graphql")
+SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")
 STARTED = web.AppKey("started", float)
 REQUEST_ID = web.RequestKey("request_id", str)

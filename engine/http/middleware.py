@@ -83,11 +83,21 @@ def error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Res
     return error_response(500, "internal_error", f"internal server error (request id {rid})", rid)
 
 
-def _script_error(request: web.Request, rid: str, e: ScriptError) -> web.Response:
+def classify(e: ScriptError) -> tuple[int, str, str]:
+    """(status, code, what the client is told) for a script's failure."""
     for cls, status, code, message in _SCRIPT_ERRORS:
         if isinstance(e, cls):
-            log.error("%s %s (request %s): %s", request.method, request.path, rid, e.describe())
-            if e.stack:
-                log.error("%s stack (request %s):\n%s", e.script, rid, e.stack)
-            return error_response(status, code, f"{message} (request id {rid})", rid)
+            return status, code, message
     raise AssertionError("unreachable: ScriptError is the last row")
+
+
+def log_script_error(what: str, rid: str, e: ScriptError) -> None:
+    log.error("%s (request %s): %s", what, rid, e.describe())
+    if e.stack:
+        log.error("%s stack (request %s):\n%s", e.script, rid, e.stack)
+
+
+def _script_error(request: web.Request, rid: str, e: ScriptError) -> web.Response:
+    status, code, message = classify(e)
+    log_script_error(f"{request.method} {request.path}", rid, e)
+    return error_response(status, code, f"{message} (request id {rid})", rid)

@@ -43,10 +43,11 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
 
 
 def error_response(
-    status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None,
+    graphql: bool = False,
 ) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message, "request_id": request_id}},
-        status=status,
-        headers=headers,
-    )
+    """The engine's one error shape; `graphql` adds the standard `errors` list for GraphQL clients."""
+    body: dict[str, object] = {"error": {"code": code, "message": message, "request_id": request_id}}
+    if graphql:
+        body["errors"] = [{"message": message}]
+    return web.json_response(body, status=status, headers=headers)

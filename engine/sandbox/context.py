@@ -25,12 +25,14 @@ from engine.sandbox.host_api import HOST_NAMES
 from engine.sandbox.worker import Worker, resolve_all
 
 PRELUDE = files("engine.sandbox").joinpath("prelude.js").read_text(encoding="utf-8")
+SDL_READER = files("engine.graphql").joinpath("sdl.js").read_text(encoding="utf-8")
 _UNCHANGED: Any = object()
+UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()  # a resolver returned undefined
 _LINE = re.compile(r"<input>:(\d+)")
 # Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
 # The prelude's dispatcher frames close every stack; they are the engine's, not the script's.
-_DISPATCH_FRAME = re.compile(r"^\s*at (handle|fire|apply|drain) \((<input>:\d+(:\d+)?|native)\)$")
+_DISPATCH_FRAME = re.compile(r"^\s*at (handle|resolve|fire|apply|drain) \((<input>:\d+(:\d+)?|native)\)$")
 
 Commands = list[dict[str, Any]]
 Sink = Callable[["ScriptContext", Commands], None]
@@ -80,16 +82,16 @@ class ScriptContext:
     async def start(self, setup: dict[str, Any]) -> None:
         """Create the context on its thread and install the host API.
 
-        `setup`: `logs` (earlier lines for listLogs), `logMax`, `maxMessageBytes`, and `claims` /
-        `streamClaims` (what other scripts own, so register calls can throw at once).
+        `setup`: `logs` (earlier lines for listLogs), `logMax`, `maxMessageBytes`, and what other
+        scripts own (`claims`, `streamClaims`, `gqlFields`, `gqlTypes`), so register calls can throw at once.
         """
         env = await self._worker.submit(self._t_start, json.dumps(setup))
         if env.error:
             raise env.error
 
-    async def set_claims(self, claims: dict[str, str], stream_claims: dict[str, str]) -> None:
-        """What other scripts own changed."""
-        await self._submit(self._t_call, "setClaims", json.dumps({"claims": claims, "streamClaims": stream_claims}))
+    async def set_claims(self, claims: dict[str, Any]) -> None:
+        """What other scripts own changed (the same keys as in `start`'s setup)."""
+        await self._submit(self._t_call, "setClaims", json.dumps(claims))
 
     async def load(self, source: str) -> Envelope:
         """Run the script's top level. The envelope is not applied: the caller decides (atomic swap)."""
@@ -107,7 +109,22 @@ class ScriptContext:
 
         Returns the response record `{s, b, t, h}` or raises a ScriptError.
         """
-        env = await self._submit(self._t_call, "handle", handler, *request)
+        return self._response(await self._call("handle", "handler", handler, *request))
+
+    async def resolve(self, resolver: int, args: dict[str, Any], context: dict[str, Any]) -> Any:
+        """Call a GraphQL resolver. Returns its JSON value (UNDEFINED for undefined) or raises a ScriptError."""
+        out = await self._call("resolve", "resolver", resolver, json.dumps(args), json.dumps(context))
+        if "j" in out:
+            return json.loads(out["j"])
+        if "bad" in out:
+            raise ScriptBadResponse(self.name, out["bad"])
+        if "e" in out:
+            return self._raise_js(out["e"])
+        return UNDEFINED
+
+    async def _call(self, dispatcher: str, what: str, *args: Any) -> dict[str, Any]:
+        """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one."""
+        env = await self._submit(self._t_call, dispatcher, *args)
         if env.error:
             raise env.error
         out = env.out or {}
@@ -120,11 +137,11 @@ class ScriptContext:
             except TimeoutError:
                 raise ScriptTimeout(
                     self.name,
-                    f"the handler's Promise did not settle within {self._limits.handler_timeout_ms} ms",
+                    f"the {what}'s Promise did not settle within {self._limits.handler_timeout_ms} ms",
                 ) from None
             finally:
                 self._pending.pop(promise, None)
-        return self._response(out)
+        return out
 
     async def close(self) -> None:
         """Stop timers, fail what still waits on this context, let queued calls finish, end the thread."""
@@ -247,9 +264,9 @@ class ScriptContext:
         ctx = quickjs.Context()
         ctx.set_memory_limit(self._limits.script_memory_mb * 1024 * 1024)
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
-        ctx.eval(PRELUDE)(json.dumps(HOST_NAMES))
+        ctx.eval(PRELUDE)(json.dumps(HOST_NAMES), ctx.eval(SDL_READER))
         self._ctx = ctx
-        self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "setClaims", "drain", "handle", "fire")}
+        self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "setClaims", "drain", "handle", "resolve", "fire")}
         env = self._t_call("setup", setup)
         env.deferred = True
         return env

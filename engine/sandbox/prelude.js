@@ -2,7 +2,7 @@
 // JS cannot call Python while a time limit is set, so each host function validates its arguments,
 // throws an Error a script can catch, and queues a command; the engine drains the queue after every
 // call (see context.py). Everything returned to Python is one JSON string (lone surrogates escaped).
-(function (hostNamesJSON) {
+(function (hostNamesJSON, sdl) {
   "use strict";
   const g = globalThis;
   const HOST_NAMES = JSON.parse(hostNamesJSON);
@@ -11,7 +11,9 @@
   const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
   const RESERVED = [/^\/graphql/, /^\/health$/, /^\/health\//, /^\/metrics$/, /^\/metrics\//, /^\/_engine(\/|$)/];
   // Leading stack frames of these names are the host's, not the script's: hidden from its errors.
-  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "checkPathText", "checkReserved", "messageText", "messageOptions", "addTimer"]));
+  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "checkPathText", "checkReserved", "messageText", "messageOptions", "addTimer", "registerGraphQL", "resolveHandler", "checkNotSubscription"]));
+  const GRAPHQL_NAME = /^[_A-Za-z][_0-9A-Za-z]*$/;
+  const SUBSCRIPTION_STREAMS = "/graphql/subscription/";
 
   let commands = [];
   let settled = [];
@@ -25,7 +27,11 @@
   let logMax = 500;
   let claims = {}; // "GET /a/{}" -> script that owns it (other scripts only)
   let streamClaims = {}; // "/events" -> script that owns it (other scripts only)
+  let gqlFields = {}; // "Query.hello" -> script that owns it (other scripts only)
+  let gqlTypes = {}; // "User" -> {kind, text, owner}: types other scripts declare
   let maxMessageBytes = 1048576;
+  const ownFields = new Set();
+  const ownTypes = {}; // "User" -> {kind, text}: types this script declared
   const ownRoutes = new Set();
   const ownStreams = new Set();
   const hasOwn = Object.prototype.hasOwnProperty;
@@ -42,7 +48,7 @@
   // The dispatcher's own frames (handle, fire, Function.prototype.apply) end every stack: drop them.
   function cleanStack(stack) {
     const lines = String(stack || "").split("\n").filter((l) => l.trim() !== "");
-    while (lines.length && /^\s*at (handle|fire|apply) \((<input>:\d+(:\d+)?|native)\)$/.test(lines[lines.length - 1])) lines.pop();
+    while (lines.length && /^\s*at (handle|resolve|fire|apply) \((<input>:\d+(:\d+)?|native)\)$/.test(lines[lines.length - 1])) lines.pop();
     return lines.join("\n");
   }
 
@@ -114,14 +120,14 @@
     return "/" + key.join("/");
   }
 
-  function resolveHandler(handler, where) {
+  function resolveHandler(handler, where, fnName, what) {
     if (typeof handler === "function") return handler;
-    if (handler === undefined || handler === null) throw hostError("register: missing handler for " + where);
-    if (typeof handler !== "string") throw hostError("register: handler for " + where + " must be a function or the name of one, got " + describe(handler));
-    if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(handler)) throw hostError("register: handler name " + describe(handler) + " is not a valid function name");
+    if (handler === undefined || handler === null) throw hostError(fnName + ": missing " + what + " for " + where);
+    if (typeof handler !== "string") throw hostError(fnName + ": " + what + " for " + where + " must be a function or the name of one, got " + describe(handler));
+    if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(handler)) throw hostError(fnName + ": " + what + " name " + describe(handler) + " is not a valid function name");
     let fn;
     try { fn = (0, eval)(handler); } catch (e) { fn = undefined; } // finds let/const/function globals
-    if (typeof fn !== "function") throw hostError("register: handler '" + handler + "' for " + where + " is not a function defined in this script");
+    if (typeof fn !== "function") throw hostError(fnName + ": " + what + " '" + handler + "' for " + where + " is not a function defined in this script");
     return fn;
   }
 
@@ -133,7 +139,7 @@
     method = method.toUpperCase();
     const key = method + " " + checkPath("register", path);
     const where = method + " " + path;
-    const fn = resolveHandler(handler, where);
+    const fn = resolveHandler(handler, where, "register", "handler");
     if (ownRoutes.has(key)) throw hostError("register: " + where + " is already registered by this script");
     if (method === "GET" && (ownStreams.has(path) || hasOwn.call(streamClaims, path))) {
       throw hostError("register: " + path + " is a stream" + (ownStreams.has(path) ? "" : " of script " + streamClaims[path]) + "; a path cannot be both a stream and a GET route");
@@ -158,6 +164,38 @@
     }
     ownStreams.add(path);
     commands.push({ op: "stream", path: path });
+  }
+
+  // registerGraphQLQuery/Mutation/Subscription: the fragment is read and checked here (sdl.js), so a
+  // bad one throws at the call; graphql-core checks the merged schema again when the load is applied.
+  function registerGraphQL(fnName, kind, name, typeDefs, resolver) {
+    if (typeof name !== "string" || !GRAPHQL_NAME.test(name) || name.startsWith("__")) {
+      throw hostError(fnName + ": name must be a GraphQL name (letters, digits and _, not starting with a digit or __), got " + describe(name));
+    }
+    const root = kind === "query" ? "Query" : kind === "mutation" ? "Mutation" : "Subscription";
+    const key = root + "." + name;
+    if (typeof typeDefs !== "string") throw hostError(fnName + ": sdl must be a string such as \"type " + root + " { " + name + ": String }\", got " + describe(typeDefs));
+    const fn = resolveHandler(resolver, key, fnName, "resolver");
+    if (ownFields.has(key)) throw hostError(fnName + ": " + key + " is already registered by this script");
+    if (hasOwn.call(gqlFields, key)) throw hostError(fnName + ": " + key + " is already registered by script " + gqlFields[key]);
+    const lookup = (t) => (hasOwn.call(ownTypes, t) ? ownTypes[t] : hasOwn.call(gqlTypes, t) ? gqlTypes[t] : undefined);
+    let types;
+    try { types = sdl.readFragment(typeDefs, kind, name, lookup); } catch (e) { throw hostError(fnName + ": invalid SDL for " + key + ": " + e.message); }
+    for (const t of Object.keys(types)) ownTypes[t] = types[t];
+    ownFields.add(key);
+    handlers.push(fn);
+    commands.push({ op: "gql", kind: kind, name: name, sdl: typeDefs, handler: handlers.length - 1, types: types });
+  }
+
+  function sendSubscriptionMessage(name, data) {
+    if (typeof name !== "string" || !(ownFields.has("Subscription." + name) || hasOwn.call(gqlFields, "Subscription." + name))) {
+      throw hostError("sendSubscriptionMessage: no GraphQL subscription named " + describe(name) + " is registered");
+    }
+    commands.push({ op: "gqlsend", name: name, data: messageText("sendSubscriptionMessage", data), json: typeof data !== "string" });
+  }
+
+  function checkNotSubscription(fn, path) {
+    if (path.startsWith(SUBSCRIPTION_STREAMS)) throw hostError(fn + ": " + path + " is a GraphQL subscription's stream; send to it with sendSubscriptionMessage");
   }
 
   function utf8Length(s) {
@@ -208,6 +246,7 @@
       if (!Array.isArray(paths) || paths.some((p) => typeof p !== "string")) {
         throw hostError("sendStreamMessage: options.path must be a string or a list of strings, got " + describe(options.path));
       }
+      for (const p of paths) checkNotSubscription("sendStreamMessage", p);
       for (const p of paths) if (!knownStream(p)) throw hostError("sendStreamMessage: no stream is registered at " + describe(p));
       cmd.paths = paths;
     }
@@ -216,6 +255,7 @@
 
   function sendStreamMessageToPath(path, data, options) {
     checkPathText("sendStreamMessageToPath", path, 200);
+    checkNotSubscription("sendStreamMessageToPath", path);
     if (!knownStream(path)) throw hostError("sendStreamMessageToPath: no stream is registered at " + describe(path));
     const cmd = messageOptions("sendStreamMessageToPath", options, { op: "send", data: messageText("sendStreamMessageToPath", data), paths: [path] });
     commands.push(cmd);
@@ -242,6 +282,10 @@
     registerWebStream: registerWebStream,
     sendStreamMessage: sendStreamMessage,
     sendStreamMessageToPath: sendStreamMessageToPath,
+    registerGraphQLQuery: function registerGraphQLQuery(name, sdl, resolver) { registerGraphQL("registerGraphQLQuery", "query", name, sdl, resolver); },
+    registerGraphQLMutation: function registerGraphQLMutation(name, sdl, resolver) { registerGraphQL("registerGraphQLMutation", "mutation", name, sdl, resolver); },
+    registerGraphQLSubscription: function registerGraphQLSubscription(name, sdl, resolver) { registerGraphQL("registerGraphQLSubscription", "subscription", name, sdl, resolver); },
+    sendSubscriptionMessage: sendSubscriptionMessage,
     writeLog: function writeLog(message) { log("info", [message]); },
     listLogs: function listLogs() { return logLines.slice(); },
     "console.log": function log_(...a) { log("info", a); },
@@ -385,9 +429,16 @@
     return JSON.stringify(env);
   }
 
-  function settle(id) {
+  // A resolver's value as JSON text ({j}), none for undefined, or why it cannot be sent ({bad}).
+  function resolved(v) {
+    let text;
+    try { text = JSON.stringify(v); } catch (e) { return { bad: "the resolver's value could not be serialized to JSON: " + e.message }; }
+    return text === undefined ? {} : { j: text };
+  }
+
+  function settle(id, outcome) {
     return [
-      (v) => { settled.push({ id: id, o: response(v) }); },
+      (v) => { settled.push({ id: id, o: outcome(v) }); },
       (e) => { settled.push({ id: id, o: { e: errorInfo(e) } }); },
     ];
   }
@@ -397,6 +448,8 @@
       const o = JSON.parse(optionsJSON);
       claims = o.claims || {};
       streamClaims = o.streamClaims || {};
+      gqlFields = o.gqlFields || {};
+      gqlTypes = o.gqlTypes || {};
       maxMessageBytes = o.maxMessageBytes || maxMessageBytes;
       logMax = o.logMax || logMax;
       logLines = (o.logs || []).slice(-logMax);
@@ -407,6 +460,8 @@
       const o = JSON.parse(claimsJSON);
       claims = o.claims;
       streamClaims = o.streamClaims;
+      gqlFields = o.gqlFields;
+      gqlTypes = o.gqlTypes;
       return envelope(null);
     },
     drain: function (reason) {
@@ -442,11 +497,29 @@
         const v = handlers[index](req);
         if (v !== null && typeof v === "object" && typeof v.then === "function") {
           const id = ++callSeq;
-          const [ok, fail] = settle(id);
+          const [ok, fail] = settle(id, response);
           Promise.resolve(v).then(ok, fail);
           out = { p: id };
         } else {
           out = response(v);
+        }
+      } catch (e) {
+        out = { e: errorInfo(e) };
+      }
+      return envelope(out);
+    },
+    // A GraphQL resolver: (args, context) from JSON; its value comes back as JSON text.
+    resolve: function (index, argsJSON, contextJSON) {
+      let out;
+      try {
+        const v = handlers[index](JSON.parse(argsJSON), JSON.parse(contextJSON));
+        if (v !== null && typeof v === "object" && typeof v.then === "function") {
+          const id = ++callSeq;
+          const [ok, fail] = settle(id, resolved);
+          Promise.resolve(v).then(ok, fail);
+          out = { p: id };
+        } else {
+          out = resolved(v);
         }
       } catch (e) {
         out = { e: errorInfo(e) };

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from engine.errors import RouteConflict
 from engine.streams.wire import chunk, encode_comment, encode_event
@@ -24,6 +24,9 @@ from engine.streams.wire import chunk, encode_comment, encode_event
 log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
+# Streams under /graphql/ are GraphQL subscriptions' (scripts cannot register such paths): sent to
+# by sendSubscriptionMessage only, never by a sendStreamMessage to every stream.
+ENGINE_STREAMS = "/graphql/"
 
 
 class Transport(Protocol):
@@ -67,6 +70,25 @@ class Stream:
     connections: set[Connection] = field(default_factory=set)
 
 
+class Reader(Protocol):
+    @property
+    def transport(self) -> Transport: ...
+
+
+R = TypeVar("R", bound=Reader)
+
+
+def write_all(readers: Iterable[R], framed: bytes, limit: int) -> list[R]:
+    """Write `framed` to every reader's transport, no await; return those now over `limit` unsent bytes."""
+    slow = []
+    for reader in readers:
+        t = reader.transport
+        t.write(framed)
+        if t.get_write_buffer_size() > limit:
+            slow.append(reader)
+    return slow
+
+
 class StreamRegistry:
     """Every stream path, who owns it, and who is reading it."""
 
@@ -88,7 +110,7 @@ class StreamRegistry:
         return [f"stream {p} is already registered by script {self.streams[p].owner}"
                 for p in paths if p in self.streams and self.streams[p].owner != owner]
 
-    def replace(self, owner: str, paths: list[str], broadcast: bool = True) -> None:
+    def replace(self, owner: str, paths: list[str]) -> None:
         """Give `owner` exactly these stream paths. Kept paths keep their readers, ids and history;
         dropped ones close their readers cleanly. Raises RouteConflict (changing nothing) if taken."""
         problems = self.conflicts(owner, paths)
@@ -102,6 +124,7 @@ class StreamRegistry:
                     self.detach(conn, "the stream was removed")
         for path in paths:
             if path not in self.streams:
+                broadcast = not path.startswith(ENGINE_STREAMS)
                 self.streams[path] = Stream(path, owner, deque(maxlen=self.history), broadcast)
 
     # ---- readers -----------------------------------------------------------------------------
@@ -156,14 +179,7 @@ class StreamRegistry:
         self._write_all(stream, framed)
 
     def _write_all(self, stream: Stream, framed: bytes) -> None:
-        limit = self.max_buffer_bytes
-        slow: list[Connection] = []
-        for conn in stream.connections:
-            t = conn.transport
-            t.write(framed)
-            if t.get_write_buffer_size() > limit:
-                slow.append(conn)
-        for conn in slow:
+        for conn in write_all(stream.connections, framed, self.max_buffer_bytes):
             log.warning("closed a slow reader of %s: more than %d bytes unsent", stream.path, limit)
             self.detach(conn, "slow consumer")
             conn.transport.abort()  # drop its buffer now: memory stays bounded

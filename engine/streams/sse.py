@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
@@ -87,8 +88,13 @@ async def serve_sse(
     return response
 
 
-async def heartbeat(registry: StreamRegistry, seconds: float) -> None:
+class Pinged(Protocol):
+    def heartbeat(self) -> None: ...
+
+
+async def heartbeat(targets: list[Pinged], seconds: float) -> None:
     """Ping every reader every `seconds`, which also finds readers whose client is gone."""
     while True:
         await asyncio.sleep(seconds)
-        registry.heartbeat()
+        for t in targets:
+            t.heartbeat()

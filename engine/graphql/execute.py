@@ -1,0 +1,139 @@
+"""One GraphQL request, whatever carried it: its parameters, parse and validate, execute, resolvers.
+
+Results are plain dicts in the standard shape (`{"data": ..., "errors": [...]}`), ready for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from inspect import isawaitable
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    execute,
+    get_operation_ast,
+    parse,
+    validate,
+)
+
+from engine.errors import HTTPError, ScriptError, ScriptTimeout
+from engine.graphql.schema import FieldRegistration
+from engine.http.middleware import classify, log_script_error
+
+
+@dataclass(frozen=True)
+class GraphQLParams:
+    """What a client asked for: `{query, variables, operationName}` (GraphQL over HTTP)."""
+
+    query: str
+    variables: dict[str, Any] | None = None
+    operation_name: str | None = None
+
+
+@dataclass
+class RequestContext:
+    """What resolvers see as `context` (and what the engine needs to call them)."""
+
+    request_id: str
+    headers: dict[str, str]
+    operation: str = "query"
+
+    def for_script(self, reg: FieldRegistration) -> dict[str, Any]:
+        return {"requestId": self.request_id, "headers": self.headers, "operation": self.operation,
+                "field": reg.key}
+
+
+@dataclass
+class Prepared:
+    """A parsed and validated document, or the errors that stop it before execution."""
+
+    document: DocumentNode | None = None
+    operation: str = ""  # query | mutation | subscription
+    root_fields: list[str] = field(default_factory=list)
+    errors: list[GraphQLError] = field(default_factory=list)
+
+    def error_result(self) -> dict[str, Any]:
+        return {"errors": [e.formatted for e in self.errors]}
+
+
+def bad_request(message: str) -> HTTPError:
+    return HTTPError(400, "bad_request", message)
+
+
+def params_from_json(body: bytes) -> GraphQLParams:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad_request(f"the body is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise bad_request("the body must be a JSON object: {\"query\": ..., \"variables\": {...}}")
+    return _params(data.get("query"), data.get("variables"), data.get("operationName"))
+
+
+def params_from_query(query: Mapping[str, str]) -> GraphQLParams:
+    variables: Any = query.get("variables")
+    if variables:
+        try:
+            variables = json.loads(variables)
+        except ValueError as e:
+            raise bad_request(f"variables is not JSON: {e}") from None
+    return _params(query.get("query"), variables or None, query.get("operationName") or None)
+
+
+def _params(query: Any, variables: Any, operation_name: Any) -> GraphQLParams:
+    if not isinstance(query, str) or not query.strip():
+        raise bad_request("no query: send {\"query\": \"{ hello }\"} (or ?query= on GET)")
+    if variables is not None and not isinstance(variables, dict):
+        raise bad_request("variables must be a JSON object")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise bad_request("operationName must be a string")
+    return GraphQLParams(query, variables, operation_name)
+
+
+def prepare(schema: GraphQLSchema, params: GraphQLParams) -> Prepared:
+    try:
+        document = parse(params.query)
+    except GraphQLError as e:
+        return Prepared(errors=[e])
+    errors = validate(schema, document)
+    if errors:
+        return Prepared(errors=list(errors))
+    op = get_operation_ast(document, params.operation_name)
+    if op is None:
+        message = (f"Unknown operation named '{params.operation_name}'." if params.operation_name
+                   else "Must provide operation name if query contains multiple operations.")
+        return Prepared(errors=[GraphQLError(message)])
+    fields = [s.name.value for s in op.selection_set.selections if hasattr(s, "name")]
+    return Prepared(document, op.operation.value, fields)
+
+
+async def run(
+    schema: GraphQLSchema, prepared: Prepared, params: GraphQLParams, context: RequestContext, root: Any = None
+) -> dict[str, Any]:
+    """Execute a prepared document; errors of any kind end up in the result's `errors`."""
+    result = execute(schema, prepared.document, root_value=root, context_value=context,  # type: ignore[arg-type]
+                     variable_values=params.variables, operation_name=params.operation_name)
+    if isawaitable(result):
+        result = await result
+    return result.formatted  # type: ignore[union-attr]
+
+
+async def call_resolver(reg: FieldRegistration, args: dict[str, Any], context: RequestContext) -> Any:
+    """Run a script's resolver (its value, or UNDEFINED); its failure becomes a GraphQL error
+    (graphql-core adds path and locations) whose message is the script's own for a throw, the
+    engine's for a broken limit."""
+    try:
+        return await reg.target.resolve(reg.handler, args, context.for_script(reg))
+    except ScriptError as e:
+        _, code, message = classify(e)
+        log_script_error(f"resolver {reg.key}", context.request_id, e)
+        if type(e) is ScriptError:  # the script threw: its message is meant for the client
+            message = e.message.removeprefix("Error: ")
+        elif isinstance(e, ScriptTimeout):
+            message = f"the resolver of {reg.key} ran past its time limit"
+        raise GraphQLError(message, extensions={"code": code.upper()}) from None

@@ -1,0 +1,159 @@
+"""GraphQL over HTTP: `POST|GET /graphql` (JSON), the page a browser gets, and `/graphql/sse`.
+
+`/graphql` follows the GraphQL over HTTP conventions for `application/json`: 200 with `errors` for
+anything GraphQL itself rejects, 400 for a request that is not one (no JSON, no query), 405 for a
+mutation over GET. `/graphql/sse` speaks the GraphQL over SSE protocol, distinct connections mode:
+every operation's results are `next` events, then `complete`; validation errors are a `next` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib.resources import files
+from typing import Any
+
+from aiohttp import web
+
+from engine.errors import HTTPError
+from engine.graphql.execute import (
+    GraphQLParams,
+    Prepared,
+    RequestContext,
+    params_from_json,
+    params_from_query,
+    prepare,
+    run,
+)
+from engine.graphql.schema import SubscribeRoot
+from engine.graphql.subscriptions import COMPLETE, next_event
+from engine.http.keys import CONFIG, GRAPHQL, REQUEST_ID, STREAMS, SUBSCRIPTIONS
+from engine.http.request import read_body
+from engine.http.response import error_response
+from engine.streams.sse import sse_headers
+
+PAGE = files("engine.graphql").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json", headers=headers)
+
+
+def _request_error(e: HTTPError, rid: str) -> web.Response:
+    """A request that is not a GraphQL request: the engine's error shape, plus `errors` for GraphQL clients."""
+    return error_response(e.status, e.code, e.message, rid, e.headers, graphql=True)
+
+
+async def _params(request: web.Request) -> GraphQLParams:
+    if request.method == "POST":
+        body = await read_body(request, request.app[CONFIG].limits.max_body_bytes)
+        return params_from_json(body)
+    return params_from_query(request.query)
+
+
+def _context(request: web.Request, operation: str) -> RequestContext:
+    headers: dict[str, str] = {}
+    for k, v in request.headers.items():
+        k = k.lower()
+        headers[k] = f"{headers[k]}, {v}" if k in headers else v
+    return RequestContext(request[REQUEST_ID], headers, operation)
+
+
+def _cors(request: web.Request, headers: dict[str, str]) -> dict[str, str]:
+    origin = request.app[CONFIG].streams.cors_origin
+    if origin:
+        headers["Access-Control-Allow-Origin"] = origin
+    return headers
+
+
+async def graphql(request: web.Request) -> web.StreamResponse:
+    """`POST /graphql`, `GET /graphql?query=`; a browser's plain `GET /graphql` gets the page."""
+    rid = request[REQUEST_ID]
+    if request.method == "GET" and "query" not in request.query and "text/html" in request.headers.get("Accept", ""):
+        return web.Response(text=PAGE, content_type="text/html", charset="utf-8")
+    try:
+        params = await _params(request)
+    except HTTPError as e:
+        if e.code != "bad_request":
+            raise
+        return _request_error(e, rid)
+    schema = request.app[GRAPHQL].schema
+    prepared = prepare(schema, params)
+    headers = _cors(request, {})
+    if prepared.errors:
+        return _json(prepared.error_result(), headers=headers)
+    if prepared.operation == "mutation" and request.method == "GET":
+        return _request_error(HTTPError(405, "method_not_allowed", "mutations are not allowed over GET; use POST",
+                                        {**headers, "Allow": "POST"}), rid)
+    if prepared.operation == "subscription":
+        message = "subscriptions are served over GraphQL over SSE: POST /graphql/sse (or GET /graphql/sse?query=)"
+        return _request_error(HTTPError(400, "bad_request", message, headers), rid)
+    result = await run(schema, prepared, params, _context(request, prepared.operation))
+    return _json(result, headers=headers)
+
+
+async def graphql_sse(request: web.Request) -> web.StreamResponse:
+    """`POST /graphql/sse` (and `GET ?query=&variables=`): results as `next` events, then `complete`."""
+    rid = request[REQUEST_ID]
+    try:
+        params = await _params(request)
+    except HTTPError as e:
+        if e.code != "bad_request":
+            raise
+        return _request_error(e, rid)
+    app = request.app
+    schema = app[GRAPHQL].schema
+    prepared = prepare(schema, params)
+    streams = app[STREAMS]
+    if prepared.operation == "subscription" and streams.full():
+        raise HTTPError(503, "too_many_connections",
+                        f"the server already has {streams.max_connections} stream readers and subscriptions "
+                        "(streams.max_connections); retry later")
+    response = web.StreamResponse(status=200, headers=_cors(request, sse_headers(app[CONFIG].streams, rid)))
+    await response.prepare(request)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return response
+    if prepared.errors:
+        transport.write(next_event(prepared.error_result()) + COMPLETE)
+        return response
+    context = _context(request, prepared.operation)
+    if prepared.operation != "subscription":
+        result = await run(schema, prepared, params, context)
+        if not transport.is_closing():
+            transport.write(next_event(result) + COMPLETE)
+        return response
+    await _subscribe(request, transport, schema, prepared, params, context)
+    return response
+
+
+async def _subscribe(request: web.Request, transport: asyncio.Transport, schema: Any, prepared: Prepared,
+                     params: GraphQLParams, context: RequestContext) -> None:
+    """Run the subscription's resolver (its value, if any, is the first `next`), then stay subscribed
+    until the client leaves, the field goes away or the server stops."""
+    root = SubscribeRoot()
+    first = await run(schema, prepared, params, context, root)
+    if transport.is_closing():
+        return
+    if first.get("errors"):  # the resolver failed: report it and complete, as graphql-sse does
+        transport.write(next_event(first) + COMPLETE)
+        return
+    if not root.undefined:
+        transport.write(next_event(first))
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    hub = request.app[SUBSCRIPTIONS]
+    sub = hub.add(prepared.root_fields[0], params, prepared.document, transport,  # type: ignore[arg-type]
+                  lambda reason: ended.done() or ended.set_result(reason))
+    try:
+        await ended
+    finally:
+        hub.remove(sub)
+
+
+async def preflight(request: web.Request) -> web.StreamResponse:
+    """CORS preflight for the GraphQL endpoints (a cross-origin POST of JSON asks first)."""
+    return web.Response(status=204, headers=_cors(request, {
+        "Allow": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, Accept, Authorization, X-Request-Id",
+    }))

@@ -1,0 +1,215 @@
+"""The GraphQL schema scripts build together: their fields, who owns what, and the merged schema.
+
+Each `registerGraphQL*` call brings one root field and the types its fragment declares. A script's
+fragments must make a valid schema on their own (so removing another script never breaks it); types
+of the same name in several scripts must be declared the same way and are then shared. The merged
+schema is rebuilt, as a whole, whenever a script's fields change; `on_change` hears of each rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLNonNull,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLScalarType,
+    GraphQLSchema,
+    ObjectTypeDefinitionNode,
+    ObjectTypeExtensionNode,
+    TypeDefinitionNode,
+    build_schema,
+    parse,
+    print_ast,
+    validate_schema,
+)
+
+from engine.sandbox.context import UNDEFINED
+
+ROOTS = {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
+SUBSCRIPTION_STREAM = "/graphql/subscription/"
+# GraphQL needs a Query type; until a script declares a query field the schema has this one.
+PLACEHOLDER = '"No script registers a query yet." _empty: Boolean'
+
+Resolve = Callable[["FieldRegistration", dict[str, Any], Any], Awaitable[Any]]
+
+
+@dataclass(eq=False)
+class FieldRegistration:
+    """One `registerGraphQL*` call."""
+
+    kind: str  # query | mutation | subscription
+    name: str
+    sdl: str
+    owner: str
+    target: Any  # the script's context
+    handler: int  # resolver index inside the target
+    types: dict[str, dict[str, str]]  # non-root types the fragment declares -> {kind, text} as JS read them
+    document: DocumentNode = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.document = parse(self.sdl)  # the script's reader accepted it; graphql-core must agree
+
+    @property
+    def root(self) -> str:
+        return ROOTS[self.kind]
+
+    @property
+    def key(self) -> str:
+        return f"{self.root}.{self.name}"
+
+
+class SchemaProblem(Exception):
+    """The fields cannot make a valid schema; the message says why."""
+
+
+def merge(regs: list[FieldRegistration]) -> GraphQLSchema:
+    """One schema from every registration; SchemaProblem if they do not make a valid one."""
+    roots: dict[str, list[str]] = {"Query": [], "Mutation": [], "Subscription": []}
+    types: dict[str, tuple[str, str]] = {}  # name -> (printed definition, owner)
+    for r in regs:
+        for d in r.document.definitions:
+            if isinstance(d, ObjectTypeDefinitionNode | ObjectTypeExtensionNode) and d.name.value in roots:
+                roots[d.name.value].extend(print_ast(f) for f in d.fields or ())
+            elif isinstance(d, TypeDefinitionNode):
+                text = print_ast(d)
+                seen = types.setdefault(d.name.value, (text, r.owner))
+                if seen[0] != text:
+                    raise SchemaProblem(f"type {d.name.value} is declared differently by scripts {seen[1]} and "
+                                        f"{r.owner}; a shared type must be declared the same way everywhere")
+            else:
+                raise SchemaProblem(f"{r.key}: only type definitions may appear in script SDL")
+    if not roots["Query"]:
+        roots["Query"].append(PLACEHOLDER)
+    parts = [f"type {root} {{\n  " + "\n  ".join(fields) + "\n}" for root, fields in roots.items() if fields]
+    parts += [text for text, _ in types.values()]
+    try:
+        schema = build_schema("\n\n".join(parts))
+    except (GraphQLError, TypeError) as e:
+        raise SchemaProblem(str(e).split("\n")[0]) from None
+    errors = validate_schema(schema)
+    if errors:
+        raise SchemaProblem("; ".join(e.message for e in errors))
+    return schema
+
+
+class GraphQLRegistry:
+    """Every script's fields and the schema they make, swapped as a whole on every change."""
+
+    def __init__(self, resolve: Resolve, on_change: Callable[[GraphQLSchema], None] | None = None) -> None:
+        self._resolve = resolve
+        self.on_change = on_change
+        self._by_owner: dict[str, list[FieldRegistration]] = {}
+        self.fields: dict[str, FieldRegistration] = {}  # "Query.hello" -> registration
+        self.schema = self._build([])
+
+    def owned(self, owner: str) -> list[FieldRegistration]:
+        return list(self._by_owner.get(owner, ()))
+
+    def claims(self, exclude: str) -> dict[str, Any]:
+        """What other scripts own, as the prelude checks it: fields -> owner, types -> {kind, text, owner}."""
+        fields = {k: r.owner for k, r in self.fields.items() if r.owner != exclude}
+        types: dict[str, dict[str, str]] = {}
+        for owner, regs in self._by_owner.items():
+            if owner != exclude:
+                for r in regs:
+                    for name, t in r.types.items():
+                        types.setdefault(name, {**t, "owner": owner})
+        return {"gqlFields": fields, "gqlTypes": types}
+
+    def problems(self, owner: str, regs: list[FieldRegistration]) -> list[str]:
+        """Why `owner` cannot have exactly these fields: taken, or not a valid schema alone or merged."""
+        out = [f"{r.key} is already registered by script {self.fields[r.key].owner}"
+               for r in regs if r.key in self.fields and self.fields[r.key].owner != owner]
+        if out or not regs:
+            return out
+        try:
+            merge(regs)
+        except SchemaProblem as e:
+            return [f"its GraphQL schema is not valid: {e}"]
+        try:
+            merge(self._with(owner, regs))
+        except SchemaProblem as e:
+            return [f"its GraphQL fields do not merge with the other scripts': {e}"]
+        return []
+
+    def replace(self, owner: str, regs: list[FieldRegistration]) -> None:
+        """Give `owner` exactly these fields and rebuild the schema. Check `problems` first."""
+        if not regs and owner not in self._by_owner:
+            return
+        all_regs = self._with(owner, regs)
+        schema = self._build(all_regs)
+        if regs:
+            self._by_owner[owner] = list(regs)
+        else:
+            self._by_owner.pop(owner, None)
+        self.fields = {r.key: r for r in all_regs}
+        self.schema = schema
+        if self.on_change:
+            self.on_change(schema)
+
+    def _with(self, owner: str, regs: list[FieldRegistration]) -> list[FieldRegistration]:
+        others = [r for o, rs in self._by_owner.items() if o != owner for r in rs]
+        return others + list(regs)
+
+    def _build(self, regs: list[FieldRegistration]) -> GraphQLSchema:
+        schema = merge(regs)
+        for r in regs:
+            root = schema.get_type(r.root)
+            gql_field = root.fields[r.name]  # type: ignore[union-attr]
+            if r.kind == "subscription":
+                gql_field.resolve = _subscription(r, self._resolve)
+            else:
+                gql_field.resolve = _resolver(r, self._resolve)
+        return schema
+
+
+class SubscribeRoot:
+    """The root value of a subscription's first execution: its field runs the script's resolver
+    (so arguments and variables are coerced by graphql-core) and notes whether it returned undefined."""
+
+    def __init__(self) -> None:
+        self.undefined = False
+
+
+def shape(field_type: GraphQLOutputType, value: Any) -> Any:
+    """A subscription value as its field's type wants it: a String field gets text as sent (other
+    values as JSON text), any other field the value, a JSON string parsed first."""
+    if isinstance(field_type, GraphQLNonNull):
+        field_type = field_type.of_type
+    if isinstance(field_type, GraphQLScalarType) and field_type.name in ("String", "ID"):
+        return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # graphql-core reports it as not of the field's type
+    return value
+
+
+def _subscription(reg: FieldRegistration, call: Resolve) -> Callable[..., Any]:
+    async def first(root: SubscribeRoot, info: GraphQLResolveInfo, args: dict[str, Any]) -> Any:
+        value = await call(reg, args, info.context)
+        if value is UNDEFINED:
+            root.undefined = True
+            return None
+        return shape(info.return_type, value)
+
+    def resolve(root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+        if isinstance(root, SubscribeRoot):
+            return first(root, info, args)
+        return shape(info.return_type, root[reg.name])  # an event: the payload is the root value
+    return resolve
+
+
+def _resolver(reg: FieldRegistration, call: Resolve) -> Callable[..., Awaitable[Any]]:
+    async def resolve(_root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+        value = await call(reg, args, info.context)
+        return None if value is UNDEFINED else value
+    return resolve
