@@ -205,7 +205,7 @@
     const root = kind[0].toUpperCase() + kind.slice(1);
     const defs = parse(String(src));
     const local = {};
-    let rootField = null;
+    const rootFields = [];
     for (const d of defs) {
       if (d.name.startsWith("__")) fail(d.nameAt, "names starting with \"__\" are reserved for introspection");
       if (d.name in BUILTIN) fail(d.nameAt, d.name + " is a built-in type and cannot be redefined");
@@ -213,17 +213,20 @@
         if (d.kind !== "type") fail(d.nameAt, d.name + " is a root type; declare it as \"type " + d.name + " { ... }\"");
         if (d.name !== root) fail(d.nameAt, "a " + kind + " declares its field in type " + root + ", not " + d.name + " (use registerGraphQL" + d.name + " for that)");
         if (d.interfaces.length) fail(d.nameAt, "root type " + root + " cannot implement interfaces here");
-        for (const f of d.fields) {
-          if (f.name !== field || rootField) fail(f.at, "this fragment registers " + root + "." + field + " and may declare no other " + root + " field (found " + f.name + "); register each field on its own");
-          rootField = f;
-        }
+        rootFields.push(...d.fields);
         continue;
       }
       if (d.extend) fail(d.at, "only the root types (Query, Mutation, Subscription) can be extended here");
       if (local[d.name] && local[d.name].text !== d.text) fail(d.nameAt, "type " + d.name + " is declared twice in this fragment");
       local[d.name] = d;
     }
-    if (!rootField) throw new Error("the SDL must declare the field " + field + " in type " + root + ", as in \"type " + root + " { " + field + ": String }\"");
+    const rootField = rootFields.find((f) => f.name === field);
+    if (!rootField) {
+      throw new Error("the SDL must declare the field " + field + " in type " + root + ", as in \"type " + root + " { " + field + ": String }\"" + (rootFields.length ? " (it declares " + rootFields.map((f) => f.name).join(", ") + ")" : ""));
+    }
+    for (const f of rootFields) {
+      if (f !== rootField) fail(f.at, "this fragment registers " + root + "." + field + " and may declare no other " + root + " field (found " + f.name + "); register each field on its own");
+    }
     const out = {};
     for (const name of Object.keys(local)) {
       const d = local[name];
