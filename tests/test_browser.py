@@ -12,7 +12,7 @@ from dataclasses import replace
 from conftest import MakeClient, make_config, wait_for
 from playwright.async_api import async_playwright
 
-from engine.http.keys import STREAMS
+from engine.http.keys import STREAMS, SUBSCRIPTIONS
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -58,3 +58,41 @@ async def test_eventsource_receives_and_resumes_after_the_server_drops_it(
 
 async def _count(received, n: int) -> bool:
     return len(await received()) >= n
+
+
+async def test_graphql_page_lists_the_schema_runs_queries_and_subscriptions(engine_client: MakeClient) -> None:
+    client = await engine_client("compat_graphql.js")
+    hub = client.app[SUBSCRIPTIONS]
+    base = f"http://{client.host}:{client.port}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            outside: list[str] = []
+            page.on("request", lambda req: None if req.url.startswith(base) else outside.append(req.url))
+            await page.goto(base + "/graphql")
+            await page.wait_for_selector("#schema li[data-field='hello']")
+            listed = await page.eval_on_selector_all("#schema li[data-field]", "els => els.map(e => e.textContent)")
+            assert "hello(name: String): String" in listed
+            assert "createUser(name: String!): User" in listed and "userUpdates: String" in listed
+
+            # A click writes the operation; Run shows the result.
+            await page.click("#schema li[data-field='hello']")
+            await page.fill("#variables", '{"name": "Chromium"}')
+            await page.click("#run")
+            await page.wait_for_function("document.querySelector('#output').textContent.includes('Hello, Chromium!')")
+
+            # A subscription streams into the same pane until stopped.
+            await page.fill("#query", "subscription { userUpdates }")
+            await page.fill("#variables", "{}")
+            await page.click("#run")
+            await page.wait_for_function("document.querySelector('#output').textContent.includes('active')")
+            await wait_for(lambda: hub.count == 1, what="the page's subscription")
+            await client.post("/graphql", json={"query": 'mutation { createUser(name: "Eve") { id } }'})
+            await client.post("/graphql", json={"query": 'mutation { triggerUserUpdate(userId: "1") }'})
+            await page.wait_for_function("document.querySelector('#output').textContent.includes('Eve')")
+            await page.click("#stop")
+            await wait_for(lambda: hub.count == 0, what="Stop to end the subscription")
+            assert outside == []  # the page works offline: nothing fetched from anywhere else
+        finally:
+            await browser.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from conftest import MakeClient, make_config
+from conftest import MakeClient, make_config, wait_for
 from sse_client import SSEReader
+
+from engine.http.keys import SUBSCRIPTIONS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -13,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "scripts"
 async def test_every_example_loads_and_answers(engine_client: MakeClient) -> None:
     client = await engine_client(config=make_config(EXAMPLES))
     health = await (await client.get("/health")).json()
-    assert health["scripts"] == {"loaded": 4, "failed": 0, "failed_names": []}
+    assert health["scripts"] == {"loaded": 5, "failed": 0, "failed_names": []}
     assert await (await client.get("/hello", params={"name": "Ada"})).text() == "Hello, Ada!\n"
     assert (await (await client.get("/hello/Grace")).json())["greeting"] == "Hello, Grace!"
     created = await client.post("/notes", json={"text": "buy milk"})
@@ -29,3 +32,17 @@ async def test_events_example_streams_what_trigger_sends(engine_client: MakeClie
     assert (await client.post("/trigger", data={"message": "hi"})).status == 200
     event = await reader.next()
     assert '"message":"hi"' in event.data and event.id
+
+
+async def test_graphql_example_feeds_its_subscription_from_its_mutation(engine_client: MakeClient) -> None:
+    client = await engine_client(config=make_config(EXAMPLES))
+    r = await client.post("/graphql/sse", json={"query": "subscription { userAdded { name } }"})
+    reader = SSEReader(r)
+    await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 1, what="the subscription")
+    added = await client.post("/graphql", json={"query": 'mutation { addUser(name: "Bo") { id name } }'})
+    assert await added.json() == {"data": {"addUser": {"id": "2", "name": "Bo"}}}
+    event = await reader.next()
+    assert (event.event, json.loads(event.data)) == ("next", {"data": {"userAdded": {"name": "Bo"}}})
+    users = await client.post("/graphql", json={"query": "{ users { name } }"})
+    assert await users.json() == {"data": {"users": [{"name": "Ada"}, {"name": "Bo"}]}}
+    r.close()

@@ -169,7 +169,8 @@ async def test_schema_follows_scripts_loading_reloading_and_going_away(engine_cl
 
     # A reload whose fragment clashes with another script is refused; the old version keeps serving.
     await scripts.load("extra.js", 'registerGraphQLQuery("hello", "type Query { hello: String }", () => "x");')
-    assert "Query.hello is already registered by script compat_graphql.js" in (scripts.records["extra.js"].last_error or "")
+    error = scripts.records["extra.js"].last_error or ""
+    assert "Query.hello is already registered by script compat_graphql.js" in error
     assert await gql(client, "{ extra }") == {"data": {"extra": "v2"}}
 
     await scripts.unload("extra.js")

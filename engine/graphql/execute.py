@@ -120,7 +120,7 @@ async def run(
                      variable_values=params.variables, operation_name=params.operation_name)
     if isawaitable(result):
         result = await result
-    return result.formatted  # type: ignore[union-attr]
+    return dict(result.formatted)  # type: ignore[union-attr]
 
 
 async def call_resolver(reg: FieldRegistration, args: dict[str, Any], context: RequestContext) -> Any:

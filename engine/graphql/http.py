@@ -30,6 +30,7 @@ from engine.graphql.subscriptions import COMPLETE, next_event
 from engine.http.keys import CONFIG, GRAPHQL, REQUEST_ID, STREAMS, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.http.response import error_response
+from engine.streams.registry import ender
 from engine.streams.sse import sse_headers
 
 PAGE = files("engine.graphql").joinpath("page.html").read_text(encoding="utf-8")
@@ -143,7 +144,7 @@ async def _subscribe(request: web.Request, transport: asyncio.Transport, schema:
     ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     hub = request.app[SUBSCRIPTIONS]
     sub = hub.add(prepared.root_fields[0], params, prepared.document, transport,  # type: ignore[arg-type]
-                  lambda reason: ended.done() or ended.set_result(reason))
+                  ender(ended))
     try:
         await ended
     finally:

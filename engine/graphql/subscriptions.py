@@ -45,7 +45,7 @@ class Subscriber:
 
 @dataclass(eq=False)
 class Group:
-    field: str
+    name: str  # the subscription field
     key: tuple[str, str, str | None]  # what its members asked: query, variables, operation
     params: GraphQLParams
     document: DocumentNode
@@ -79,10 +79,10 @@ class SubscriptionHub:
             group.members.discard(sub)
             self.streams.connection_count -= 1
             if not group.members:
-                groups = self.groups.get(group.field, {})
+                groups = self.groups.get(group.name, {})
                 groups.pop(group.key, None)
                 if not groups:
-                    self.groups.pop(group.field, None)
+                    self.groups.pop(group.name, None)
         sub.end(reason)
 
     def publish(self, schema: GraphQLSchema, field_name: str, value: Any) -> None:
@@ -91,7 +91,7 @@ class SubscriptionHub:
             p = group.params
             result = execute_sync(schema, group.document, root_value={field_name: value},
                                   variable_values=p.variables, operation_name=p.operation_name)
-            self._write(group, next_event(result.formatted))
+            self._write(group, next_event(dict(result.formatted)))
 
     def schema_changed(self, schema: GraphQLSchema) -> None:
         """Subscriptions to a field that is gone, or that no longer validate, are completed."""
@@ -122,6 +122,6 @@ class SubscriptionHub:
 
     def _write(self, group: Group, framed: bytes) -> None:
         for sub in write_all(group.members, framed, self.streams.max_buffer_bytes):
-            log.warning("closed a slow subscriber of %s", group.field)
+            log.warning("closed a slow subscriber of %s", group.name)
             self.remove(sub, "slow consumer")
             sub.transport.abort()

@@ -266,7 +266,8 @@ class ScriptContext:
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
         ctx.eval(PRELUDE)(json.dumps(HOST_NAMES), ctx.eval(SDL_READER))
         self._ctx = ctx
-        self._rt = {name: ctx.eval(f"__rt.{name}") for name in ("setup", "setClaims", "drain", "handle", "resolve", "fire")}
+        names = ("setup", "setClaims", "drain", "handle", "resolve", "fire")
+        self._rt = {name: ctx.eval(f"__rt.{name}") for name in names}
         env = self._t_call("setup", setup)
         env.deferred = True
         return env

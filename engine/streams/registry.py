@@ -11,6 +11,7 @@ before a restart is recognised as unknown rather than mistaken for a different e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -68,6 +69,14 @@ class Stream:
     seq: int = 0
     sent: int = 0
     connections: set[Connection] = field(default_factory=set)
+
+
+def ender(fut: asyncio.Future[str]) -> Callable[[str], None]:
+    """An `on_end` that settles `fut` with the reason, once: what a handler awaiting its reader waits on."""
+    def on_end(reason: str) -> None:
+        if not fut.done():
+            fut.set_result(reason)
+    return on_end
 
 
 class Reader(Protocol):
@@ -180,7 +189,7 @@ class StreamRegistry:
 
     def _write_all(self, stream: Stream, framed: bytes) -> None:
         for conn in write_all(stream.connections, framed, self.max_buffer_bytes):
-            log.warning("closed a slow reader of %s: more than %d bytes unsent", stream.path, limit)
+            log.warning("closed a slow reader of %s: more than %d bytes unsent", stream.path, self.max_buffer_bytes)
             self.detach(conn, "slow consumer")
             conn.transport.abort()  # drop its buffer now: memory stays bounded
 

@@ -19,7 +19,7 @@ from aiohttp.http import SERVER_SOFTWARE
 
 from engine.config import StreamsConfig
 from engine.errors import HTTPError
-from engine.streams.registry import Connection, Stream, StreamRegistry, Transport
+from engine.streams.registry import Connection, Stream, StreamRegistry, Transport, ender
 from engine.streams.wire import chunk, encode_event, encode_retry
 
 log = logging.getLogger("engine.streams")
@@ -80,7 +80,7 @@ async def serve_sse(
         return response
     ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     conn = begin_reading(registry, stream, transport, last_event_id, config.retry_ms,
-                         lambda reason: ended.done() or ended.set_result(reason))
+                         ender(ended))
     try:
         await ended
     finally:
