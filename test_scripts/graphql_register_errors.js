@@ -23,6 +23,7 @@ attempt("sharedSame", () => registerGraphQLQuery("n", "type Query { n: Shared } 
 attempt("twice", () => registerGraphQLQuery("n", "type Query { n: String }", ok));
 attempt("unknownSubscription", () => sendSubscriptionMessage("nope", "x"));
 attempt("streamOfSubscription", () => sendStreamMessageToPath("/graphql/subscription/owned", "x"));
+attempt("tooLarge", () => sendSubscriptionMessage("owned", "x".repeat(2 * 1024 * 1024)));
 attempt("builtinRedefined", () => registerGraphQLQuery("o", "type Query { o: String } scalar String", ok));
 
 register("/gqlerr", () => ({ body: errors }));

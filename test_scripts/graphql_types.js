@@ -54,3 +54,8 @@ register("/gql/tick", function (req) {
   sendSubscriptionMessage("ticks", Number(req.query.n));
   return "sent";
 });
+
+register("/gql/big", function (req) {
+  sendSubscriptionMessage("userChanged", { id: req.query.n, name: "x".repeat(8000), role: "MEMBER" });
+  return "sent";
+});

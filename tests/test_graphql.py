@@ -145,6 +145,7 @@ async def test_registration_errors_throw_with_the_reason(engine_client: MakeClie
     assert "no GraphQL subscription named \"nope\"" in e["unknownSubscription"]
     assert "send to it with sendSubscriptionMessage" in e["streamOfSubscription"]
     assert "String is a built-in type" in e["builtinRedefined"]
+    assert "the limit is 1048576 (limits.max_message_bytes)" in e["tooLarge"]
     # What did register works, shared type and all.
     assert await gql(client, "{ taken { x } n { x } }") == {"data": {"taken": {"x": 1}, "n": {"x": 7}}}
 
@@ -189,3 +190,14 @@ async def test_a_browser_gets_a_page_that_needs_no_network(engine_client: MakeCl
     page = await r.text()
     assert "<textarea" in page and "/graphql/sse" in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
+
+
+async def test_cors_preflight_and_origin(engine_client: MakeClient) -> None:
+    client = await engine_client("compat_graphql.js")
+    asking = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    r = await client.options("/graphql", headers=asking)
+    assert r.status == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "*" and "POST" in r.headers["Access-Control-Allow-Methods"]
+    assert "Content-Type" in r.headers["Access-Control-Allow-Headers"]
+    r = await client.post("/graphql", json={"query": "{ hello }"}, headers={"Origin": "http://app.example"})
+    assert r.headers["Access-Control-Allow-Origin"] == "*"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,40 @@ async def test_the_graphql_sse_client_from_npm(engine_client: MakeClient) -> Non
             proc.kill()
             await proc.wait()
     await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 0, what="the client's completion to free it")
+
+
+async def test_a_stalled_subscriber_is_cut_off_and_the_others_get_everything(
+    engine_client: MakeClient, scripts_dir: Path
+) -> None:
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_buffer_bytes=64 * 1024))
+    client = await engine_client("graphql_types.js", config=config)
+    hub = client.app[SUBSCRIPTIONS]
+    # The stalled client: a raw socket with a tiny receive window that never reads a byte.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
+    query = "subscription { userChanged { id name } }"
+    body = json.dumps({"query": query}).encode()
+    sock.send(b"POST /graphql/sse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    await wait_for(lambda: hub.count == 1, what="the stalled subscriber")
+    fast = [await subscribe(client, query) for _ in range(5)]
+    await wait_for(lambda: hub.count == 6, what="the other subscribers")
+    received = [0] * len(fast)
+
+    async def consume(i: int, reader: SSEReader) -> None:
+        for n in range(400):
+            assert (await next_result(reader))["data"]["userChanged"]["id"] == str(n)
+            received[i] += 1
+
+    consumers = [asyncio.create_task(consume(i, r)) for i, (_, r) in enumerate(fast)]
+    for n in range(400):  # 3.2 MB to each subscriber
+        await client.get("/gql/big", params={"n": str(n)})
+    await asyncio.gather(*consumers)
+    assert received == [400] * 5
+    await wait_for(lambda: hub.count == 5, what="the stalled subscriber to be cut off")
+    sock.close()
+    for r, _ in fast:
+        r.close()
