@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.config import Config
 from engine.errors import RouteConflict, ScriptError
-from engine.graphql.schema import SUBSCRIPTION_STREAM, FieldRegistration, GraphQLRegistry
+from engine.graphql.schema import SUBSCRIPTION_STREAM, FieldRegistration, GraphQLRegistry, SchemaProblem
 from engine.graphql.subscriptions import SubscriptionHub
 from engine.routes import Route, RouteTable
 from engine.sandbox.context import Commands, Envelope, ScriptContext
@@ -111,7 +111,10 @@ class ScriptManager:
             routes = [
                 Route(c["method"], c["path"], name, ctx, c["handler"]) for c in env.commands if c["op"] == "route"
             ]
-            fields = [self._field(name, ctx, c) for c in env.commands if c["op"] == "gql"]
+            try:
+                fields = [self._field(name, ctx, c) for c in env.commands if c["op"] == "gql"]
+            except SchemaProblem as e:
+                fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
             streams = [c["path"] for c in env.commands if c["op"] == "stream"]
             streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
             if env.error is None:
@@ -261,7 +264,10 @@ class ScriptManager:
             elif c["op"] == "stream":
                 self._add_stream(ctx.name, c["path"])
             elif c["op"] == "gql":
-                self._add_field(self._field(ctx.name, ctx, c))
+                try:
+                    self._add_field(self._field(ctx.name, ctx, c))
+                except SchemaProblem as e:
+                    self._script_line(ctx.name, "error", f"registerGraphQL refused: invalid SDL for {e}")
             elif c["op"] == "route":
                 route = Route(c["method"], c["path"], ctx.name, ctx, c["handler"])
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -74,3 +75,13 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def stalled_client(host: str, port: int, request: bytes) -> socket.socket:
+    """A client that sends `request` and never reads a byte, with a tiny receive window: a stalled reader."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    sock.send(request)
+    return sock

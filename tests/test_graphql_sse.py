@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
-from conftest import ROOT, MakeClient, make_config, wait_for
+from conftest import ROOT, MakeClient, make_config, stalled_client, wait_for
 from sse_client import SSEReader
 
 from engine.http.keys import SCRIPTS, STREAMS, SUBSCRIPTIONS
@@ -222,15 +221,11 @@ async def test_a_stalled_subscriber_is_cut_off_and_the_others_get_everything(
     config = replace(config, streams=replace(config.streams, max_buffer_bytes=64 * 1024))
     client = await engine_client("graphql_types.js", config=config)
     hub = client.app[SUBSCRIPTIONS]
-    # The stalled client: a raw socket with a tiny receive window that never reads a byte.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
     query = "subscription { userChanged { id name } }"
     body = json.dumps({"query": query}).encode()
-    sock.send(b"POST /graphql/sse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    sock = await stalled_client(client.host, client.port,
+                                b"POST /graphql/sse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
     await wait_for(lambda: hub.count == 1, what="the stalled subscriber")
     fast = [await subscribe(client, query) for _ in range(5)]
     await wait_for(lambda: hub.count == 6, what="the other subscribers")

@@ -6,14 +6,13 @@ import asyncio
 import gc
 import json
 import logging
-import socket
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import MakeClient, make_config, wait_for
+from conftest import MakeClient, make_config, stalled_client, wait_for
 from sse_client import SSEReader
 
 from engine.config import Config
@@ -202,12 +201,8 @@ async def test_slow_reader_is_cut_off_and_never_slows_the_others(
     config = replace(config, streams=replace(config.streams, max_buffer_bytes=64 * 1024))
     client = await engine_client("api_streams.js", config=config)
     registry = client.app[STREAMS]
-    # The stalled client: a raw socket with a tiny receive window that never reads a byte.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
-    sock.send(b"GET /s/b HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    sock = await stalled_client(client.host, client.port,
+                                b"GET /s/b HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
     await wait_for(lambda: registry.connection_count == 1, what="the stalled reader to attach")
     fast = [await open_stream(client, "/s/b") for _ in range(50)]
     messages, payload = 400, "x" * 8000

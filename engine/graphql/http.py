@@ -74,9 +74,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
         return web.Response(text=PAGE, content_type="text/html", charset="utf-8")
     try:
         params = await _params(request)
-    except HTTPError as e:
-        if e.code != "bad_request":
-            raise
+    except HTTPError as e:  # not JSON, no query, too large
         return _request_error(e, rid)
     schema = request.app[GRAPHQL].schema
     prepared = prepare(schema, params)
@@ -98,9 +96,7 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
     rid = request[REQUEST_ID]
     try:
         params = await _params(request)
-    except HTTPError as e:
-        if e.code != "bad_request":
-            raise
+    except HTTPError as e:  # not JSON, no query, too large
         return _request_error(e, rid)
     app = request.app
     schema = app[GRAPHQL].schema

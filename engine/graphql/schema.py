@@ -54,7 +54,10 @@ class FieldRegistration:
     document: DocumentNode = field(init=False)
 
     def __post_init__(self) -> None:
-        self.document = parse(self.sdl)  # the script's reader accepted it; graphql-core must agree
+        try:
+            self.document = parse(self.sdl)  # the script's reader accepted it; graphql-core must agree
+        except GraphQLError as e:
+            raise SchemaProblem(f"{self.key}: {e.message}") from None
 
     @property
     def root(self) -> str:
