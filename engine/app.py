@@ -18,16 +18,20 @@ from engine.graphql.execute import call_resolver
 from engine.graphql.http import graphql, graphql_sse, preflight
 from engine.graphql.schema import GraphQLRegistry
 from engine.graphql.subscriptions import SubscriptionHub
+from engine.http import admin
+from engine.http.admin import admin_only
 from engine.http.dispatch import dispatch
 from engine.http.front import EngineRunner
 from engine.http.health import health
 from engine.http.introspect import streams_info
-from engine.http.keys import CONFIG, GRAPHQL, ROUTES, SCRIPTS, STARTED, STREAMS, SUBSCRIPTIONS
+from engine.http.keys import CONFIG, GRAPHQL, LOGS, ROUTES, SCRIPTS, STARTED, STREAMS, SUBSCRIPTIONS, WATCHER
 from engine.http.middleware import json_errors
+from engine.logstream import LogStream
 from engine.routes import RouteTable
 from engine.scripts import ScriptManager
 from engine.streams.registry import StreamRegistry
 from engine.streams.sse import heartbeat
+from engine.watcher import ScriptWatcher
 
 log = logging.getLogger("engine")
 
@@ -47,17 +51,31 @@ def build_app(config: Config) -> web.Application:
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
     app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], app[GRAPHQL], hub)
     app[STARTED] = time.monotonic()
+    app.cleanup_ctx.append(_log_stream)
     app.cleanup_ctx.append(_scripts)
     app.cleanup_ctx.append(_heartbeat)
+    if config.scripts.watch:
+        app.cleanup_ctx.append(_watch)
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/health", json_errors(health))
-    app.router.add_get("/_engine/streams", json_errors(streams_info))
+    app.router.add_get("/_engine/streams", json_errors(admin_only(streams_info)))
+    admin.add_routes(app, json_errors)
     for path, handler in (("/graphql", graphql), ("/graphql/sse", graphql_sse)):
         app.router.add_route("GET", path, json_errors(handler))
         app.router.add_route("POST", path, json_errors(handler))
         app.router.add_route("OPTIONS", path, json_errors(preflight))
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
+
+
+async def _log_stream(app: web.Application) -> AsyncIterator[None]:
+    """The engine's log as live streams (the admin API's /_engine/logs), for as long as the app runs."""
+    handler = LogStream(app[STREAMS], asyncio.get_running_loop())
+    app[LOGS] = handler
+    logger = logging.getLogger("engine")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
 
 
 async def _scripts(app: web.Application) -> AsyncIterator[None]:
@@ -68,6 +86,19 @@ async def _scripts(app: web.Application) -> AsyncIterator[None]:
     await scripts.load_all()
     yield
     await scripts.close()
+
+
+async def _watch(app: web.Application) -> AsyncIterator[None]:
+    """Reload scripts as their files change, from start-up (after the first load) to shutdown."""
+    watcher = ScriptWatcher(app[SCRIPTS], app[CONFIG].scripts.debounce_ms)
+    app[WATCHER] = watcher
+    task = asyncio.create_task(watcher.run())
+    yield
+    watcher.stop()
+    try:
+        await asyncio.wait_for(task, 2)
+    except TimeoutError:
+        log.warning("the scripts watcher did not stop in time")
 
 
 async def _heartbeat(app: web.Application) -> AsyncIterator[None]:

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its "1 change detected" per save is noise
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.server.loop)) as runner:
             runner.run(serve(config))

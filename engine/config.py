@@ -37,6 +37,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class ScriptsConfig:
     dir: str = setting("scripts", "folder of user .js scripts (relative to the working directory)")
+    watch: bool = setting(True, "load, reload and unload scripts as their files change")
+    debounce_ms: int = setting(30, "how long the watcher gathers a burst of file changes into one", min=1)
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,18 @@ class LogsConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    token: str = setting("", "bearer token for the admin API under /_engine/; empty: loopback clients only")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     @property
     def scripts_dir(self) -> Path:

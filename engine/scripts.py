@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import os
+import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,17 @@ class ScriptRecord:
     status: str = "loading"  # "loaded": a version serves; "failed": none does
     last_error: str | None = None
     context: ScriptContext | None = None
+    loaded_at: float | None = None  # epoch seconds when the serving version was swapped in
+    attempted: str | None = None  # digest of the last source tried, so an unchanged save is skipped
+
+    def describe(self) -> dict[str, Any]:
+        """As `GET /_engine/scripts` shows it."""
+        loaded = None if self.loaded_at is None else datetime.fromtimestamp(self.loaded_at, UTC).isoformat()
+        return {"name": self.name, "status": self.status, "loaded_at": loaded, "last_error": self.last_error}
+
+
+def _digest(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _count(n: int, noun: str) -> str:
@@ -69,6 +84,7 @@ class ScriptManager:
         self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -82,78 +98,124 @@ class ScriptManager:
             self._sharing = True
         await self._share_claims(None)
 
-    async def load_file(self, name: str) -> ScriptRecord:
-        path = self.folder / name
-        try:
-            source = path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            return await self._fail(self._record(name), ScriptError(name, f"cannot read the file: {e}"), None)
-        return await self.load(name, source)
+    async def load_file(self, name: str, changed_only: bool = False) -> ScriptRecord:
+        """Load the file `name`; with `changed_only` (the watcher), skip it if its text is what was
+        last tried, so a save that changes nothing, or our own admin write, reloads nothing."""
+        async with self._lock(name):
+            path = self.folder / name
+            try:
+                source = path.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                return await self._fail(self._record(name), ScriptError(name, f"cannot read the file: {e}"), None)
+            record = self.records.get(name)
+            if changed_only and record is not None and record.attempted == _digest(source):
+                return record
+            return await self._load(name, source)
 
     async def load(self, name: str, source: str) -> ScriptRecord:
-        """Evaluate `source` in a fresh context; swap it in only if it loads and its claims are free."""
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            record = self._record(name)
-            ctx = ScriptContext(name, self.config.limits, self._apply, self._background_error)
-            env: Envelope
-            try:
-                await ctx.start({
-                    "logs": list(record.logs),
-                    "logMax": self.config.logs.script_lines,
-                    "maxMessageBytes": self.config.limits.max_message_bytes,
-                    **self._claims(name),
-                })
-                env = await ctx.load(source)
-            except ScriptError as e:
-                env = Envelope(error=e)
-            self._log_lines(name, env.commands)
-            routes = [
-                Route(c["method"], c["path"], name, ctx, c["handler"]) for c in env.commands if c["op"] == "route"
-            ]
-            try:
-                fields = [self._field(name, ctx, c) for c in env.commands if c["op"] == "gql"]
-            except SchemaProblem as e:
-                fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
-            streams = [c["path"] for c in env.commands if c["op"] == "stream"]
-            streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
-            if env.error is None:
-                problems = self._conflicts(name, routes, streams) + self.graphql.problems(name, fields)
-                if problems:
-                    env.error = ScriptError(name, "; ".join(problems))
-            if env.error is not None:
-                return await self._fail(record, env.error, ctx)
+        """Load (or reload) `name` from `source`, as if its file said so."""
+        async with self._lock(name):
+            return await self._load(name, source)
 
-            # The swap: nothing below awaits until both tables point at the new version.
-            self.routes.replace(name, routes)
-            self.streams.replace(name, streams)
-            self.graphql.replace(name, fields)
-            old, record.context = record.context, ctx
-            record.status, record.last_error = "loaded", None
-            self._publish(env.commands)  # messages sent at load time, now that its streams exist
-            ctx.activate(env)
-            log.info("loaded %s (%s)", name, _count(len(routes), "route") + (
-                f", {_count(len(streams), 'stream')}" if streams else "") + (
-                f", {_count(len(fields), 'GraphQL field')}" if fields else ""))
-            if old is not None:
-                await old.close()
-            await self._share_claims(name)
-            return record
+    async def save(self, name: str, source: str) -> ScriptRecord:
+        """Write `source` to the scripts folder (the single source of truth), then load it."""
+        async with self._lock(name):
+            path = self.folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden: the watcher skips it
+            tmp.write_text(source, encoding="utf-8")
+            os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+            return await self._load(name, source)
+
+    async def delete(self, name: str) -> bool:
+        """Remove the file and unload the script; False if there was no such file."""
+        async with self._lock(name):
+            try:
+                (self.folder / name).unlink()
+            except FileNotFoundError:
+                return False
+            await self._unload(name)
+            return True
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _load(self, name: str, source: str) -> ScriptRecord:
+        """Evaluate `source` in a fresh context; swap it in only if it loads and its claims are free.
+        The caller holds the script's lock."""
+        record = self._record(name)
+        record.attempted = _digest(source)
+        ctx = ScriptContext(name, self.config.limits, self._apply, self._background_error)
+        env: Envelope
+        try:
+            await ctx.start({
+                "logs": list(record.logs),
+                "logMax": self.config.logs.script_lines,
+                "maxMessageBytes": self.config.limits.max_message_bytes,
+                **self._claims(name),
+            })
+            env = await ctx.load(source)
+        except ScriptError as e:
+            env = Envelope(error=e)
+        self._log_lines(name, env.commands)
+        routes = [
+            Route(c["method"], c["path"], name, ctx, c["handler"]) for c in env.commands if c["op"] == "route"
+        ]
+        try:
+            fields = [self._field(name, ctx, c) for c in env.commands if c["op"] == "gql"]
+        except SchemaProblem as e:
+            fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
+        streams = [c["path"] for c in env.commands if c["op"] == "stream"]
+        streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
+        if env.error is None:
+            problems = self._conflicts(name, routes, streams) + self.graphql.problems(name, fields)
+            if problems:
+                env.error = ScriptError(name, "; ".join(problems))
+        if env.error is not None:
+            return await self._fail(record, env.error, ctx)
+
+        # The swap: nothing below awaits until both tables point at the new version.
+        self.routes.replace(name, routes)
+        self.streams.replace(name, streams)
+        self.graphql.replace(name, fields)
+        old, record.context = record.context, ctx
+        record.status, record.last_error, record.loaded_at = "loaded", None, time.time()
+        self._publish(env.commands)  # messages sent at load time, now that its streams exist
+        ctx.activate(env)
+        log.info("loaded %s (%s)", name, _count(len(routes), "route") + (
+            f", {_count(len(streams), 'stream')}" if streams else "") + (
+            f", {_count(len(fields), 'GraphQL field')}" if fields else ""), extra={"script": name})
+        if old is not None:
+            self._retire(old)
+        await self._share_claims(name)
+        return record
 
     async def unload(self, name: str) -> None:
         """Remove everything the script owned."""
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            record = self.records.pop(name, None)
-            self.routes.replace(name, [])
-            self.streams.replace(name, [])
-            self.graphql.replace(name, [])
-            if record and record.context:
-                await record.context.close()
-            log.info("unloaded %s", name)
-            await self._share_claims(name)
+        async with self._lock(name):
+            await self._unload(name)
+
+    async def _unload(self, name: str) -> None:
+        record = self.records.pop(name, None)
+        self.routes.replace(name, [])
+        self.streams.replace(name, [])
+        self.graphql.replace(name, [])
+        if record and record.context:
+            self._retire(record.context)
+        log.info("unloaded %s", name, extra={"script": name})
+        await self._share_claims(name)
+
+    def _retire(self, ctx: ScriptContext) -> None:
+        """Let a replaced version finish what it is doing, then close it, without holding up the swap."""
+        task = asyncio.create_task(ctx.retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
-        """Dispose of every context and join its thread."""
+        """Dispose of every context (retiring ones too) and join its thread."""
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         contexts = [r.context for r in self.records.values() if r.context]
         for r in self.records.values():
             self.routes.replace(r.name, [])
@@ -239,9 +301,10 @@ class ScriptManager:
         record.last_error = error.describe()
         if record.context is None:
             record.status = "failed"
-            log.error("failed %s", error.describe())
+            log.error("failed %s", error.describe(), extra={"script": record.name})
         else:
-            log.error("failed to reload %s (the previous version keeps serving)", error.describe())
+            log.error("failed to reload %s (the previous version keeps serving)", error.describe(),
+                      extra={"script": record.name})
         if error.stack:
             log.debug("%s stack:\n%s", record.name, error.stack)
         record.logs.append(f"[error] load failed: {error.describe()}")
@@ -304,7 +367,7 @@ class ScriptManager:
                 self._script_line(name, c["level"], c["msg"], from_js=True)
 
     def _script_line(self, name: str, level: str, msg: str, from_js: bool = False) -> None:
-        script_log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", name, msg)
+        script_log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", name, msg, extra={"script": name})
         record = self.records.get(name)
         if record is not None:
             record.logs.append(msg if from_js else f"[{level}] {msg}")

@@ -13,7 +13,9 @@ from engine.streams.registry import StreamRegistry
 if TYPE_CHECKING:
     from engine.graphql.schema import GraphQLRegistry
     from engine.graphql.subscriptions import SubscriptionHub
+    from engine.logstream import LogStream
     from engine.scripts import ScriptManager
+    from engine.watcher import ScriptWatcher
 
 CONFIG = web.AppKey("config", Config)
 ROUTES = web.AppKey("routes", RouteTable)
@@ -21,5 +23,7 @@ STREAMS = web.AppKey("streams", StreamRegistry)
 SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")
 GRAPHQL: web.AppKey[GraphQLRegistry] = web.AppKey("graphql")
 SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")
+WATCHER: web.AppKey[ScriptWatcher] = web.AppKey("watcher")
+LOGS: web.AppKey[LogStream] = web.AppKey("logs")
 STARTED = web.AppKey("started", float)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -9,6 +9,7 @@ response leaves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -76,6 +77,8 @@ class ScriptContext:
         self._firing = False
         self._active = False
         self._closed = False
+        self._inflight = 0  # handler and resolver calls not yet answered
+        self._idle: asyncio.Event | None = None  # set when _inflight drops to 0, while retiring
 
     # ---- loop side -----------------------------------------------------------------------
 
@@ -124,6 +127,15 @@ class ScriptContext:
 
     async def _call(self, dispatcher: str, what: str, *args: Any) -> dict[str, Any]:
         """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one."""
+        self._inflight += 1
+        try:
+            return await self._call_once(dispatcher, what, *args)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _call_once(self, dispatcher: str, what: str, *args: Any) -> dict[str, Any]:
         env = await self._submit(self._t_call, dispatcher, *args)
         if env.error:
             raise env.error
@@ -142,6 +154,22 @@ class ScriptContext:
             finally:
                 self._pending.pop(promise, None)
         return out
+
+    async def retire(self) -> None:
+        """A newer version replaced this one: its intervals stop at once; calls already running here
+        (and the one-shot timers their Promises wait on) finish on this version, within
+        `handler_timeout_ms`; then the context closes."""
+        try:
+            if not self._closed:
+                await self._submit(self._t_call, "retire")
+                if self._inflight:
+                    self._idle = asyncio.Event()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._idle.wait(), self._limits.handler_timeout_ms / 1000)
+        except ScriptError:
+            pass  # it is going away regardless
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         """Stop timers, fail what still waits on this context, let queued calls finish, end the thread."""
@@ -266,7 +294,7 @@ class ScriptContext:
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
         ctx.eval(PRELUDE)(json.dumps(HOST_NAMES), ctx.eval(SDL_READER))
         self._ctx = ctx
-        names = ("setup", "setClaims", "drain", "handle", "resolve", "fire")
+        names = ("setup", "setClaims", "drain", "handle", "resolve", "fire", "retire")
         self._rt = {name: ctx.eval(f"__rt.{name}") for name in names}
         env = self._t_call("setup", setup)
         env.deferred = True

@@ -508,6 +508,13 @@
       }
       return envelope(out);
     },
+    // This version was replaced: its intervals stop now. One-shot timers still fire, so requests
+    // already waiting on them finish on this version before the context closes.
+    retire: function () {
+      for (const [id, t] of timers) if (t.every) timers.delete(id);
+      timersDirty = true;
+      return envelope(null);
+    },
     // A GraphQL resolver: (args, context) from JSON; its value comes back as JSON text.
     resolve: function (index, argsJSON, contextJSON) {
       let out;

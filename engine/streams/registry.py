@@ -107,6 +107,7 @@ class StreamRegistry:
         self.max_connections = max_connections
         self.epoch = format(time.time_ns() // 1_000_000, "x")
         self.streams: dict[str, Stream] = {}
+        self.private: dict[str, Stream] = {}  # the engine's own (admin) streams: not served by path lookup
         self.connection_count = 0
 
     # ---- ownership -------------------------------------------------------------------------
@@ -135,6 +136,13 @@ class StreamRegistry:
             if path not in self.streams:
                 broadcast = not path.startswith(ENGINE_STREAMS)
                 self.streams[path] = Stream(path, owner, deque(maxlen=self.history), broadcast)
+
+    def private_stream(self, path: str) -> Stream:
+        """A stream of the engine's own, which only its handler serves (after its own checks)."""
+        stream = self.private.get(path)
+        if stream is None:
+            stream = self.private[path] = Stream(path, "engine", deque(maxlen=self.history), broadcast=False)
+        return stream
 
     # ---- readers -----------------------------------------------------------------------------
 
@@ -195,12 +203,12 @@ class StreamRegistry:
 
     def heartbeat(self) -> None:
         """A `: ping` to every reader; readers whose connection is gone are removed."""
-        for stream in self.streams.values():
+        for stream in [*self.streams.values(), *self.private.values()]:
             for conn in [c for c in stream.connections if c.transport.is_closing()]:
                 self.detach(conn)
             self._write_all(stream, PING)
 
     def close_all(self, reason: str = "the server is shutting down") -> None:
-        for stream in self.streams.values():
+        for stream in [*self.streams.values(), *self.private.values()]:
             for conn in list(stream.connections):
                 self.detach(conn, reason)
