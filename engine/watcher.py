@@ -64,8 +64,9 @@ class ScriptWatcher:
         on_disk = set(discover(self.folder))
         if rescan:
             names |= on_disk ^ set(self.scripts.records)
-        for name in sorted(names):
-            if name in on_disk:
-                await self.scripts.load_file(name, changed_only=True)
-            elif name in self.scripts.records:
+        # Unloads first: a rename then frees the old name's paths before the new name claims them.
+        for name in sorted(names - on_disk):
+            if name in self.scripts.records:
                 await self.scripts.unload(name)
+        for name in sorted(names & on_disk):
+            await self.scripts.load_file(name, changed_only=True)
