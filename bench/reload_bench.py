@@ -1,0 +1,83 @@
+"""Hot-reload latency, run by hand: from a file write to the new behaviour being served.
+
+    python bench/reload_bench.py [--saves 50] [--routes 1] [--debounce-ms 30]
+
+Starts `python -m engine` on a scratch scripts folder holding one script with `--routes` routes and a
+stream. Each round rewrites the file with a new version number and then asks `GET /v` over one
+kept-alive connection, as fast as it answers, until the new number comes back. Reports p50, p95
+and max of write-to-served, and the same with a client connected to the script's stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_common import ROOT, free_port, wait_up
+
+
+def source(version: int, routes: int) -> str:
+    lines = ['registerWebStream("/events");', f'register("/v", () => "{version}");',
+             'setInterval(() => sendStreamMessage("tick"), 100);']
+    lines += [f'register("/r{i}/{{id}}", (req) => ({{ body: {{ i: {i}, id: req.params.id }} }}));' for i in range(routes)]
+    return "\n".join(lines) + "\n"
+
+
+def run(a: argparse.Namespace) -> dict[str, object]:
+    folder = Path(tempfile.mkdtemp(prefix="reload_bench_"))
+    script = folder / "v.js"
+    script.write_text(source(0, a.routes))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ENGINE_LOGS_LEVEL": "warning",
+           "ENGINE_SCRIPTS_DEBOUNCE_MS": str(a.debounce_ms)}
+    server = subprocess.Popen([sys.executable, "-m", "engine", "--port", str(port), "--scripts", str(folder)],
+                              env=env, cwd=ROOT)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/v")
+        reader = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # a stream reader held throughout
+        reader.request("GET", "/events")
+        stream = reader.getresponse()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        times = []
+        for version in range(1, a.saves + 1):
+            text = source(version, a.routes)
+            start = time.perf_counter()
+            script.write_text(text)
+            while True:
+                conn.request("GET", "/v")
+                if conn.getresponse().read().decode() == str(version):
+                    break
+            times.append((time.perf_counter() - start) * 1000)
+            time.sleep(0.2)  # pacing between saves, so each is a save of its own (not a burst)
+        still_open = not stream.isclosed()
+        times.sort()
+        return {"saves": a.saves, "routes": a.routes, "debounce_ms": a.debounce_ms,
+                "p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
+                "max_ms": round(times[-1], 1), "stream_reader_still_connected": still_open}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--saves", type=int, default=50)
+    ap.add_argument("--routes", type=int, default=1)
+    ap.add_argument("--debounce-ms", type=int, default=30)
+    a = ap.parse_args()
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"),
+                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+                      **run(a)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
