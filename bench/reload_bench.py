@@ -28,7 +28,8 @@ from bench_common import ROOT, free_port, wait_up
 def source(version: int, routes: int) -> str:
     lines = ['registerWebStream("/events");', f'register("/v", () => "{version}");',
              'setInterval(() => sendStreamMessage("tick"), 100);']
-    lines += [f'register("/r{i}/{{id}}", (req) => ({{ body: {{ i: {i}, id: req.params.id }} }}));' for i in range(routes)]
+    route = 'register("/r{i}/{{id}}", (req) => ({{ body: {{ i: {i}, id: req.params.id }} }}));'
+    lines += [route.format(i=i) for i in range(routes)]
     return "\n".join(lines) + "\n"
 
 

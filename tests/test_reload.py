@@ -159,7 +159,8 @@ async def test_a_graphql_subscription_survives_a_reload(engine_client: MakeClien
 @pytest.mark.parametrize("broken, expected", [
     ('register("/v", () => {', "v.js:1: SyntaxError"),
     ('register("/v", () => "x");\nthrow new Error("no, not now");', "v.js:2: Error: no, not now"),
-    ("for (;;) {}", "ran past the time limit"),
+    ("for (;;) {}", "v.js:1: ran past the time limit"),
+    # Out of memory, QuickJS sometimes cannot even build the error, so the line may be missing.
     ('let a = []; for (;;) a.push("x".repeat(1000));', "ran past the memory limit"),
 ])
 async def test_a_failed_reload_keeps_the_old_version_serving(
