@@ -436,9 +436,20 @@
     return text === undefined ? {} : { j: text };
   }
 
-  function settle(id, outcome) {
+  // A call's result as the engine takes it: `check(v)` now, or {p: id} and `check` once a Promise settles.
+  function outcome(v, check) {
+    if (v !== null && typeof v === "object" && typeof v.then === "function") {
+      const id = ++callSeq;
+      const [ok, fail] = settle(id, check);
+      Promise.resolve(v).then(ok, fail);
+      return { p: id };
+    }
+    return check(v);
+  }
+
+  function settle(id, check) {
     return [
-      (v) => { settled.push({ id: id, o: outcome(v) }); },
+      (v) => { settled.push({ id: id, o: check(v) }); },
       (e) => { settled.push({ id: id, o: { e: errorInfo(e) } }); },
     ];
   }
@@ -494,15 +505,7 @@
           params: paramsJSON ? JSON.parse(paramsJSON) : {},
         };
         if (flags & 4) { try { req.json = JSON.parse(body); } catch (e) { /* not JSON: req.json stays undefined */ } }
-        const v = handlers[index](req);
-        if (v !== null && typeof v === "object" && typeof v.then === "function") {
-          const id = ++callSeq;
-          const [ok, fail] = settle(id, response);
-          Promise.resolve(v).then(ok, fail);
-          out = { p: id };
-        } else {
-          out = response(v);
-        }
+        out = outcome(handlers[index](req), response);
       } catch (e) {
         out = { e: errorInfo(e) };
       }
@@ -519,15 +522,7 @@
     resolve: function (index, argsJSON, contextJSON) {
       let out;
       try {
-        const v = handlers[index](JSON.parse(argsJSON), JSON.parse(contextJSON));
-        if (v !== null && typeof v === "object" && typeof v.then === "function") {
-          const id = ++callSeq;
-          const [ok, fail] = settle(id, resolved);
-          Promise.resolve(v).then(ok, fail);
-          out = { p: id };
-        } else {
-          out = resolved(v);
-        }
+        out = outcome(handlers[index](JSON.parse(argsJSON), JSON.parse(contextJSON)), resolved);
       } catch (e) {
         out = { e: errorInfo(e) };
       }
