@@ -12,8 +12,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,8 @@ from engine.streams.registry import StreamRegistry
 
 log = logging.getLogger("engine.scripts")
 script_log = logging.getLogger("engine.script")
+# How the prelude and the tables word a claim another script holds ("... by script a.js").
+_CONFLICT = re.compile(r"\b(by|of) scripts? \S+")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -43,6 +47,7 @@ class ScriptRecord:
     context: ScriptContext | None = None
     loaded_at: float | None = None  # epoch seconds when the serving version was swapped in
     attempted: str | None = None  # digest of the last source tried, so an unchanged save is skipped
+    conflicted: bool = False  # it failed over something another script owns: retried when claims are freed
 
     def describe(self) -> dict[str, Any]:
         """As `GET /_engine/scripts` shows it."""
@@ -84,7 +89,7 @@ class ScriptManager:
         self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # retiring versions, conflict retries
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -175,6 +180,7 @@ class ScriptManager:
             return await self._fail(record, env.error, ctx)
 
         # The swap: nothing below awaits until both tables point at the new version.
+        before = self._owned(name)
         self.routes.replace(name, routes)
         self.streams.replace(name, streams)
         self.graphql.replace(name, fields)
@@ -188,6 +194,8 @@ class ScriptManager:
         if old is not None:
             self._retire(old)
         await self._share_claims(name)
+        if before - self._owned(name):
+            self._retry_conflicted()
         return record
 
     async def unload(self, name: str) -> None:
@@ -204,18 +212,43 @@ class ScriptManager:
             self._retire(record.context)
         log.info("unloaded %s", name, extra={"script": name})
         await self._share_claims(name)
+        self._retry_conflicted()
+
+    @property
+    def background(self) -> int:
+        """Work still going on after a swap: old versions retiring, conflict retries."""
+        return len(self._tasks)
+
+    def _owned(self, name: str) -> set[str]:
+        """Everything `name` claims, as comparable keys."""
+        return ({r.key for r in self.routes.routes(name)}
+                | {p for p, st in self.streams.streams.items() if st.owner == name}
+                | {f.key for f in self.graphql.owned(name)})
+
+    def _retry_conflicted(self) -> None:
+        """Something was freed: scripts that failed over a conflict get another go, in load order."""
+        names = sorted(r.name for r in self.records.values() if r.conflicted and r.status == "failed")
+        if names:
+            self._background(self._load_files(names))
+
+    async def _load_files(self, names: list[str]) -> None:
+        for name in names:
+            await self.load_file(name)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _retire(self, ctx: ScriptContext) -> None:
         """Let a replaced version finish what it is doing, then close it, without holding up the swap."""
-        task = asyncio.create_task(ctx.retire())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._background(ctx.retire())
 
     async def close(self) -> None:
         """Dispose of every context (retiring ones too) and join its thread."""
-        for task in list(self._retiring):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         contexts = [r.context for r in self.records.values() if r.context]
         for r in self.records.values():
             self.routes.replace(r.name, [])
@@ -299,6 +332,7 @@ class ScriptManager:
         if ctx is not None:
             await ctx.close()
         record.last_error = error.describe()
+        record.conflicted = bool(_CONFLICT.search(error.message))
         if record.context is None:
             record.status = "failed"
             log.error("failed %s", error.describe(), extra={"script": record.name})

@@ -75,11 +75,11 @@ async def test_a_request_running_on_the_old_version_finishes_on_it(engine_client
     save(scripts_dir, "v.js", slow)
     client = await engine_client()
     running = asyncio.ensure_future(text(client, "/v"))
-    await wait_for(lambda: client.app[SCRIPTS].records["v.js"].context._inflight == 1, what="the request to start")
+    await wait_for(lambda: client.app[SCRIPTS].records["v.js"].context.inflight == 1, what="the request to start")
     save(scripts_dir, "v.js", 'register("/v", () => "new");')
     await serves(client, "/v", "200 new")
     assert await running == "200 old"  # not a 503: it finished where it started
-    await wait_for(lambda: not client.app[SCRIPTS]._retiring, what="the old version to close")
+    await wait_for(lambda: client.app[SCRIPTS].background == 0, what="the old version to close")
     assert js_threads() == 1
 
 
@@ -195,6 +195,24 @@ async def test_fifty_saves_in_a_second_end_in_the_last_version(engine_client: Ma
         await asyncio.sleep(0)  # let the loop breathe between writes, as an editor would
     assert loop.time() - started < 1.0
     await serves(client, "/v", "200 v49", what="the last version")
-    await wait_for(lambda: not scripts._retiring, what="every replaced version to close")
+    await wait_for(lambda: scripts.background == 0, what="every replaced version to close")
     assert js_threads() == 1  # one context, one thread: nothing leaked
     assert scripts.records["v.js"].status == "loaded" and set(client.app[STREAMS].streams) == {"/s1"}
+
+
+async def test_a_script_refused_over_a_conflict_loads_once_the_other_lets_go(
+    engine_client: MakeClient, scripts_dir: Path
+) -> None:
+    save(scripts_dir, "a.js", 'register("/x", () => "a");')
+    save(scripts_dir, "b.js", 'register("/x", () => "b");\n'
+                              'registerGraphQLQuery("bq", "type Query { bq: Int }", () => 2);')
+    client = await engine_client()
+    records = client.app[SCRIPTS].records
+    assert records["b.js"].status == "failed" and "already registered by script a.js" in records["b.js"].last_error
+    save(scripts_dir, "a.js", 'register("/x", () => "a2");')  # still holds /x: b.js stays refused
+    await serves(client, "/x", "200 a2")
+    assert records["b.js"].status == "failed"
+    save(scripts_dir, "a.js", 'register("/y", () => "a3");')  # lets /x go: b.js gets another go
+    await serves(client, "/x", "200 b")
+    r = await client.post("/graphql", json={"query": "{ bq }"})
+    assert await r.json() == {"data": {"bq": 2}}

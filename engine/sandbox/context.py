@@ -184,6 +184,11 @@ class ScriptContext:
         await self._worker.stop()
 
     @property
+    def inflight(self) -> int:
+        """Handler and resolver calls made and not yet answered."""
+        return self._inflight
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
