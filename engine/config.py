@@ -48,6 +48,8 @@ class LimitsConfig:
     handler_timeout_ms: int = setting(30000, "how long a handler's returned Promise may stay pending", min=1)
     max_body_bytes: int = setting(1048576, "largest request body accepted (413 beyond)", min=1)
     max_message_bytes: int = setting(1048576, "largest stream message a script may send (it throws beyond)", min=1)
+    graphql_max_tokens: int = setting(10000, "largest GraphQL document accepted, in tokens (parsing and "
+                                      "validating run on the event loop)", min=1)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ async def test_resolver_past_the_time_limit_fails_that_field_only(engine_client:
 
 
 async def test_bad_requests(engine_client: MakeClient) -> None:
-    client = await engine_client("graphql_types.js", "compat_graphql.js", max_body_bytes=10_000)
+    client = await engine_client("graphql_types.js", "compat_graphql.js", max_body_bytes=100_000)
 
     r = await client.post("/graphql", data=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status == 400
@@ -118,7 +118,13 @@ async def test_bad_requests(engine_client: MakeClient) -> None:
     r = await client.post("/graphql", json={"query": "subscription { userUpdates }"})
     assert r.status == 400 and "/graphql/sse" in (await r.json())["errors"][0]["message"]
 
-    r = await client.post("/graphql", json={"query": "{ hello }", "pad": "x" * 10_000})
+    # Documents that would cost the event loop too much: too many tokens, nested too deeply.
+    body = await gql(client, "{ " + " ".join(["hello"] * 12_000) + " }")
+    assert "more than 10000 tokens" in body["errors"][0]["message"]
+    body = await gql(client, "{ " + "a { " * 3000 + "b" + " }" * 3000 + " }")
+    assert "nested too deeply" in body["errors"][0]["message"]
+
+    r = await client.post("/graphql", json={"query": "{ hello }", "pad": "x" * 100_000})
     assert r.status == 413 and (await r.json())["error"]["code"] == "body_too_large"
 
 

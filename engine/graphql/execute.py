@@ -95,11 +95,14 @@ def _params(query: Any, variables: Any, operation_name: Any) -> GraphQLParams:
     return GraphQLParams(query, variables, operation_name)
 
 
-def prepare(schema: GraphQLSchema, params: GraphQLParams) -> Prepared:
+def prepare(schema: GraphQLSchema, params: GraphQLParams, max_tokens: int) -> Prepared:
+    """Parse and validate. `max_tokens` bounds the work: both run on the event loop."""
     try:
-        document = parse(params.query)
+        document = parse(params.query, max_tokens=max_tokens)
     except GraphQLError as e:
         return Prepared(errors=[e])
+    except RecursionError:  # graphql-core before 3.3 recurses once per nesting level
+        return Prepared(errors=[GraphQLError("Syntax Error: Document is nested too deeply.")])
     errors = validate(schema, document)
     if errors:
         return Prepared(errors=list(errors))

@@ -77,7 +77,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     except HTTPError as e:  # not JSON, no query, too large
         return _request_error(e, rid)
     schema = request.app[GRAPHQL].schema
-    prepared = prepare(schema, params)
+    prepared = prepare(schema, params, request.app[CONFIG].limits.graphql_max_tokens)
     headers = _cors(request, {})
     if prepared.errors:
         return _json(prepared.error_result(), headers=headers)
@@ -100,7 +100,7 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
         return _request_error(e, rid)
     app = request.app
     schema = app[GRAPHQL].schema
-    prepared = prepare(schema, params)
+    prepared = prepare(schema, params, request.app[CONFIG].limits.graphql_max_tokens)
     streams = app[STREAMS]
     if prepared.operation == "subscription" and streams.full():
         raise HTTPError(503, "too_many_connections",
