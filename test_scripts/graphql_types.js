@@ -36,6 +36,8 @@ registerGraphQLQuery("boom", "type Query { boom: String }", function () { throw 
 
 registerGraphQLQuery("spin", "type Query { spin: String }", function () { for (;;) {} });
 
+registerGraphQLQuery("bomb", "type Query { bomb: String }", function () { const a = []; for (;;) a.push("x".repeat(4096)); });
+
 registerGraphQLQuery("wrongType", "type Query { wrongType: Int }", () => "not a number");
 
 registerGraphQLSubscription("userChanged", "type Subscription { userChanged(role: Role): Person }", function () {

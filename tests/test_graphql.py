@@ -75,13 +75,16 @@ async def test_resolver_errors_are_graphql_errors_with_path_and_locations(engine
     assert body["data"] == {"wrongType": None} and "Int cannot represent" in body["errors"][0]["message"]
 
 
-async def test_resolver_past_the_time_limit_fails_that_field_only(engine_client: MakeClient) -> None:
-    client = await engine_client("graphql_types.js", script_time_ms=200)
+async def test_resolver_past_a_limit_fails_that_field_only(engine_client: MakeClient) -> None:
+    client = await engine_client("graphql_types.js", script_time_ms=200, script_memory_mb=16)
     body = await gql(client, "{ spin }")
     assert body["data"] == {"spin": None}
     [error] = body["errors"]
     assert error["extensions"] == {"code": "SCRIPT_TIMEOUT"} and error["path"] == ["spin"]
     assert "time limit" in error["message"]
+    body = await gql(client, "{ bomb }")
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "SCRIPT_MEMORY"} and error["path"] == ["bomb"]
     assert await gql(client, '{ user(id: "1") { name } }') == {"data": {"user": {"name": "Ada"}}}  # still serving
 
 
