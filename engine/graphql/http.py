@@ -14,6 +14,7 @@ from importlib.resources import files
 from typing import Any
 
 from aiohttp import web
+from graphql import GraphQLSchema
 
 from engine.errors import HTTPError
 from engine.graphql.execute import (
@@ -124,7 +125,7 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _subscribe(request: web.Request, transport: asyncio.Transport, schema: Any, prepared: Prepared,
+async def _subscribe(request: web.Request, transport: asyncio.Transport, schema: GraphQLSchema, prepared: Prepared,
                      params: GraphQLParams, context: RequestContext) -> None:
     """Run the subscription's resolver (its value, if any, is the first `next`), then stay subscribed
     until the client leaves, the field goes away or the server stops."""
