@@ -173,7 +173,8 @@ class ScriptManager:
         streams = [c["path"] for c in env.commands if c["op"] == "stream"]
         streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
         if env.error is None:
-            problems = self._conflicts(name, routes, streams) + self.graphql.problems(name, fields)
+            schema_change = self.graphql.check(name, fields)
+            problems = self._conflicts(name, routes, streams) + schema_change.problems
             if problems:
                 env.error = ScriptError(name, "; ".join(problems))
         if env.error is not None:
@@ -183,7 +184,7 @@ class ScriptManager:
         before = self._owned(name)
         self.routes.replace(name, routes)
         self.streams.replace(name, streams)
-        self.graphql.replace(name, fields)
+        self.graphql.apply(schema_change)
         old, record.context = record.context, ctx
         record.status, record.last_error, record.loaded_at = "loaded", None, time.time()
         self._publish(env.commands)  # messages sent at load time, now that its streams exist
@@ -207,7 +208,7 @@ class ScriptManager:
         record = self.records.pop(name, None)
         self.routes.replace(name, [])
         self.streams.replace(name, [])
-        self.graphql.replace(name, [])
+        self.graphql.remove(name)
         if record and record.context:
             self._retire(record.context)
         log.info("unloaded %s", name, extra={"script": name})
@@ -253,8 +254,7 @@ class ScriptManager:
         for r in self.records.values():
             self.routes.replace(r.name, [])
             self.streams.replace(r.name, [])
-            self.graphql.replace(r.name, [])
-            r.context = None
+            r.context = None  # the GraphQL schema is left as is: rebuilding it per script here is waste
         await asyncio.gather(*(c.close() for c in contexts))
 
     def _conflicts(self, name: str, routes: list[Route], streams: list[str]) -> list[str]:
@@ -385,7 +385,8 @@ class ScriptManager:
         """registerGraphQL* called after the load (from a handler or timer)."""
         name = field.owner
         fields = [*self.graphql.owned(name), field]
-        problems = self.graphql.problems(name, fields)
+        change = self.graphql.check(name, fields)
+        problems = change.problems
         if field.kind == "subscription":
             problems += self._conflicts(name, [], [SUBSCRIPTION_STREAM + field.name])
         if problems:
@@ -393,7 +394,7 @@ class ScriptManager:
             return
         if field.kind == "subscription":
             self._add_stream(name, SUBSCRIPTION_STREAM + field.name)
-        self.graphql.replace(name, fields)
+        self.graphql.apply(change)
 
     def _log_lines(self, name: str, commands: Commands) -> None:
         for c in commands:

@@ -107,7 +107,7 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
         raise HTTPError(503, "too_many_connections",
                         f"the server already has {streams.max_connections} stream readers and subscriptions "
                         "(streams.max_connections); retry later")
-    response = web.StreamResponse(status=200, headers=_cors(request, sse_headers(app[CONFIG].streams, rid)))
+    response = web.StreamResponse(status=200, headers=sse_headers(app[CONFIG].streams, rid))  # CORS included
     await response.prepare(request)
     transport = request.transport
     if transport is None or transport.is_closing():

@@ -72,6 +72,16 @@ class SchemaProblem(Exception):
     """The fields cannot make a valid schema; the message says why."""
 
 
+@dataclass
+class SchemaChange:
+    """A script's fields checked against everyone else's: why not, or the schema they make."""
+
+    owner: str
+    regs: list[FieldRegistration]
+    schema: GraphQLSchema | None
+    problems: list[str]
+
+
 def merge(regs: list[FieldRegistration]) -> GraphQLSchema:
     """One schema from every registration; SchemaProblem if they do not make a valid one."""
     roots: dict[str, list[str]] = {"Query": [], "Mutation": [], "Subscription": []}
@@ -126,36 +136,44 @@ class GraphQLRegistry:
                         types.setdefault(name, {**t, "owner": owner})
         return {"gqlFields": fields, "gqlTypes": types}
 
-    def problems(self, owner: str, regs: list[FieldRegistration]) -> list[str]:
-        """Why `owner` cannot have exactly these fields: taken, or not a valid schema alone or merged."""
-        out = [f"{r.key} is already registered by script {self.fields[r.key].owner}"
-               for r in regs if r.key in self.fields and self.fields[r.key].owner != owner]
-        if out or not regs:
-            return out
-        try:
-            merge(regs)
-        except SchemaProblem as e:
-            return [f"its GraphQL schema is not valid: {e}"]
-        try:
-            merge(self._with(owner, regs))
-        except SchemaProblem as e:
-            return [f"its GraphQL fields do not merge with the other scripts': {e}"]
-        return []
-
-    def replace(self, owner: str, regs: list[FieldRegistration]) -> None:
-        """Give `owner` exactly these fields and rebuild the schema. Check `problems` first."""
+    def check(self, owner: str, regs: list[FieldRegistration]) -> SchemaChange:
+        """Whether `owner` can have exactly these fields (taken? a valid schema alone and merged?),
+        with the merged schema ready to `apply` when it can. Nothing changes until then."""
         if not regs and owner not in self._by_owner:
-            return
-        all_regs = self._with(owner, regs)
-        schema = self._build(all_regs)
+            return SchemaChange(owner, regs, self.schema, [])  # no GraphQL before or after: nothing to do
+        taken = [f"{r.key} is already registered by script {self.fields[r.key].owner}"
+                 for r in regs if r.key in self.fields and self.fields[r.key].owner != owner]
+        if taken:
+            return SchemaChange(owner, regs, None, taken)
         if regs:
-            self._by_owner[owner] = list(regs)
+            try:
+                merge(regs)
+            except SchemaProblem as e:
+                return SchemaChange(owner, regs, None, [f"its GraphQL schema is not valid: {e}"])
+        try:
+            schema = self._build(self._with(owner, regs))
+        except SchemaProblem as e:
+            return SchemaChange(owner, regs, None, [f"its GraphQL fields do not merge with the other scripts': {e}"])
+        return SchemaChange(owner, regs, schema, [])
+
+    def apply(self, change: SchemaChange) -> None:
+        """Swap in a checked change (no await may come between `check` and this)."""
+        if change.schema is None:
+            raise SchemaProblem("; ".join(change.problems))
+        if change.schema is self.schema:
+            return
+        if change.regs:
+            self._by_owner[change.owner] = list(change.regs)
         else:
-            self._by_owner.pop(owner, None)
-        self.fields = {r.key: r for r in all_regs}
-        self.schema = schema
+            self._by_owner.pop(change.owner, None)
+        self.fields = {r.key: r for rs in self._by_owner.values() for r in rs}
+        self.schema = change.schema
         if self.on_change:
-            self.on_change(schema)
+            self.on_change(change.schema)
+
+    def remove(self, owner: str) -> None:
+        """`owner` goes away with its fields (scripts' fragments stand alone, so the rest still merges)."""
+        self.apply(self.check(owner, []))
 
     def _with(self, owner: str, regs: list[FieldRegistration]) -> list[FieldRegistration]:
         others = [r for o, rs in self._by_owner.items() if o != owner for r in rs]

@@ -34,7 +34,7 @@ def next_event(result: dict[str, Any]) -> bytes:
 class Subscriber:
     transport: Transport
     on_end: Callable[[str], None]
-    group: Group | None = None
+    group: Group
     ended: bool = False
 
     def end(self, reason: str) -> None:
@@ -75,7 +75,7 @@ class SubscriptionHub:
 
     def remove(self, sub: Subscriber, reason: str = "the client went away") -> None:
         group = sub.group
-        if group is not None and sub in group.members:
+        if sub in group.members:
             group.members.discard(sub)
             self.streams.connection_count -= 1
             if not group.members:
