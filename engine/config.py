@@ -32,6 +32,12 @@ class ServerConfig:
     shutdown_seconds: float = setting(1.0, "on SIGINT/SIGTERM, how long open connections get to close", min=0)
     loop: str = setting("uvloop", "event loop: uvloop (faster) or asyncio (the standard library's)",
                         choices=("uvloop", "asyncio"))
+    header_timeout_seconds: float = setting(10.0, "how long a new connection may take to send its first request head "
+                                            "(408 and closed beyond)", min=0.01)
+    body_timeout_seconds: float = setting(30.0, "how long a request body may take to arrive in full (408 beyond)",
+                                          min=0.01)
+    keepalive_seconds: float = setting(30.0, "how long an idle keep-alive connection stays open; it also bounds a "
+                                       "slow request head after the first", min=0.01)
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,27 @@ class LimitsConfig:
     handler_timeout_ms: int = setting(30000, "how long a handler's returned Promise may stay pending", min=1)
     max_body_bytes: int = setting(1048576, "largest request body accepted (413 beyond)", min=1)
     max_message_bytes: int = setting(1048576, "largest stream message a script may send (it throws beyond)", min=1)
+    max_commands_per_call: int = setting(50000, "host calls (logs, sends, registrations) one script call may make; "
+                                         "the next one throws", min=1)
+    max_pending_calls: int = setting(1000, "calls waiting on one script at once (requests, resolvers); "
+                                     "503 beyond", min=1)
     graphql_max_tokens: int = setting(10000, "largest GraphQL document accepted, in tokens (parsing and "
                                       "validating run on the event loop)", min=1)
+    graphql_max_query_bytes: int = setting(65536, "largest GraphQL document accepted, in bytes", min=1)
+    graphql_max_fields: int = setting(1000, "field selections one GraphQL operation may make, aliases counted and "
+                                      "fragments expanded (checked before validation)", min=1)
+    graphql_max_result_fields: int = setting(100000, "fields one GraphQL result may hold, list items counted; "
+                                             "an error beyond", min=1)
+    graphql_timeout_ms: int = setting(30000, "how long one GraphQL request may run, resolvers included", min=1)
 
 
 @dataclass(frozen=True)
 class StreamsConfig:
     heartbeat_seconds: float = setting(15.0, "how often a `: ping` comment goes to every stream reader", min=0.01)
     history: int = setting(1000, "events each stream keeps for readers that reconnect with Last-Event-ID", min=0)
+    history_bytes: int = setting(4194304, "bytes of events each stream keeps (the oldest go first)", min=0)
+    total_history_bytes: int = setting(134217728, "bytes of events all streams keep together (the oldest anywhere "
+                                       "go first)", min=0)
     max_buffer_bytes: int = setting(1048576, "unsent bytes after which a slow reader is disconnected", min=1)
     max_connections: int = setting(10000, "stream readers at once, across all streams (503 beyond)", min=1)
     retry_ms: int = setting(2000, "the `retry:` reconnection delay sent to every reader", min=0)
