@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -123,11 +124,13 @@ class ScriptManager:
             return await self._load(name, source)
 
     async def save(self, name: str, source: str) -> ScriptRecord:
-        """Write `source` to the scripts folder (the single source of truth), then load it."""
+        """Write `source` to the scripts folder (the single source of truth), then load it.
+        OSError if the file cannot be written (the caller says why to its client)."""
         async with self._lock(name):
             path = self.folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden: the watcher skips it
+            # Hidden (the watcher skips it) and short, so any name that fits the folder fits here too.
+            tmp = path.with_name(f".rtengine-{os.getpid()}-{secrets.token_hex(4)}.tmp")
             tmp.write_text(source, encoding="utf-8")
             os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
             return await self._load(name, source)
