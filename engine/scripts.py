@@ -131,8 +131,11 @@ class ScriptManager:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Hidden (the watcher skips it) and short, so any name that fits the folder fits here too.
             tmp = path.with_name(f".rtengine-{os.getpid()}-{secrets.token_hex(4)}.tmp")
-            tmp.write_text(source, encoding="utf-8")
-            os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+            try:
+                tmp.write_text(source, encoding="utf-8")
+                os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+            finally:
+                tmp.unlink(missing_ok=True)  # only still there if something failed
             return await self._load(name, source)
 
     async def delete(self, name: str) -> bool:
