@@ -56,3 +56,12 @@ class ScriptBadResponse(ScriptError):
 
 class ScriptGone(ScriptError):
     """The script's context was closed (reloaded or deleted) before the call could run."""
+
+
+class ScriptBusy(ScriptError):
+    """`limits.max_pending_calls` calls already wait on the script: this one is refused at once."""
+
+
+class ScriptBadCommand(ScriptError):
+    """What the script's JS handed back is not what the prelude makes (a tampered built-in): the call
+    that produced it fails, and nothing it asked for is applied."""

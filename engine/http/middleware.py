@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler
 from engine.errors import (
     HTTPError,
     ScriptBadResponse,
+    ScriptBusy,
     ScriptError,
     ScriptGone,
     ScriptMemoryError,
@@ -38,6 +39,7 @@ _SCRIPT_ERRORS: list[tuple[type[ScriptError], int, str, str]] = [
     (ScriptMemoryError, 500, "script_memory", "the script ran past its memory limit"),
     (ScriptBadResponse, 500, "bad_response", "the script returned an invalid response"),
     (ScriptGone, 503, "script_unavailable", "the script was reloaded or removed; retry"),
+    (ScriptBusy, 503, "script_busy", "the script has too many calls waiting (limits.max_pending_calls); retry"),
     (ScriptError, 500, "script_error", "the script failed while handling this request"),
 ]
 
