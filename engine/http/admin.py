@@ -3,14 +3,20 @@ live log, behind `admin.token` (a bearer token), or loopback clients only when n
 
 The scripts folder stays the single source of truth: a PUT writes the file, then loads it as if
 it had been saved; a DELETE removes the file, then unloads it.
+
+It is also the boundary: a name is checked as text (`script_name`), then as a place, symlinks
+followed (`script_path`), so nothing outside the folder is read, written or deleted through it.
+A file the file system will not read or write is a 422 that says why, never a 500.
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
+import os
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -20,7 +26,22 @@ from engine.http.keys import CONFIG, LOGS, REQUEST_ID, SCRIPTS, STREAMS
 from engine.http.request import read_body
 from engine.streams.sse import serve_sse
 
-MAX_NAME = 255
+MAX_NAME = 255  # characters in the whole name
+MAX_PART_BYTES = 255  # bytes (UTF-8) in one part of it: NAME_MAX on the file systems the engine runs on
+
+# Why a script's file could not be read, written or deleted, as the client is told it (an OSError's
+# own text names the server's absolute paths).
+_REASONS = {
+    errno.ENOTDIR: "a parent of the path is a file, not a folder",
+    errno.EEXIST: "a parent of the path is a file, not a folder",  # mkdir(parents=True) over a file
+    errno.EISDIR: "the path is a folder, not a file",
+    errno.ENAMETOOLONG: "the name is too long for the file system",
+    errno.ELOOP: "the path goes through a loop of symbolic links",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the scripts folder is on a read-only file system",
+    errno.ENOSPC: "no space left on the device",
+}
 
 
 def is_loopback(remote: str | None) -> bool:
@@ -61,7 +82,36 @@ def script_name(raw: str) -> str:
             or any(part in ("", ".", "..") or part.startswith(".") for part in path.parts)):
         raise HTTPError(400, "bad_name", f"{raw!r} is not a script name: a relative path ending in .js, inside "
                         "the scripts folder (no '..', no absolute path, no hidden parts)")
+    try:
+        sizes = [len(part.encode("utf-8")) for part in path.parts]
+    except UnicodeEncodeError:  # a lone surrogate: no file can be named that
+        raise HTTPError(400, "bad_name", f"{raw!r} is not a script name: it is not valid Unicode") from None
+    if max(sizes) > MAX_PART_BYTES:
+        raise HTTPError(400, "bad_name", f"{raw!r} is not a script name: a part of it is {max(sizes)} bytes "
+                        f"in UTF-8, over the file system's limit of {MAX_PART_BYTES}")
     return raw
+
+
+def script_path(folder: Path, raw: str) -> tuple[str, Path]:
+    """The name, checked, and its file; refused if, symlinks followed, the file would be outside the folder.
+
+    A name can be clean and still lead out: a symlinked file, a symlinked folder on the way (which a
+    PUT would create through), a chain of them, a dangling one. Following every link that exists
+    (realpath, not strict, so a new file's missing parents are fine) and comparing with the folder,
+    itself resolved, catches them all. Links that stay inside are fine.
+    """
+    name = script_name(raw)
+    root = Path(os.path.realpath(folder))
+    target = Path(os.path.realpath(folder / name))
+    if root not in target.parents:  # the folder itself is not a script either
+        raise HTTPError(400, "bad_name", f"{name!r} leaves the scripts folder (through a symbolic link); "
+                        "the admin API only reads and writes files inside it")
+    return name, folder / name
+
+
+def _why(e: OSError) -> str:
+    """What went wrong with a script's file, for the client: the reason only, never the server's paths."""
+    return _REASONS.get(e.errno or 0) or (e.strerror or type(e).__name__).lower()
 
 
 async def list_scripts(request: web.Request) -> web.Response:
@@ -70,26 +120,36 @@ async def list_scripts(request: web.Request) -> web.Response:
 
 
 async def read_script(request: web.Request) -> web.Response:
-    name = script_name(request.match_info["name"])
+    name, path = script_path(request.app[SCRIPTS].folder, request.match_info["name"])
     try:
-        source = (request.app[SCRIPTS].folder / name).read_text(encoding="utf-8")
-    except FileNotFoundError:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # a folder, or a file's "child"
         raise HTTPError(404, "not_found", f"no script named {name}") from None
+    except OSError as e:
+        raise HTTPError(422, "unreadable", f"{name} cannot be read: {_why(e)}") from None
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError as e:  # put there by hand: the engine cannot load it either
+        raise HTTPError(422, "not_utf8", f"{name} is not UTF-8 text (byte {data[e.start]:#04x} at offset "
+                        f"{e.start}); replace it with a PUT of UTF-8 text") from None
     return web.Response(text=source, content_type="text/javascript", charset="utf-8")
 
 
 async def write_script(request: web.Request) -> web.Response:
     """Create or replace a script; 201 or 200 once loaded, 422 (file written, old version serving) if
     it failed to load."""
-    name = script_name(request.match_info["name"])
+    scripts = request.app[SCRIPTS]
+    name, path = script_path(scripts.folder, request.match_info["name"])
     body = await read_body(request, request.app[CONFIG].limits.max_body_bytes)
     try:
         source = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPError(400, "bad_source", "the script must be UTF-8 text") from None
-    scripts = request.app[SCRIPTS]
-    existed = (scripts.folder / name).exists()
-    record = await scripts.save(name, source)
+    try:
+        existed = path.exists()
+        record = await scripts.save(name, source)
+    except OSError as e:  # nothing was loaded, and save leaves no temp file behind
+        raise HTTPError(422, "cannot_write", f"{name} cannot be written: {_why(e)}") from None
     if record.last_error is not None:
         return web.json_response({"error": {"code": "script_failed", "message": record.last_error,
                                             "request_id": request[REQUEST_ID]}, "script": record.describe()},
@@ -98,14 +158,21 @@ async def write_script(request: web.Request) -> web.Response:
 
 
 async def delete_script(request: web.Request) -> web.Response:
-    name = script_name(request.match_info["name"])
-    if not await request.app[SCRIPTS].delete(name):
+    scripts = request.app[SCRIPTS]
+    name, _ = script_path(scripts.folder, request.match_info["name"])
+    try:
+        deleted = await scripts.delete(name)
+    except (NotADirectoryError, IsADirectoryError):  # a folder is no script, nor is a file's "child"
+        deleted = False
+    except OSError as e:
+        raise HTTPError(422, "cannot_delete", f"{name} cannot be deleted: {_why(e)}") from None
+    if not deleted:
         raise HTTPError(404, "not_found", f"no script named {name}")
     return web.Response(status=204)
 
 
 async def script_logs(request: web.Request) -> web.Response:
-    name = script_name(request.match_info["name"])
+    name, _ = script_path(request.app[SCRIPTS].folder, request.match_info["name"])
     record = request.app[SCRIPTS].records.get(name)
     if record is None:
         raise HTTPError(404, "not_found", f"no script named {name}")
@@ -115,7 +182,7 @@ async def script_logs(request: web.Request) -> web.Response:
 async def follow_logs(request: web.Request) -> web.StreamResponse:
     """Every log line as it happens, as SSE (`?script=name` for one script's)."""
     script = request.query.get("script")
-    stream = request.app[LOGS].stream(script_name(script) if script else None)
+    stream = request.app[LOGS].stream(script_path(request.app[SCRIPTS].folder, script)[0] if script else None)
     app = request.app
     return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID])
 
