@@ -81,8 +81,9 @@ async def _log_stream(app: web.Application) -> AsyncIterator[None]:
 async def _scripts(app: web.Application) -> AsyncIterator[None]:
     """Start-up: load every script. Shutdown (after connections close): dispose contexts, join threads."""
     scripts = app[SCRIPTS]
-    if not scripts.folder.is_dir():
-        log.warning("scripts folder %s does not exist: no scripts loaded", scripts.folder)
+    if not scripts.folder.is_dir():  # the one warning about it: the watcher only waits for it, quietly
+        then = "; they load once it is created" if app[CONFIG].scripts.watch else ""
+        log.warning("scripts folder %s does not exist: no scripts loaded%s", scripts.folder, then)
     await scripts.load_all()
     yield
     await scripts.close()
