@@ -1,11 +1,14 @@
 """The dynamic route table that `register()` fills: patterns, matching, ownership and conflicts.
 
-It knows nothing of aiohttp: a route's `target` is opaque here. Every change replaces one owner's
-routes as a whole, synchronously, so a request matched on the event loop sees one version or the other.
+It knows nothing of aiohttp: a route's `target` is opaque here. Every change is synchronous, so a
+request matched on the event loop sees one version or the other. Replacing an owner's routes (a
+load) rebuilds the lookup tables; adding one (a registration after the load) costs the same
+however many routes exist, so a script registering in a loop cannot make the loop quadratic.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -83,56 +86,92 @@ def _parse(path: str) -> _Pattern:
 
 
 class RouteTable:
-    """Routes by owner; rebuilt into a static dict plus ordered patterns on every change."""
+    """Routes by owner, and by key; looked up through a static dict plus ordered patterns."""
 
     def __init__(self) -> None:
-        self._by_owner: dict[str, list[Route]] = {}
+        self._by_owner: dict[str, dict[str, Route]] = {}  # owner -> key -> route
+        self._by_key: dict[str, Route] = {}  # every route, by its conflict key
         self._static: dict[str, dict[str, Route]] = {}
         self._patterns: list[_Pattern] = []
+        self._pattern_index: dict[str, _Pattern] = {}
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self._by_owner.values())
+        return len(self._by_key)
 
     def routes(self, owner: str | None = None) -> list[Route]:
         if owner is not None:
-            return list(self._by_owner.get(owner, ()))
-        return [r for rs in self._by_owner.values() for r in rs]
+            return list(self._by_owner.get(owner, {}).values())
+        return list(self._by_key.values())
 
     def claims(self, exclude: str) -> dict[str, str]:
         """Route key -> owner, for every route not owned by `exclude`."""
-        return {r.key: r.owner for o, rs in self._by_owner.items() if o != exclude for r in rs}
+        return {k: r.owner for k, r in self._by_key.items() if r.owner != exclude}
+
+    def owner_of(self, method: str, path: str) -> str | None:
+        """Who owns `method path` (parameter names aside), if anyone."""
+        route = self._by_key.get(f"{method} {pattern_key(path)}")
+        return route.owner if route is not None else None
 
     def conflicts(self, owner: str, routes: list[Route]) -> list[str]:
         """Why `routes` cannot be given to `owner`: one line per route another script already owns."""
-        taken = self.claims(owner)
-        return [f"{r.method} {r.path} is already registered by script {taken[r.key]}"
-                for r in routes if r.key in taken]
+        problems = []
+        for r in routes:
+            taken = self._by_key.get(r.key)
+            if taken is not None and taken.owner != owner:
+                problems.append(f"{r.method} {r.path} is already registered by script {taken.owner}")
+        return problems
 
     def replace(self, owner: str, routes: list[Route]) -> None:
         """Give `owner` exactly these routes, atomically; raise RouteConflict and change nothing if taken."""
         problems = self.conflicts(owner, routes)
         if problems:
             raise RouteConflict("; ".join(problems))
+        for key in self._by_owner.get(owner, {}):
+            del self._by_key[key]
         if routes:
-            self._by_owner[owner] = list(routes)
+            mine = self._by_owner[owner] = {r.key: r for r in routes}  # a reloaded owner keeps its place
+            self._by_key.update(mine)
         else:
             self._by_owner.pop(owner, None)
         self._rebuild()
 
     def add(self, route: Route) -> None:
-        self.replace(route.owner, [*self._by_owner.get(route.owner, []), route])
+        """One more route for its owner, in constant time (plus placing a new pattern in order)."""
+        taken = self._by_key.get(route.key)
+        if taken is not None:
+            whose = "this script" if taken.owner == route.owner else f"script {taken.owner}"
+            raise RouteConflict(f"{route.method} {route.path} is already registered by {whose}")
+        self._by_owner.setdefault(route.owner, {})[route.key] = route
+        self._by_key[route.key] = route
+        self._place(route, self._static, self._pattern_index, self._patterns)
+
+    @staticmethod
+    def _place(route: Route, static: dict[str, dict[str, Route]], index: dict[str, _Pattern],
+               patterns: list[_Pattern]) -> None:
+        if "{" in route.path or route.path.endswith("/*"):
+            key = pattern_key(route.path)
+            p = index.get(key)
+            if p is None:
+                p = index[key] = _parse(route.path)
+                # Among equally specific patterns, a rebuild tries owners in load order; a pattern
+                # added later goes after its equals, as if its owner had loaded last.
+                insort(patterns, p, key=_Pattern.sort_key)
+            p.methods[route.method] = route
+        else:
+            static.setdefault(route.path, {})[route.method] = route
 
     def _rebuild(self) -> None:
         static: dict[str, dict[str, Route]] = {}
-        patterns: dict[str, _Pattern] = {}
-        for route in self.routes():
-            if "{" in route.path or route.path.endswith("/*"):
-                p = patterns.setdefault(pattern_key(route.path), _parse(route.path))
-                p.methods[route.method] = route
-            else:
-                static.setdefault(route.path, {})[route.method] = route
+        index: dict[str, _Pattern] = {}
+        for routes in self._by_owner.values():
+            for route in routes.values():
+                if "{" in route.path or route.path.endswith("/*"):
+                    index.setdefault(pattern_key(route.path), _parse(route.path)).methods[route.method] = route
+                else:
+                    static.setdefault(route.path, {})[route.method] = route
         self._static = static
-        self._patterns = sorted(patterns.values(), key=_Pattern.sort_key)
+        self._pattern_index = index
+        self._patterns = sorted(index.values(), key=_Pattern.sort_key)
 
     @property
     def has_patterns(self) -> bool:

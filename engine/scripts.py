@@ -27,7 +27,10 @@ from engine.errors import RouteConflict, ScriptError
 from engine.graphql.schema import SUBSCRIPTION_STREAM, FieldRegistration, GraphQLRegistry, SchemaProblem
 from engine.graphql.subscriptions import SubscriptionHub
 from engine.routes import Route, RouteTable
-from engine.sandbox.context import Commands, Envelope, ScriptContext
+from engine.sandbox.applier import Steps
+from engine.sandbox.commands import REGISTRATIONS, AddField, AddRoute, AddStream, Command, Log, Send, SendSubscription
+from engine.sandbox.context import ScriptContext
+from engine.sandbox.envelope import Envelope
 from engine.streams.registry import StreamRegistry
 
 log = logging.getLogger("engine.scripts")
@@ -153,36 +156,37 @@ class ScriptManager:
 
     async def _load(self, name: str, source: str) -> ScriptRecord:
         """Evaluate `source` in a fresh context; swap it in only if it loads and its claims are free.
-        The caller holds the script's lock."""
+        The caller holds the script's lock. However the load ends, a context that is not swapped in
+        is closed and its thread joined."""
         record = self._record(name)
         record.attempted = _digest(source)
         ctx = ScriptContext(name, self.config.limits, self._apply, self._background_error)
-        env: Envelope
         try:
-            await ctx.start({
-                "logs": list(record.logs),
-                "logMax": self.config.logs.script_lines,
-                "maxMessageBytes": self.config.limits.max_message_bytes,
-                **self._claims(name),
-            })
-            env = await ctx.load(source)
-        except ScriptError as e:
-            env = Envelope(error=e)
-        self._log_lines(name, env.commands)
-        routes = [
-            Route(c["method"], c["path"], name, ctx, c["handler"]) for c in env.commands if c["op"] == "route"
-        ]
+            return await self._load_into(record, ctx, source)
+        finally:
+            if record.context is not ctx and not ctx.closed:
+                await asyncio.shield(ctx.close())  # also when the load itself is cancelled
+
+    async def _load_into(self, record: ScriptRecord, ctx: ScriptContext, source: str) -> ScriptRecord:
+        name = record.name
         try:
-            fields = [self._field(name, ctx, c) for c in env.commands if c["op"] == "gql"]
-        except SchemaProblem as e:
-            fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
-        streams = [c["path"] for c in env.commands if c["op"] == "stream"]
-        streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
-        if env.error is None:
-            schema_change = self.graphql.check(name, fields)
-            problems = self._conflicts(name, routes, streams) + schema_change.problems
-            if problems:
-                env.error = ScriptError(name, "; ".join(problems))
+            env = await self._evaluate(record, ctx, source)
+            self._log_lines(name, env.commands)
+            routes = [Route(c.method, c.path, name, ctx, c.handler) for c in env.commands if isinstance(c, AddRoute)]
+            try:
+                fields = [self._field(name, ctx, c) for c in env.commands if isinstance(c, AddField)]
+            except SchemaProblem as e:
+                fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
+            streams = [c.path for c in env.commands if isinstance(c, AddStream)]
+            streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
+            if env.error is None:
+                schema_change = self.graphql.check(name, fields)
+                problems = self._conflicts(name, routes, streams) + schema_change.problems
+                if problems:
+                    env.error = ScriptError(name, "; ".join(problems))
+        except Exception as e:  # noqa: BLE001 - an engine bug: the script fails, the engine does not
+            log.exception("loading %s failed inside the engine", name, extra={"script": name})
+            env = Envelope(error=ScriptError(name, f"the engine could not load it ({type(e).__name__})"))
         if env.error is not None:
             return await self._fail(record, env.error, ctx)
 
@@ -193,7 +197,7 @@ class ScriptManager:
         self.graphql.apply(schema_change)
         old, record.context = record.context, ctx
         record.status, record.last_error, record.loaded_at = "loaded", None, time.time()
-        self._publish(env.commands)  # messages sent at load time, now that its streams exist
+        ctx.apply(self._publish(name, env.commands))  # messages sent at load time, now that its streams exist
         ctx.activate(env)
         log.info("loaded %s (%s)", name, _count(len(routes), "route") + (
             f", {_count(len(streams), 'stream')}" if streams else "") + (
@@ -204,6 +208,20 @@ class ScriptManager:
         if before - self._owned(name):
             self._retry_conflicted()
         return record
+
+    async def _evaluate(self, record: ScriptRecord, ctx: ScriptContext, source: str) -> Envelope:
+        """Start the context and run the script's top level; a failure is the envelope's error."""
+        try:
+            await ctx.start({
+                "logs": list(record.logs),
+                "logMax": self.config.logs.script_lines,
+                "maxMessageBytes": self.config.limits.max_message_bytes,
+                "maxCommands": self.config.limits.max_commands_per_call,
+                **self._claims(record.name),
+            }, source.count("\n") + 1)
+            return await ctx.load(source)
+        except ScriptError as e:
+            return Envelope(error=e)
 
     async def unload(self, name: str) -> None:
         """Remove everything the script owned."""
@@ -264,17 +282,20 @@ class ScriptManager:
         await asyncio.gather(*(c.close() for c in contexts))
 
     def _conflicts(self, name: str, routes: list[Route], streams: list[str]) -> list[str]:
-        """Why `name` cannot own these: taken by another script, or a path both a stream and a GET route."""
+        """Why `name` cannot own these: taken by another script, or a path both a stream and a GET
+        route. The cost is in what is asked for, not in what exists."""
         problems = self.routes.conflicts(name, routes) + self.streams.conflicts(name, streams)
-        stream_paths = set(streams) | set(self.streams.claims(name))
+        new_streams = set(streams)
         for r in routes:
-            if r.method == "GET" and r.path in stream_paths:
+            stream = self.streams.streams.get(r.path)
+            if r.method == "GET" and (r.path in new_streams or (stream is not None and stream.owner != name)):
                 problems.append(f"GET {r.path} is a stream; a path cannot be both a stream and a GET route")
-        get_routes = {r.path: name for r in routes if r.method == "GET"}
-        get_routes |= {r.path: r.owner for r in self.routes.routes() if r.method == "GET" and r.owner != name}
+        new_gets = {r.path for r in routes if r.method == "GET"}
         for path in streams:
-            if path in get_routes:
-                problems.append(f"stream {path} is a GET route of script {get_routes[path]}; "
+            # Its own GET routes count only as asked for now: its old version's are being replaced.
+            owner = name if path in new_gets else self.routes.owner_of("GET", path)
+            if owner is not None and (owner != name or path in new_gets):
+                problems.append(f"stream {path} is a GET route of script {owner}; "
                                 "a path cannot be both a stream and a GET route")
         return problems
 
@@ -294,28 +315,31 @@ class ScriptManager:
                 **self.graphql.claims(name)}
 
     @staticmethod
-    def _field(name: str, ctx: ScriptContext, c: dict[str, Any]) -> FieldRegistration:
-        return FieldRegistration(c["kind"], c["name"], c["sdl"], name, ctx, c["handler"], c["types"])
+    def _field(name: str, ctx: ScriptContext, c: AddField) -> FieldRegistration:
+        return FieldRegistration(c.kind, c.name, c.sdl, name, ctx, c.handler, c.types)
 
-    def _publish(self, commands: Commands) -> None:
+    def _publish(self, script: str, commands: list[Command]) -> Steps:
+        """The messages a load sent, once its streams exist."""
         for c in commands:
-            if c["op"] == "send":
-                self._send(c)
-            elif c["op"] == "gqlsend":
-                self._send_subscription(c)
+            if isinstance(c, Send):
+                yield from self._send(c)
+            elif isinstance(c, SendSubscription):
+                yield from self._send_subscription(script, c)
 
-    def _send(self, command: dict[str, Any]) -> None:
-        for stream in self.streams.targets(command.get("paths")):
-            self.streams.publish(stream, command["data"], command.get("event"))
+    def _send(self, command: Send) -> Steps:
+        for stream in self.streams.targets(command.paths):
+            self.streams.publish(stream, command.data, command.event)
+            yield None
 
-    def _send_subscription(self, command: dict[str, Any]) -> None:
+    def _send_subscription(self, script: str, command: SendSubscription) -> Steps:
         """sendSubscriptionMessage: to the field's subscribers, and as sent to its plain stream."""
-        name, text = command["name"], command["data"]
+        name, text = command.name, command.data
         try:
-            value = json.loads(text) if command["json"] else text
-            self.subscriptions.publish(self.graphql.schema, name, value)
-        except Exception:  # noqa: BLE001 - one bad message must not stop the others
-            log.exception("sendSubscriptionMessage(%r) could not be delivered", name)
+            value = json.loads(text) if command.json else text
+        except (ValueError, RecursionError):
+            self._script_line(script, "error", f"sendSubscriptionMessage({name!r}): the message is nested too deeply")
+            return
+        yield from self.subscriptions.publish(self.graphql.schema, name, value)
         stream = self.streams.streams.get(SUBSCRIPTION_STREAM + name)
         if stream is not None:
             self.streams.publish(stream, text)
@@ -352,40 +376,50 @@ class ScriptManager:
 
     # ---- commands from JS ----------------------------------------------------------------
 
-    def _apply(self, ctx: ScriptContext, commands: Commands) -> None:
-        """Apply what a handler or timer queued (the sink every context reports to)."""
-        self._log_lines(ctx.name, commands)
-        record = self.records.get(ctx.name)
-        current = record is not None and record.context is ctx
+    def _apply(self, ctx: ScriptContext, commands: list[Command]) -> Steps:
+        """Apply what a handler or timer queued (the sink every context reports to), one command per
+        step, so the applier can hand the loop to others between any two."""
+        name = ctx.name
         for c in commands:
-            if c["op"] == "send":
-                self._send(c)
-            elif c["op"] == "gqlsend":
-                self._send_subscription(c)
-            elif c["op"] in ("stream", "route", "gql") and not current:
-                log.warning("%s: a registration from a replaced version was ignored", ctx.name)
-            elif c["op"] == "stream":
-                self._add_stream(ctx.name, c["path"])
-            elif c["op"] == "gql":
-                try:
-                    self._add_field(self._field(ctx.name, ctx, c))
-                except SchemaProblem as e:
-                    self._script_line(ctx.name, "error", f"registerGraphQL refused: invalid SDL for {e}")
-            elif c["op"] == "route":
-                route = Route(c["method"], c["path"], ctx.name, ctx, c["handler"])
-                try:
-                    self.routes.add(route)
-                except RouteConflict as e:
-                    self._script_line(ctx.name, "error", f"register refused: {e}")
+            try:
+                if isinstance(c, Log):
+                    self._script_line(name, c.level, c.msg, from_js=True)
+                elif isinstance(c, Send):
+                    yield from self._send(c)
+                elif isinstance(c, SendSubscription):
+                    yield from self._send_subscription(name, c)
+                elif isinstance(c, REGISTRATIONS) and not self._is_current(ctx):
+                    log.warning("%s: a registration from a replaced version was ignored", name)
+                elif isinstance(c, AddStream):
+                    self._add_stream(name, c.path)
+                elif isinstance(c, AddField):
+                    try:
+                        self._add_field(self._field(name, ctx, c))
+                    except SchemaProblem as e:
+                        self._script_line(name, "error", f"registerGraphQL refused: invalid SDL for {e}")
+                elif isinstance(c, AddRoute):
+                    problems = self._conflicts(name, [route := Route(c.method, c.path, name, ctx, c.handler)], [])
+                    try:
+                        if problems:
+                            raise RouteConflict("; ".join(problems))
+                        self.routes.add(route)
+                    except RouteConflict as e:
+                        self._script_line(name, "error", f"register refused: {e}")
+            except Exception:  # noqa: BLE001 - one bad command must not stop the others
+                log.exception("%s: a command could not be applied", name, extra={"script": name})
+            yield None
+
+    def _is_current(self, ctx: ScriptContext) -> bool:
+        record = self.records.get(ctx.name)
+        return record is not None and record.context is ctx
 
     def _add_stream(self, name: str, path: str) -> None:
         """registerWebStream called after the load (from a handler or timer)."""
-        owned = [p for p, s in self.streams.streams.items() if s.owner == name]
         problems = self._conflicts(name, [], [path])
         if problems:
             self._script_line(name, "error", f"registerWebStream refused: {'; '.join(problems)}")
         else:
-            self.streams.replace(name, [*owned, path])
+            self.streams.add(name, path)
 
     def _add_field(self, field: FieldRegistration) -> None:
         """registerGraphQL* called after the load (from a handler or timer)."""
@@ -402,10 +436,10 @@ class ScriptManager:
             self._add_stream(name, SUBSCRIPTION_STREAM + field.name)
         self.graphql.apply(change)
 
-    def _log_lines(self, name: str, commands: Commands) -> None:
+    def _log_lines(self, name: str, commands: list[Command]) -> None:
         for c in commands:
-            if c["op"] == "log":
-                self._script_line(name, c["level"], c["msg"], from_js=True)
+            if isinstance(c, Log):
+                self._script_line(name, c.level, c.msg, from_js=True)
 
     def _script_line(self, name: str, level: str, msg: str, from_js: bool = False) -> None:
         script_log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", name, msg, extra={"script": name})

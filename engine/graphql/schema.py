@@ -15,15 +15,21 @@ from typing import Any
 
 from graphql import (
     DocumentNode,
+    EnumTypeDefinitionNode,
     GraphQLError,
     GraphQLNonNull,
     GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLScalarType,
     GraphQLSchema,
+    InputObjectTypeDefinitionNode,
+    InterfaceTypeDefinitionNode,
     ObjectTypeDefinitionNode,
     ObjectTypeExtensionNode,
+    ScalarTypeDefinitionNode,
+    TokenKind,
     TypeDefinitionNode,
+    UnionTypeDefinitionNode,
     build_schema,
     parse,
     print_ast,
@@ -58,6 +64,10 @@ class FieldRegistration:
             self.document = parse(self.sdl)  # the script's reader accepted it; graphql-core must agree
         except GraphQLError as e:
             raise SchemaProblem(f"{self.key}: {e.message}") from None
+        # What other scripts' register checks are told this script declares: it must be what the
+        # SDL says, not whatever the script's JS handed back.
+        if declared_types(self.document) != self.types:
+            raise SchemaProblem(f"{self.key}: the types handed back do not match the SDL (was a built-in replaced?)")
 
     @property
     def root(self) -> str:
@@ -70,6 +80,32 @@ class FieldRegistration:
 
 class SchemaProblem(Exception):
     """The fields cannot make a valid schema; the message says why."""
+
+
+_KINDS: dict[type, str] = {
+    ObjectTypeDefinitionNode: "type", InterfaceTypeDefinitionNode: "interface", InputObjectTypeDefinitionNode: "input",
+    EnumTypeDefinitionNode: "enum", ScalarTypeDefinitionNode: "scalar", UnionTypeDefinitionNode: "union",
+}
+
+
+def declared_types(document: DocumentNode) -> dict[str, dict[str, str]]:
+    """The non-root types a fragment declares, `{name: {kind, text}}`, with `text` the definition's
+    tokens as written, joined by spaces: exactly what the prelude's SDL reader (sdl.js) computes."""
+    out: dict[str, dict[str, str]] = {}
+    for d in document.definitions:
+        kind = _KINDS.get(type(d))
+        if kind is None or d.name.value in ROOTS.values() or d.loc is None:  # type: ignore[attr-defined]
+            continue
+        body = d.loc.source.body
+        token, words = d.loc.start_token, []
+        while token is not None:
+            if token.kind != TokenKind.COMMENT:
+                words.append(body[token.start:token.end])
+            if token is d.loc.end_token:
+                break
+            token = token.next
+        out[d.name.value] = {"kind": kind, "text": " ".join(words)}  # type: ignore[attr-defined]
+    return out
 
 
 @dataclass

@@ -7,10 +7,12 @@
 (function () {
   "use strict";
   const PUNCT = "!$&()[]{}:=@|";
-  const BUILTIN = { String: 1, Int: 1, Float: 1, Boolean: 1, ID: 1 };
-  const ROOTS = { Query: 1, Mutation: 1, Subscription: 1 };
-  const OUTPUT = { scalar: 1, enum: 1, type: 1, interface: 1, union: 1 };
-  const INPUT = { scalar: 1, enum: 1, input: 1 };
+  // Null-prototype tables: a type named "toString" or "constructor" must not find Object.prototype's.
+  const table = (o) => Object.setPrototypeOf(o, null);
+  const BUILTIN = table({ String: 1, Int: 1, Float: 1, Boolean: 1, ID: 1 });
+  const ROOTS = table({ Query: 1, Mutation: 1, Subscription: 1 });
+  const OUTPUT = table({ scalar: 1, enum: 1, type: 1, interface: 1, union: 1 });
+  const INPUT = table({ scalar: 1, enum: 1, input: 1 });
   const KIND_WORDS = { type: "an object type", input: "an input type", interface: "an interface", union: "a union", enum: "an enum", scalar: "a scalar", root: "a root type" };
   const NAME_START = /[_A-Za-z]/;
   const NAME_CHAR = /[_0-9A-Za-z]/;
@@ -204,7 +206,7 @@
   function readFragment(src, kind, field, lookup) {
     const root = kind[0].toUpperCase() + kind.slice(1);
     const defs = parse(String(src));
-    const local = {};
+    const local = table({});
     const rootFields = [];
     for (const d of defs) {
       if (d.name.startsWith("__")) fail(d.nameAt, "names starting with \"__\" are reserved for introspection");
@@ -227,14 +229,14 @@
     for (const f of rootFields) {
       if (f !== rootField) fail(f.at, "this fragment registers " + root + "." + field + " and may declare no other " + root + " field (found " + f.name + "); register each field on its own");
     }
-    const out = {};
+    const out = table({});
     for (const name of Object.keys(local)) {
       const d = local[name];
       const known = lookup(name);
       if (known && known.text !== d.text) {
         throw new Error("type " + name + " is already declared differently " + (known.owner ? "by script " + known.owner : "in this script") + "; a type shared by several fragments must be declared the same way in each");
       }
-      out[name] = { kind: d.kind, text: d.text };
+      out[name] = table({ kind: d.kind, text: d.text });
     }
     function kindOf(tok) {
       if (tok.v in BUILTIN) return "scalar";

@@ -17,6 +17,7 @@ from typing import Any
 from graphql import DocumentNode, GraphQLSchema, execute_sync, validate
 
 from engine.graphql.execute import GraphQLParams
+from engine.sandbox.applier import Steps
 from engine.streams.registry import PING, StreamRegistry, Transport, write_all
 from engine.streams.wire import chunk, encode_event
 
@@ -85,13 +86,17 @@ class SubscriptionHub:
                     self.groups.pop(group.name, None)
         sub.end(reason)
 
-    def publish(self, schema: GraphQLSchema, field_name: str, value: Any) -> None:
-        """One `next` per subscriber of `field_name`: `{"data": {field: value}}` through its selection."""
+    def publish(self, schema: GraphQLSchema, field_name: str, value: Any) -> Steps:
+        """One `next` per subscriber of `field_name`: `{"data": {field: value}}` through its selection.
+        One step per group, so the loop can serve others between groups."""
         for group in list(self.groups.get(field_name, {}).values()):
+            if not group.members:
+                continue  # everyone left while earlier groups were served
             p = group.params
             result = execute_sync(schema, group.document, root_value={field_name: value},
                                   variable_values=p.variables, operation_name=p.operation_name)
             self._write(group, next_event(dict(result.formatted)))
+            yield None
 
     def schema_changed(self, schema: GraphQLSchema) -> None:
         """Subscriptions to a field that is gone, or that no longer validate, are completed."""

@@ -1,9 +1,11 @@
 """One script's QuickJS context on its own thread: load, handle requests, fire timers, settle Promises.
 
-Every call goes through the prelude's dispatcher (`__rt`), which returns one JSON envelope:
-`{o: outcome, c: commands, s: settled promises, t: next timer due (epoch ms)}`. Commands go to the
-`sink` before the caller sees the outcome, so a message a handler sends is queued before its HTTP
-response leaves.
+Every call goes through the prelude's dispatcher, which returns one envelope (see `envelope.py`,
+which reads it as untrusted input). Its commands go to the `sink`, through this script's `Applier`,
+before the caller sees the outcome, so a message a handler sends is out before its HTTP response.
+
+The prelude and the SDL reader are evaluated below as many blank lines as the script has, so any
+stack frame past the script's last line is the engine's, and an error names the script's own line.
 """
 
 from __future__ import annotations
@@ -14,42 +16,40 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
 import quickjs
 
+from engine import rules
 from engine.config import LimitsConfig
-from engine.errors import ScriptBadResponse, ScriptError, ScriptGone, ScriptMemoryError, ScriptTimeout
+from engine.errors import (
+    ScriptBadCommand,
+    ScriptBadResponse,
+    ScriptBusy,
+    ScriptError,
+    ScriptGone,
+    ScriptMemoryError,
+    ScriptTimeout,
+)
+from engine.sandbox.applier import Applier, Steps
+from engine.sandbox.commands import Command, Malformed
+from engine.sandbox.envelope import UNCHANGED, Envelope, Outcome, parse_envelope
 from engine.sandbox.host_api import HOST_NAMES
-from engine.sandbox.worker import Worker, resolve_all
+from engine.sandbox.worker import Result, Worker, resolve_all
 
 PRELUDE = files("engine.sandbox").joinpath("prelude.js").read_text(encoding="utf-8")
 SDL_READER = files("engine.graphql").joinpath("sdl.js").read_text(encoding="utf-8")
-_UNCHANGED: Any = object()
+PRELUDE_CONFIG = json.dumps({"hostNames": HOST_NAMES, "rules": rules.for_js()})
 UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()  # a resolver returned undefined
 _LINE = re.compile(r"<input>:(\d+)")
 # Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
-# The prelude's dispatcher frames close every stack; they are the engine's, not the script's.
-_DISPATCH_FRAME = re.compile(r"^\s*at (handle|resolve|fire|apply|drain) \((<input>:\d+(:\d+)?|native)\)$")
+_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "fire", "retire")
+_MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
 
-Commands = list[dict[str, Any]]
-Sink = Callable[["ScriptContext", Commands], None]
+Sink = Callable[["ScriptContext", list[Command]], Steps]
 ErrorSink = Callable[["ScriptContext", ScriptError, str], None]
-
-
-@dataclass(slots=True)
-class Envelope:
-    """What one dispatch into JS produced."""
-
-    out: dict[str, Any] | None = None
-    commands: Commands = field(default_factory=list)
-    settled: list[dict[str, Any]] = field(default_factory=list)
-    next_timer: Any = _UNCHANGED  # epoch ms, None for no timers, or _UNCHANGED
-    error: ScriptError | None = None
-    deferred: bool = False  # a load's envelope: applied by the caller, only if the load is accepted
 
 
 class ScriptContext:
@@ -69,9 +69,12 @@ class ScriptContext:
         self._on_error = on_error
         self._loop = loop or asyncio.get_running_loop()
         self._worker = Worker(f"js:{name}", self._loop, self._t_teardown, self._t_after_batch, self._delivered)
+        self._applier = Applier(name)
         self._ctx: Any = None
         self._rt: dict[str, Any] = {}
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._lines = 0  # the script's line count: stack frames below it are the engine's
+        self._pending: dict[int, asyncio.Future[Outcome | ScriptError]] = {}
+        self._waiting: set[asyncio.Future[Any]] = set()  # callers whose results are being applied
         self._timer: asyncio.TimerHandle | None = None
         self._next_due: float | None = None
         self._firing = False
@@ -82,12 +85,14 @@ class ScriptContext:
 
     # ---- loop side -----------------------------------------------------------------------
 
-    async def start(self, setup: dict[str, Any]) -> None:
-        """Create the context on its thread and install the host API.
+    async def start(self, setup: dict[str, Any], lines: int) -> None:
+        """Create the context on its thread and install the host API, for a script of `lines` lines.
 
-        `setup`: `logs` (earlier lines for listLogs), `logMax`, `maxMessageBytes`, and what other
-        scripts own (`claims`, `streamClaims`, `gqlFields`, `gqlTypes`), so register calls can throw at once.
+        `setup`: `logs` (earlier lines for listLogs), `logMax`, `maxMessageBytes`, `maxCommands`, and
+        what other scripts own (`claims`, `streamClaims`, `gqlFields`, `gqlTypes`), so register calls
+        can throw at once.
         """
+        self._lines = lines
         env = await self._worker.submit(self._t_start, json.dumps(setup))
         if env.error:
             raise env.error
@@ -100,10 +105,14 @@ class ScriptContext:
         """Run the script's top level. The envelope is not applied: the caller decides (atomic swap)."""
         return await self._submit(self._t_load, source)
 
+    def apply(self, steps: Steps) -> None:
+        """Apply work of this script's (its load's messages) in order with everything else it sends."""
+        self._applier.run(steps)
+
     def activate(self, envelope: Envelope) -> None:
         """The load was accepted: start its timers."""
         self._active = True
-        if envelope.next_timer is not _UNCHANGED:
+        if envelope.next_timer is not UNCHANGED:
             self._next_due = envelope.next_timer
         self._schedule()
 
@@ -127,6 +136,9 @@ class ScriptContext:
 
     async def _call(self, dispatcher: str, what: str, *args: Any) -> dict[str, Any]:
         """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one."""
+        if self._inflight >= self._limits.max_pending_calls:
+            raise ScriptBusy(self.name, f"{self._inflight} calls already wait on this script "
+                             "(limits.max_pending_calls)")
         self._inflight += 1
         try:
             return await self._call_once(dispatcher, what, *args)
@@ -135,12 +147,12 @@ class ScriptContext:
             if self._inflight == 0 and self._idle is not None:
                 self._idle.set()
 
-    async def _call_once(self, dispatcher: str, what: str, *args: Any) -> dict[str, Any]:
-        env = await self._submit(self._t_call, dispatcher, *args)
+    async def _call_once(self, dispatcher: str, what: str, *args: Any) -> Outcome:
+        env = await self._submit(self._t_dispatch, dispatcher, *args)
         if env.error:
             raise env.error
-        out = env.out or {}
-        promise = out.get("p")
+        out: Outcome | ScriptError = env.out or {}
+        promise = env.pending
         if promise is not None:
             fut = self._pending[promise]  # created when the envelope was delivered
             try:
@@ -153,6 +165,8 @@ class ScriptContext:
                 ) from None
             finally:
                 self._pending.pop(promise, None)
+        if isinstance(out, ScriptError):  # a Promise job of this call ran past a limit
+            raise out
         return out
 
     async def retire(self) -> None:
@@ -178,9 +192,12 @@ class ScriptContext:
         if self._timer:
             self._timer.cancel()
             self._timer = None
-        for fut in self._pending.values():
+        await self._applier.close()
+        gone = ScriptGone(self.name, "the script was reloaded or removed")
+        for fut in [*self._pending.values(), *self._waiting]:
             if not fut.done():
-                fut.set_exception(ScriptGone(self.name, "the script was reloaded or removed"))
+                fut.set_exception(gone)
+        self._waiting.clear()
         await self._worker.stop()
 
     @property
@@ -197,37 +214,54 @@ class ScriptContext:
             raise ScriptGone(self.name, "the script was reloaded or removed")
         return self._worker.submit(fn, *args)
 
-    def _delivered(self, results: list[Any], jobs: Envelope | None) -> None:
-        """A batch came back: apply its envelopes in the order JS produced them, then wake the callers.
+    def _delivered(self, results: list[Result], jobs: Envelope | None) -> None:
+        """A batch came back: apply its envelopes in the order JS produced them, waking each caller
+        once its own envelope is applied. So commands land in call order, and before any handler's
+        response is built."""
+        if self._closed:
+            resolve_all(results)
+            return
+        for fut, ok, env in results:
+            self._waiting.add(fut)
+            if ok and isinstance(env, Envelope) and env.call and env.pending is not None:
+                self._pending[env.pending] = self._loop.create_future()
+        self._applier.run(self._delivery(results, jobs))
 
-        So commands land in call order, and before any handler's response is built.
-        """
+    def _delivery(self, results: list[Result], jobs: Envelope | None) -> Steps:
         try:
-            for _, ok, env in results:
+            for item in results:
+                _, ok, env = item
                 if ok and isinstance(env, Envelope) and not env.deferred:
-                    if env.out and "p" in env.out:
-                        self._pending[env.out["p"]] = self._loop.create_future()
-                    self._after(env)
+                    yield from self._after(env)
+                self._wake(item)
             if jobs is not None:
                 if jobs.error is not None:
                     self._on_error(self, jobs.error, "a Promise job")
-                self._after(jobs)
+                yield from self._after(jobs)
         finally:  # whatever applying did, nobody is left waiting
-            resolve_all(results)
+            for item in results:
+                self._wake(item)
 
-    def _after(self, env: Envelope) -> None:
+    def _wake(self, item: Result) -> None:
+        if item[0] in self._waiting:
+            self._waiting.discard(item[0])
+            resolve_all([item])
+
+    def _after(self, env: Envelope) -> Steps:
         """Apply what a dispatch produced: commands to the sink, settled Promises, the timer schedule."""
         if env.commands:
-            self._sink(self, env.commands)
-        for item in env.settled:
-            fut = self._pending.get(item["id"])
+            yield from self._sink(self, env.commands)
+        if env.job_error is not None:
+            self._on_error(self, env.job_error, "a Promise job")
+        for promise, outcome in env.settled:
+            fut = self._pending.get(promise)
             if fut is not None and not fut.done():
-                fut.set_result(item["o"])
-        if env.next_timer is not _UNCHANGED:
+                fut.set_result(outcome)
+        if env.next_timer is not UNCHANGED:
             self._next_due = env.next_timer
             self._schedule()
 
-    def _response(self, out: dict[str, Any]) -> dict[str, Any]:
+    def _response(self, out: Outcome) -> dict[str, Any]:
         if "r" in out:
             return out["r"]  # type: ignore[no-any-return]
         if "bad" in out:
@@ -252,11 +286,18 @@ class ScriptContext:
         return ScriptError(self.name, first or "unknown error", stack, where)
 
     def _stack(self, raw: str) -> tuple[str, str]:
-        """The script's frames (named after it), and "name.js:line" of the innermost one with a line."""
-        lines = [line for line in raw.strip().split("\n") if line.strip()]
-        while lines and _DISPATCH_FRAME.match(lines[-1]):
-            lines.pop()
-        stack = "\n".join(lines)
+        """The script's frames (named after it), and "name.js:line" of the innermost one with a line.
+
+        Frames past the script's last line are the prelude's; native frames after the last of the
+        script's are the dispatcher's way in."""
+        frames = []
+        for line in raw.strip().split("\n"):
+            m = _LINE.search(line)
+            if line.strip() and not (m and int(m.group(1)) > self._lines):
+                frames.append(line)
+        while frames and frames[-1].rstrip().endswith("(native)"):
+            frames.pop()
+        stack = "\n".join(frames)
         m = _LINE.search(stack)
         return stack.replace("<input>", self.name), f"{self.name}:{m.group(1)}" if m else ""
 
@@ -271,12 +312,15 @@ class ScriptContext:
             self._timer = None
         if self._next_due is None or not self._active or self._firing:
             return
-        delay = max(0.0, self._next_due / 1000 - time.time()) + 0.001
+        delay = min(_MAX_DELAY, max(0.0, self._next_due / 1000 - time.time()) + 0.001)
         self._timer = self._loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
         if self._closed or self._worker.stopped:
+            return
+        if self._next_due is not None and self._next_due / 1000 > time.time() + 0.001:
+            self._schedule()  # woken early by the delay's cap: not due yet
             return
         self._firing = True
         self._worker.submit(self._t_call, "fire").add_done_callback(self._fired)
@@ -297,10 +341,14 @@ class ScriptContext:
         ctx = quickjs.Context()
         ctx.set_memory_limit(self._limits.script_memory_mb * 1024 * 1024)
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
-        ctx.eval(PRELUDE)(json.dumps(HOST_NAMES), ctx.eval(SDL_READER))
+        pad = "\n" * self._lines
+        try:
+            ctx.eval(pad + PRELUDE)(PRELUDE_CONFIG, ctx.eval(pad + SDL_READER))
+            self._rt = {name: ctx.eval(f"__rt.{name}") for name in _DISPATCHERS}
+            ctx.eval("delete globalThis.__rt")  # the dispatcher is the engine's alone
+        except quickjs.JSException as e:  # e.g. a memory limit too small for the engine's own JS
+            return Envelope(error=ScriptError(self.name, f"the script's context could not start: {e}"))
         self._ctx = ctx
-        names = ("setup", "setClaims", "drain", "handle", "resolve", "fire", "retire")
-        self._rt = {name: ctx.eval(f"__rt.{name}") for name in names}
         env = self._t_call("setup", setup)
         env.deferred = True
         return env
@@ -329,17 +377,43 @@ class ScriptContext:
         try:
             if run() is False:
                 return None
-            return self._parse(self._rt["drain"](""))
+            return self._read(self._rt["drain"](""))
         except quickjs.JSException as e:
             return self._t_failed(self._classify(e))
         except ScriptError as e:  # Promise jobs past the time limit
             return self._t_failed(e)
+        except Exception as e:  # noqa: BLE001 - the binding's own failure: this call failed
+            return Envelope(error=ScriptBadCommand(self.name, f"the script's call could not be read back: {e}"))
 
     def _t_call(self, name: str, *args: Any) -> Envelope:
         try:
-            return self._parse(self._rt[name](*args))
+            raw = self._rt[name](*args)
         except quickjs.JSException as e:
             return self._t_failed(self._classify(e))
+        except Exception as e:  # noqa: BLE001 - whatever the binding raised, the call failed
+            return Envelope(error=ScriptBadCommand(self.name, f"the script's call could not be read back: {e}"))
+        return self._read(raw)
+
+    def _t_dispatch(self, name: str, *args: Any) -> Envelope:
+        """A handler or resolver call, then the Promise jobs it queued. A job that runs past a limit
+        fails this call's Promise at once: it would otherwise never settle (QuickJS drops a job it
+        interrupts), and the caller would wait `handler_timeout_ms` for nothing."""
+        env = self._t_call(name, *args)
+        env.call = True
+        if env.error is not None:
+            return env
+        jobs = self._t_guarded(self._t_pump)
+        if jobs is not None:
+            env.commands += jobs.commands
+            env.settled += jobs.settled
+            if jobs.next_timer is not UNCHANGED:
+                env.next_timer = jobs.next_timer
+            promise = env.pending
+            if jobs.error is not None and promise is not None and all(p != promise for p, _ in env.settled):
+                env.settled.append((promise, jobs.error))  # this call's own continuation: fail it now
+            else:
+                env.job_error = jobs.error  # someone else's (or nobody's): logged like any job's
+        return env
 
     def _t_pump(self) -> bool:
         """Run queued Promise jobs; bounded, since a job may queue another forever."""
@@ -355,10 +429,11 @@ class ScriptContext:
         """After an uncatchable failure (top-level throw, time or memory limit): collect what is queued."""
         self._ctx.gc()
         try:
-            env = self._parse(self._rt["drain"]("timeout" if isinstance(error, ScriptTimeout) else ""))
-        except quickjs.JSException:
+            env = self._read(self._rt["drain"]("timeout" if isinstance(error, ScriptTimeout) else ""))
+        except Exception:  # noqa: BLE001 - the failure stands; what was queued is lost with it
             env = Envelope()
-        env.error = error
+        if env.error is None:
+            env.error = error
         return env
 
     def _classify(self, exc: quickjs.JSException) -> ScriptError:
@@ -367,15 +442,10 @@ class ScriptContext:
         stack, where = self._stack(rest)
         return self._error(first, stack, where)
 
-    @staticmethod
-    def _parse(raw: str) -> Envelope:
-        if raw[0] == "R":  # the prelude's fast path for a plain response and nothing else
-            status, content_type, body = raw[1:].split("\n", 2)
-            return Envelope(out={"r": {"s": int(status), "t": content_type, "b": body}})
-        data = json.loads(raw)
-        return Envelope(
-            out=data.get("o"),
-            commands=data.get("c", []),
-            settled=data.get("s", []),
-            next_timer=data.get("t", _UNCHANGED),
-        )
+    def _read(self, raw: Any) -> Envelope:
+        """What JS handed back, checked; a malformed result fails the call and applies nothing."""
+        try:
+            return parse_envelope(raw, self._limits)
+        except Malformed as e:
+            return Envelope(error=ScriptBadCommand(self.name, f"the engine refused what the script handed back: {e} "
+                                                   "(was a built-in replaced?)"))

@@ -2,81 +2,173 @@
 // JS cannot call Python while a time limit is set, so each host function validates its arguments,
 // throws an Error a script can catch, and queues a command; the engine drains the queue after every
 // call (see context.py). Everything returned to Python is one JSON string (lone surrogates escaped).
-(function (hostNamesJSON, sdl) {
+//
+// A script may replace any built-in (JSON.stringify, Array.prototype.push, Object.prototype.toJSON,
+// RegExp.prototype.exec, ...). So the prelude captures the built-ins it uses before any script code
+// runs, keeps its own records on null prototypes, and reads every script value once. That keeps a
+// script from changing how its own commands are built; the engine still checks every command in
+// Python (envelope.py), which is the real boundary: these checks are for good error messages.
+(function (configJSON, sdl) {
   "use strict";
+  // ---- built-ins, captured now ------------------------------------------------------------
   const g = globalThis;
-  const HOST_NAMES = JSON.parse(hostNamesJSON);
-  const MAX_LOG_LINE = 16384;
-  const MIN_INTERVAL_MS = 4;
-  const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-  const RESERVED = [/^\/graphql/, /^\/health$/, /^\/health\//, /^\/metrics$/, /^\/metrics\//, /^\/_engine(\/|$)/];
-  // Leading stack frames of these names are the host's, not the script's: hidden from its errors.
-  const HOST_FRAMES = new Set(HOST_NAMES.map((n) => n.split(".").pop()).concat(["hostError", "checkPath", "checkPathText", "checkReserved", "messageText", "messageOptions", "addTimer", "registerGraphQL", "resolveHandler", "checkNotSubscription"]));
-  const GRAPHQL_NAME = /^[_A-Za-z][_0-9A-Za-z]*$/;
-  const SUBSCRIPTION_STREAMS = "/graphql/subscription/";
+  const call = Function.prototype.call;
+  const uncurry = (fn) => call.bind(fn);
+  const stringify = JSON.stringify;
+  const parseJSON = JSON.parse;
+  const keys = Object.keys;
+  const defineProperty = Object.defineProperty;
+  const setPrototypeOf = Object.setPrototypeOf;
+  const isArray = Array.isArray;
+  const isInteger = Number.isInteger;
+  const toNumber = Number;
+  const toText = String;
+  const now = Date.now;
+  const ErrorCtor = Error;
+  const RegExpCtor = RegExp;
+  const PromiseCtor = Promise;
+  const evalGlobal = g.eval;
+  const hasOwn = uncurry(Object.prototype.hasOwnProperty);
+  const reExec = uncurry(RegExp.prototype.exec);
+  const strSlice = uncurry(String.prototype.slice);
+  const strIndexOf = uncurry(String.prototype.indexOf);
+  const strStartsWith = uncurry(String.prototype.startsWith);
+  const toUpper = uncurry(String.prototype.toUpperCase);
+  const toLower = uncurry(String.prototype.toLowerCase);
+  const charCodeAt = uncurry(String.prototype.charCodeAt);
+  const arrJoin = uncurry(Array.prototype.join);
+  const arrSlice = uncurry(Array.prototype.slice);
+  const arrSort = uncurry(Array.prototype.sort);
+  const promiseResolve = uncurry(Promise.resolve);
+  const promiseThen = uncurry(Promise.prototype.then);
+  const fnApply = uncurry(Function.prototype.apply);
 
-  let commands = [];
-  let settled = [];
-  const handlers = [];
-  const timers = new Map();
+  // Records and lists of the prelude's own: no prototype, so nothing a script adds to
+  // Object.prototype or Array.prototype (getters, setters, toJSON) reaches them.
+  const rec = (o) => setPrototypeOf(o, null);
+  const list = () => setPrototypeOf([], null);
+  const add = (l, v) => { l[l.length] = v; };
+  const test = (re, s) => reExec(re, s) !== null;
+
+  // "a/b/c" split on a one-character separator, without String.prototype.split (which a script
+  // can redirect through Symbol.split).
+  function splitOn(s, sep) {
+    const out = list();
+    let start = 0;
+    for (;;) {
+      const i = strIndexOf(s, sep, start);
+      if (i < 0) { add(out, strSlice(s, start)); return out; }
+      add(out, strSlice(s, start, i));
+      start = i + 1;
+    }
+  }
+
+  const CONFIG = parseJSON(configJSON);
+  const HOST_NAMES = list();
+  for (let i = 0; i < CONFIG.hostNames.length; i++) add(HOST_NAMES, CONFIG.hostNames[i]);
+  const RULES = CONFIG.rules;
+  const METHODS = list();
+  for (let i = 0; i < RULES.methods.length; i++) add(METHODS, RULES.methods[i]);
+  const RESERVED = list();
+  for (let i = 0; i < RULES.reserved.length; i++) add(RESERVED, new RegExpCtor(RULES.reserved[i]));
+  const BAD_PATH = new RegExpCtor(RULES.badPathChars);
+  const EVENT_NAME = new RegExpCtor(RULES.eventName);
+  const GRAPHQL_NAME = new RegExpCtor(RULES.graphqlName);
+  const MAX_LOG_LINE = RULES.maxLogLine;
+  const SUBSCRIPTION_STREAMS = RULES.engineStreams + "subscription/";
+  const MIN_INTERVAL_MS = 4;
+  // The names of the host functions' JS functions (filled in below): a stack frame of one of them is
+  // where the script called the host, and everything above it is the prelude's own, hidden from
+  // the errors the script sees.
+  const API_FRAMES = rec({});
+
+  let commands = list();
+  let settled = list();
+  const handlers = list();
+  const timers = rec({}); // id -> {fn, args, due, every}
   let timerSeq = 0;
   let callSeq = 0;
   let timersDirty = true;
   let runningTimer = 0;
-  let logLines = [];
+  let logLines = list();
   let logMax = 500;
-  let claims = {}; // "GET /a/{}" -> script that owns it (other scripts only)
-  let streamClaims = {}; // "/events" -> script that owns it (other scripts only)
-  let gqlFields = {}; // "Query.hello" -> script that owns it (other scripts only)
-  let gqlTypes = {}; // "User" -> {kind, text, owner}: types other scripts declare
+  let claims = rec({}); // "GET /a/{}" -> script that owns it (other scripts only)
+  let streamClaims = rec({}); // "/events" -> script that owns it (other scripts only)
+  let gqlFields = rec({}); // "Query.hello" -> script that owns it (other scripts only)
+  let gqlTypes = rec({}); // "User" -> {kind, text, owner}: types other scripts declare
   let maxMessageBytes = 1048576;
-  const ownFields = new Set();
-  const ownTypes = {}; // "User" -> {kind, text}: types this script declared
-  const ownRoutes = new Set();
-  const ownStreams = new Set();
-  const hasOwn = Object.prototype.hasOwnProperty;
+  let maxCommands = 50000;
+  const ownFields = rec({});
+  const ownTypes = rec({}); // "User" -> {kind, text}: types this script declared
+  const ownRoutes = rec({});
+  const ownStreams = rec({});
 
   function hostError(message) {
-    const e = new Error(message);
-    const lines = String(e.stack || "").split("\n");
-    let i = 0;
-    while (i < lines.length && HOST_FRAMES.has((/^\s*at (\S+) \(/.exec(lines[i]) || [])[1])) i++;
-    e.stack = lines.slice(i).join("\n");
+    const e = new ErrorCtor(message);
+    const lines = splitOn(toText(e.stack || ""), "\n");
+    for (let i = 0; i < lines.length; i++) {
+      const m = reExec(/^\s*at (\S+) \(/, lines[i]);
+      if (m !== null && API_FRAMES[m[1]]) {
+        defineProperty(e, "stack", { value: arrJoin(arrSlice(lines, i + 1), "\n"), writable: true, configurable: true });
+        break;
+      }
+    }
     return e;
+  }
+
+  // Every command goes through here: the per-call cap, and a list no script can reach. The engine's
+  // own notes (a timer that threw) are let through past the cap: one per timer at most.
+  function queue(fn, cmd, own) {
+    if (commands.length >= maxCommands && !own) {
+      throw hostError(fn + ": this call has already made " + maxCommands + " host calls (limits.max_commands_per_call)");
+    }
+    add(commands, rec(cmd));
   }
 
   // The dispatcher's own frames (handle, fire, Function.prototype.apply) end every stack: drop them.
   function cleanStack(stack) {
-    const lines = String(stack || "").split("\n").filter((l) => l.trim() !== "");
-    while (lines.length && /^\s*at (handle|resolve|fire|apply) \((<input>:\d+(:\d+)?|native)\)$/.test(lines[lines.length - 1])) lines.pop();
-    return lines.join("\n");
+    const lines = list();
+    const all = splitOn(toText(stack || ""), "\n");
+    for (let i = 0; i < all.length; i++) if (test(/\S/, all[i])) add(lines, all[i]);
+    while (lines.length && test(/^\s*at (handle|resolve|fire|apply) \((<input>:\d+(:\d+)?|native)\)$/, lines[lines.length - 1])) lines.length--;
+    return arrJoin(lines, "\n");
   }
 
   function describe(v) {
     if (v === undefined) return "undefined";
     if (v === null) return "null";
-    if (typeof v === "string") return JSON.stringify(v.length > 60 ? v.slice(0, 60) + "..." : v);
+    if (typeof v === "string") return stringify(v.length > 60 ? strSlice(v, 0, 60) + "..." : v);
     if (typeof v === "function") return "a function";
-    if (Array.isArray(v)) return "an array";
+    if (isArray(v)) return "an array";
     if (typeof v === "object") return "an object";
-    return typeof v + " " + String(v);
+    return typeof v + " " + toText(v);
   }
 
   function format(v) {
     if (typeof v === "string") return v;
-    if (v instanceof Error) return v.stack ? v.name + ": " + v.message + "\n" + cleanStack(v.stack) : String(v);
-    if (typeof v === "object" && v !== null) {
-      try { return JSON.stringify(v); } catch (e) { /* cyclic or BigInt inside */ }
+    try {
+      if (v instanceof ErrorCtor) return v.stack ? v.name + ": " + v.message + "\n" + cleanStack(v.stack) : toText(v);
+      if (typeof v === "object" && v !== null) {
+        try { return stringify(v); } catch (e) { /* cyclic or BigInt inside */ }
+      }
+      return toText(v);
+    } catch (e) {
+      return "[unprintable]";
     }
-    try { return String(v); } catch (e) { return "[unprintable]"; }
   }
 
-  function log(level, args) {
-    let text = Array.prototype.map.call(args, format).join(" ");
-    if (text.length > MAX_LOG_LINE) text = text.slice(0, MAX_LOG_LINE) + "... (truncated)";
-    logLines.push(text);
-    if (logLines.length > logMax) logLines.splice(0, logLines.length - logMax);
-    commands.push({ op: "log", level: level, msg: text });
+  function log(fn, level, args, own) {
+    const parts = list();
+    for (let i = 0; i < args.length; i++) add(parts, format(args[i]));
+    let text = arrJoin(parts, " ");
+    if (text.length > MAX_LOG_LINE) text = strSlice(text, 0, MAX_LOG_LINE) + "... (truncated)";
+    queue(fn, { op: "log", level: level, msg: text }, own);
+    add(logLines, text);
+    if (logLines.length > logMax) logLines = tail(logLines, logMax);
+  }
+
+  function tail(l, n) {
+    return setPrototypeOf(arrSlice(l, l.length > n ? l.length - n : 0), null);
   }
 
   // The rules every path follows, routes and streams alike.
@@ -84,124 +176,135 @@
     if (typeof path !== "string" || path.length === 0) throw hostError(fn + ": path must be a non-empty string starting with '/', got " + describe(path));
     if (path[0] !== "/") throw hostError(fn + ": path must start with '/', got " + describe(path));
     if (path.length > maxLength) throw hostError(fn + ": path is longer than " + maxLength + " characters");
-    if (/[\s\x00-\x1f\x7f?#]/.test(path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?' or '#', got " + describe(path));
+    if (test(BAD_PATH, path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?' or '#', got " + describe(path));
   }
 
   function checkReserved(fn, path) {
-    for (const re of RESERVED) {
-      if (re.test(path)) throw hostError(fn + ": " + path + " is reserved by the engine (/graphql*, /health, /metrics, /_engine/*)");
+    for (let i = 0; i < RESERVED.length; i++) {
+      if (test(RESERVED[i], path)) throw hostError(fn + ": " + path + " is reserved by the engine (" + RULES.reservedText + ")");
     }
   }
 
   function checkPath(fn, path) {
-    checkPathText(fn, path, 1024);
+    checkPathText(fn, path, RULES.routePathMax);
     checkReserved(fn, path);
-    const segments = path.split("/").slice(1);
-    const names = new Set();
-    const key = [];
-    segments.forEach((seg, i) => {
+    const segments = splitOn(strSlice(path, 1), "/");
+    const names = rec({});
+    const key = list();
+    for (let i = 0; i < segments.length; i++) {
+      const seg = segments[i];
       const last = i === segments.length - 1;
       if (seg === "" && !last) throw hostError(fn + ": path has an empty segment ('//'): " + path);
       if (seg === "*") {
         if (!last) throw hostError(fn + ": '*' may only be the last segment: " + path);
-        key.push("*");
-      } else if (seg.includes("{") || seg.includes("}")) {
-        const m = /^\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(seg);
-        if (!m) throw hostError(fn + ": a parameter must be a whole segment like {name}, got '" + seg + "' in " + path);
-        if (names.has(m[1])) throw hostError(fn + ": parameter {" + m[1] + "} appears twice in " + path);
-        names.add(m[1]);
-        key.push("{}");
-      } else if (seg.includes("*")) {
+        add(key, "*");
+      } else if (strIndexOf(seg, "{") >= 0 || strIndexOf(seg, "}") >= 0) {
+        const m = reExec(/^\{([A-Za-z_][A-Za-z0-9_]*)\}$/, seg);
+        if (m === null) throw hostError(fn + ": a parameter must be a whole segment like {name}, got '" + seg + "' in " + path);
+        if (names[m[1]]) throw hostError(fn + ": parameter {" + m[1] + "} appears twice in " + path);
+        names[m[1]] = true;
+        add(key, "{}");
+      } else if (strIndexOf(seg, "*") >= 0) {
         throw hostError(fn + ": '*' must be a whole last segment ('/prefix/*'), got '" + seg + "' in " + path);
       } else {
-        key.push(seg);
+        add(key, seg);
       }
-    });
-    return "/" + key.join("/");
+    }
+    return "/" + arrJoin(key, "/");
   }
 
   function resolveHandler(handler, where, fnName, what) {
     if (typeof handler === "function") return handler;
     if (handler === undefined || handler === null) throw hostError(fnName + ": missing " + what + " for " + where);
     if (typeof handler !== "string") throw hostError(fnName + ": " + what + " for " + where + " must be a function or the name of one, got " + describe(handler));
-    if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(handler)) throw hostError(fnName + ": " + what + " name " + describe(handler) + " is not a valid function name");
+    if (!test(/^[A-Za-z_$][A-Za-z0-9_$]*$/, handler)) throw hostError(fnName + ": " + what + " name " + describe(handler) + " is not a valid function name");
     let fn;
-    try { fn = (0, eval)(handler); } catch (e) { fn = undefined; } // finds let/const/function globals
+    try { fn = (0, evalGlobal)(handler); } catch (e) { fn = undefined; } // finds let/const/function globals
     if (typeof fn !== "function") throw hostError(fnName + ": " + what + " '" + handler + "' for " + where + " is not a function defined in this script");
     return fn;
   }
 
   function register(path, handler, method) {
     if (method === undefined) method = "GET";
-    if (typeof method !== "string" || METHODS.indexOf(method.toUpperCase()) < 0) {
-      throw hostError("register: method must be one of " + METHODS.join(", ") + ", got " + describe(method));
+    if (typeof method !== "string" || !isMethod(toUpper(method))) {
+      throw hostError("register: method must be one of " + arrJoin(METHODS, ", ") + ", got " + describe(method));
     }
-    method = method.toUpperCase();
+    method = toUpper(method);
     const key = method + " " + checkPath("register", path);
     const where = method + " " + path;
     const fn = resolveHandler(handler, where, "register", "handler");
-    if (ownRoutes.has(key)) throw hostError("register: " + where + " is already registered by this script");
-    if (method === "GET" && (ownStreams.has(path) || hasOwn.call(streamClaims, path))) {
-      throw hostError("register: " + path + " is a stream" + (ownStreams.has(path) ? "" : " of script " + streamClaims[path]) + "; a path cannot be both a stream and a GET route");
+    if (ownRoutes[key]) throw hostError("register: " + where + " is already registered by this script");
+    if (method === "GET" && (ownStreams[path] || streamClaims[path] !== undefined)) {
+      throw hostError("register: " + path + " is a stream" + (ownStreams[path] ? "" : " of script " + streamClaims[path]) + "; a path cannot be both a stream and a GET route");
     }
-    if (hasOwn.call(claims, key)) throw hostError("register: " + where + " is already registered by script " + claims[key]);
-    ownRoutes.add(key);
-    handlers.push(fn);
-    commands.push({ op: "route", method: method, path: path, handler: handlers.length - 1 });
+    if (claims[key] !== undefined) throw hostError("register: " + where + " is already registered by script " + claims[key]);
+    queue("register", { op: "route", method: method, path: path, handler: handlers.length });
+    ownRoutes[key] = true;
+    add(handlers, fn);
+  }
+
+  function isMethod(m) {
+    for (let i = 0; i < METHODS.length; i++) if (METHODS[i] === m) return true;
+    return false;
   }
 
   function registerWebStream(path, options) {
-    checkPathText("registerWebStream", path, 200);
+    checkPathText("registerWebStream", path, RULES.streamPathMax);
     if (options !== undefined && (options === null || typeof options !== "object")) {
       throw hostError("registerWebStream: options must be an object, got " + describe(options));
     }
     checkReserved("registerWebStream", path);
-    if (ownStreams.has(path)) return;
-    if (hasOwn.call(streamClaims, path)) throw hostError("registerWebStream: " + path + " is already registered by script " + streamClaims[path]);
+    if (ownStreams[path]) return;
+    if (streamClaims[path] !== undefined) throw hostError("registerWebStream: " + path + " is already registered by script " + streamClaims[path]);
     const getKey = "GET " + path;
-    if (ownRoutes.has(getKey) || hasOwn.call(claims, getKey)) {
-      throw hostError("registerWebStream: " + path + " is a GET route" + (ownRoutes.has(getKey) ? "" : " of script " + claims[getKey]) + "; a path cannot be both a stream and a GET route");
+    if (ownRoutes[getKey] || claims[getKey] !== undefined) {
+      throw hostError("registerWebStream: " + path + " is a GET route" + (ownRoutes[getKey] ? "" : " of script " + claims[getKey]) + "; a path cannot be both a stream and a GET route");
     }
-    ownStreams.add(path);
-    commands.push({ op: "stream", path: path });
+    queue("registerWebStream", { op: "stream", path: path });
+    ownStreams[path] = true;
   }
 
   // registerGraphQLQuery/Mutation/Subscription: the fragment is read and checked here (sdl.js), so a
   // bad one throws at the call; graphql-core checks the merged schema again when the load is applied.
   function registerGraphQL(fnName, kind, name, typeDefs, resolver) {
-    if (typeof name !== "string" || !GRAPHQL_NAME.test(name) || name.startsWith("__")) {
+    if (typeof name !== "string" || name.length > RULES.graphqlNameMax || !test(GRAPHQL_NAME, name) || strStartsWith(name, "__")) {
       throw hostError(fnName + ": name must be a GraphQL name (letters, digits and _, not starting with a digit or __), got " + describe(name));
     }
     const root = kind === "query" ? "Query" : kind === "mutation" ? "Mutation" : "Subscription";
     const key = root + "." + name;
     if (typeof typeDefs !== "string") throw hostError(fnName + ": sdl must be a string such as \"type " + root + " { " + name + ": String }\", got " + describe(typeDefs));
+    if (typeDefs.length > RULES.maxSdlChars) throw hostError(fnName + ": sdl is longer than " + RULES.maxSdlChars + " characters");
     const fn = resolveHandler(resolver, key, fnName, "resolver");
-    if (ownFields.has(key)) throw hostError(fnName + ": " + key + " is already registered by this script");
-    if (hasOwn.call(gqlFields, key)) throw hostError(fnName + ": " + key + " is already registered by script " + gqlFields[key]);
-    const lookup = (t) => (hasOwn.call(ownTypes, t) ? ownTypes[t] : hasOwn.call(gqlTypes, t) ? gqlTypes[t] : undefined);
-    let types;
-    try { types = sdl.readFragment(typeDefs, kind, name, lookup); } catch (e) { throw hostError(fnName + ": invalid SDL for " + key + ": " + e.message); }
-    for (const t of Object.keys(types)) ownTypes[t] = types[t];
-    ownFields.add(key);
-    handlers.push(fn);
-    commands.push({ op: "gql", kind: kind, name: name, sdl: typeDefs, handler: handlers.length - 1, types: types });
+    if (ownFields[key]) throw hostError(fnName + ": " + key + " is already registered by this script");
+    if (gqlFields[key] !== undefined) throw hostError(fnName + ": " + key + " is already registered by script " + gqlFields[key]);
+    const lookup = (t) => (ownTypes[t] !== undefined ? ownTypes[t] : gqlTypes[t]);
+    let read;
+    try { read = sdl.readFragment(typeDefs, kind, name, lookup); } catch (e) { throw hostError(fnName + ": invalid SDL for " + key + ": " + e.message); }
+    const types = rec({});
+    const names = keys(read);
+    for (let i = 0; i < names.length; i++) types[names[i]] = rec({ kind: toText(read[names[i]].kind), text: toText(read[names[i]].text) });
+    queue(fnName, { op: "gql", kind: kind, name: name, sdl: typeDefs, handler: handlers.length, types: types });
+    for (let i = 0; i < names.length; i++) ownTypes[names[i]] = types[names[i]];
+    ownFields[key] = true;
+    add(handlers, fn);
   }
 
   function sendSubscriptionMessage(name, data) {
-    if (typeof name !== "string" || !(ownFields.has("Subscription." + name) || hasOwn.call(gqlFields, "Subscription." + name))) {
+    if (typeof name !== "string" || !(ownFields["Subscription." + name] || gqlFields["Subscription." + name] !== undefined)) {
       throw hostError("sendSubscriptionMessage: no GraphQL subscription named " + describe(name) + " is registered");
     }
-    commands.push({ op: "gqlsend", name: name, data: messageText("sendSubscriptionMessage", data), json: typeof data !== "string" });
+    const text = messageText("sendSubscriptionMessage", data);
+    queue("sendSubscriptionMessage", { op: "gqlsend", name: name, data: text, json: typeof data !== "string" });
   }
 
   function checkNotSubscription(fn, path) {
-    if (path.startsWith(SUBSCRIPTION_STREAMS)) throw hostError(fn + ": " + path + " is a GraphQL subscription's stream; send to it with sendSubscriptionMessage");
+    if (strStartsWith(path, SUBSCRIPTION_STREAMS)) throw hostError(fn + ": " + path + " is a GraphQL subscription's stream; send to it with sendSubscriptionMessage");
   }
 
   function utf8Length(s) {
     let n = 0;
     for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
+      const c = charCodeAt(s, i);
       if (c < 0x80) n += 1;
       else if (c < 0x800) n += 2;
       else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) { n += 4; i++; }
@@ -214,8 +317,8 @@
   function messageText(fn, data) {
     let text = data;
     if (typeof data !== "string") {
-      try { text = JSON.stringify(data); } catch (e) { throw hostError(fn + ": the message could not be serialized to JSON: " + e.message); }
-      if (text === undefined) throw hostError(fn + ": the message must be a string or a JSON value, got " + describe(data));
+      try { text = stringify(data); } catch (e) { throw hostError(fn + ": the message could not be serialized to JSON: " + e.message); }
+      if (typeof text !== "string") throw hostError(fn + ": the message must be a string or a JSON value, got " + describe(data));
     }
     // Most strings are decided by their length alone; only the rest are measured in UTF-8 bytes.
     if (text.length * 3 > maxMessageBytes) {
@@ -225,59 +328,86 @@
     return text;
   }
 
-  function knownStream(path) { return ownStreams.has(path) || hasOwn.call(streamClaims, path); }
+  function knownStream(path) { return ownStreams[path] === true || streamClaims[path] !== undefined; }
 
-  function messageOptions(fn, options, cmd) {
-    if (options === undefined || options === null) return cmd;
+  // options, read once into plain values (a getter cannot change them after they were checked).
+  function readOptions(fn, options) {
+    const out = rec({ event: undefined, path: undefined });
+    if (options === undefined || options === null) return out;
     if (typeof options !== "object") throw hostError(fn + ": options must be an object, got " + describe(options));
-    if (options.event !== undefined) {
-      if (typeof options.event !== "string" || options.event.length === 0 || /[\r\n]/.test(options.event)) {
-        throw hostError(fn + ": options.event must be a non-empty string without line breaks, got " + describe(options.event));
+    const event = options.event;
+    const path = options.path;
+    if (event !== undefined) {
+      if (typeof event !== "string" || !test(EVENT_NAME, event)) {
+        throw hostError(fn + ": options.event must be a name of 1 to 64 letters, digits, _ . : or -, got " + describe(event));
       }
-      cmd.event = options.event;
+      out.event = event;
     }
-    return cmd;
+    if (path !== undefined) {
+      const paths = list();
+      if (typeof path === "string") {
+        add(paths, path);
+      } else if (isArray(path)) {
+        const n = path.length;
+        for (let i = 0; i < n; i++) add(paths, path[i]);
+      }
+      if (!(typeof path === "string" || isArray(path)) || !allStrings(paths)) {
+        throw hostError(fn + ": options.path must be a string or a list of strings, got " + describe(path));
+      }
+      out.path = paths;
+    }
+    return out;
+  }
+
+  function allStrings(l) {
+    for (let i = 0; i < l.length; i++) if (typeof l[i] !== "string") return false;
+    return true;
   }
 
   function sendStreamMessage(data, options) {
-    const cmd = messageOptions("sendStreamMessage", options, { op: "send", data: messageText("sendStreamMessage", data) });
-    if (options !== undefined && options !== null && options.path !== undefined) {
-      const paths = typeof options.path === "string" ? [options.path] : options.path;
-      if (!Array.isArray(paths) || paths.some((p) => typeof p !== "string")) {
-        throw hostError("sendStreamMessage: options.path must be a string or a list of strings, got " + describe(options.path));
-      }
-      for (const p of paths) checkNotSubscription("sendStreamMessage", p);
-      for (const p of paths) if (!knownStream(p)) throw hostError("sendStreamMessage: no stream is registered at " + describe(p));
-      cmd.paths = paths;
+    const cmd = rec({ op: "send", data: messageText("sendStreamMessage", data) });
+    const o = readOptions("sendStreamMessage", options);
+    if (o.event !== undefined) cmd.event = o.event;
+    if (o.path !== undefined) {
+      for (let i = 0; i < o.path.length; i++) checkNotSubscription("sendStreamMessage", o.path[i]);
+      for (let i = 0; i < o.path.length; i++) if (!knownStream(o.path[i])) throw hostError("sendStreamMessage: no stream is registered at " + describe(o.path[i]));
+      cmd.paths = o.path;
     }
-    commands.push(cmd);
+    queue("sendStreamMessage", cmd);
   }
 
   function sendStreamMessageToPath(path, data, options) {
-    checkPathText("sendStreamMessageToPath", path, 200);
+    checkPathText("sendStreamMessageToPath", path, RULES.streamPathMax);
     checkNotSubscription("sendStreamMessageToPath", path);
     if (!knownStream(path)) throw hostError("sendStreamMessageToPath: no stream is registered at " + describe(path));
-    const cmd = messageOptions("sendStreamMessageToPath", options, { op: "send", data: messageText("sendStreamMessageToPath", data), paths: [path] });
-    commands.push(cmd);
+    const cmd = rec({ op: "send", data: messageText("sendStreamMessageToPath", data), paths: list() });
+    const o = readOptions("sendStreamMessageToPath", options);
+    add(cmd.paths, path);
+    if (o.event !== undefined) cmd.event = o.event;
+    queue("sendStreamMessageToPath", cmd);
   }
 
   function addTimer(fn, ms, args, repeat) {
     const name = repeat ? "setInterval" : "setTimeout";
     if (typeof fn !== "function") throw hostError(name + ": the callback must be a function, got " + describe(fn));
-    ms = Number(ms);
+    ms = toNumber(ms);
     if (!(ms >= 0)) ms = 0;
     if (repeat && ms < MIN_INTERVAL_MS) ms = MIN_INTERVAL_MS;
     const id = ++timerSeq;
-    timers.set(id, { fn: fn, args: args, due: Date.now() + ms, every: repeat ? ms : 0 });
+    timers[id] = rec({ fn: fn, args: args, due: now() + ms, every: repeat ? ms : 0 });
     timersDirty = true;
     return id;
   }
 
   function clearTimer(id) {
-    if (timers.delete(Number(id))) timersDirty = true;
+    const n = toNumber(id);
+    if (timers[n] !== undefined) {
+      delete timers[n];
+      timersDirty = true;
+    }
   }
 
-  const api = {
+  const api = rec({
     register: register,
     registerWebStream: registerWebStream,
     sendStreamMessage: sendStreamMessage,
@@ -286,95 +416,111 @@
     registerGraphQLMutation: function registerGraphQLMutation(name, sdl, resolver) { registerGraphQL("registerGraphQLMutation", "mutation", name, sdl, resolver); },
     registerGraphQLSubscription: function registerGraphQLSubscription(name, sdl, resolver) { registerGraphQL("registerGraphQLSubscription", "subscription", name, sdl, resolver); },
     sendSubscriptionMessage: sendSubscriptionMessage,
-    writeLog: function writeLog(message) { log("info", [message]); },
-    listLogs: function listLogs() { return logLines.slice(); },
-    "console.log": function log_(...a) { log("info", a); },
-    "console.info": function info(...a) { log("info", a); },
-    "console.debug": function debug(...a) { log("debug", a); },
-    "console.warn": function warn(...a) { log("warning", a); },
-    "console.error": function error(...a) { log("error", a); },
+    writeLog: function writeLog(message) { log("writeLog", "info", [message]); },
+    listLogs: function listLogs() { return arrSlice(logLines); }, // a plain array: slice of a null-prototype list
+    "console.log": function log_(...a) { log("console.log", "info", a); },
+    "console.info": function info(...a) { log("console.info", "info", a); },
+    "console.debug": function debug(...a) { log("console.debug", "debug", a); },
+    "console.warn": function warn(...a) { log("console.warn", "warning", a); },
+    "console.error": function error(...a) { log("console.error", "error", a); },
     setTimeout: function setTimeout(fn, ms, ...args) { return addTimer(fn, ms, args, false); },
     setInterval: function setInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true); },
     clearTimeout: function clearTimeout(id) { clearTimer(id); },
     clearInterval: function clearInterval(id) { clearTimer(id); },
-  };
+  });
 
-  const declared = new Set(HOST_NAMES);
-  for (const name of Object.keys(api)) {
-    if (!declared.has(name)) throw new Error("prelude defines " + name + ", which host_api.py does not declare");
+  const declared = rec({});
+  for (let i = 0; i < HOST_NAMES.length; i++) declared[HOST_NAMES[i]] = true;
+  const defined = keys(api);
+  for (let i = 0; i < defined.length; i++) {
+    if (!declared[defined[i]]) throw new ErrorCtor("prelude defines " + defined[i] + ", which host_api.py does not declare");
   }
-  for (const name of HOST_NAMES) {
-    if (typeof api[name] !== "function") throw new Error("host_api.py declares " + name + ", which the prelude does not define");
-    const parts = name.split(".");
+  for (let i = 0; i < HOST_NAMES.length; i++) {
+    const name = HOST_NAMES[i];
+    if (typeof api[name] !== "function") throw new ErrorCtor("host_api.py declares " + name + ", which the prelude does not define");
+    const parts = splitOn(name, ".");
     let target = g;
-    for (const p of parts.slice(0, -1)) {
-      if (typeof target[p] !== "object" || target[p] === null) target[p] = {};
-      target = target[p];
+    for (let j = 0; j < parts.length - 1; j++) {
+      if (typeof target[parts[j]] !== "object" || target[parts[j]] === null) target[parts[j]] = {};
+      target = target[parts[j]];
     }
-    Object.defineProperty(target, parts[parts.length - 1], { value: api[name], writable: true, configurable: true, enumerable: false });
+    defineProperty(target, parts[parts.length - 1], { value: api[name], writable: true, configurable: true, enumerable: false });
+    API_FRAMES[api[name].name] = true;
   }
 
   // ---- what the engine calls -------------------------------------------------------------
 
   function errorInfo(e) {
     // Text only: context.py decides what it means (a bare null is how QuickJS reports running out of
-    // memory when it cannot even build the error) and trims the dispatcher's frames.
-    if (e === null) return { m: "null", st: "" };
-    if (e instanceof Error) return { m: e.name + ": " + e.message, st: String(e.stack || "") };
+    // memory when it cannot even build the error) and trims the dispatcher's frames. A script's
+    // error object may have getters that throw: read it defensively.
+    if (e === null) return rec({ m: "null", st: "" });
+    try {
+      if (e instanceof ErrorCtor) return rec({ m: toText(e.name) + ": " + toText(e.message), st: toText(e.stack || "") });
+    } catch (x) { /* fall through to the generic text */ }
     let text;
-    try { text = typeof e === "string" ? e : JSON.stringify(e); } catch (x) { text = undefined; }
-    if (text === undefined) { try { text = String(e); } catch (x) { text = "[unprintable value]"; } }
-    return { m: "uncaught " + text, st: "" };
+    try { text = typeof e === "string" ? e : stringify(e); } catch (x) { text = undefined; }
+    if (typeof text !== "string") { try { text = toText(e); } catch (x) { text = "[unprintable value]"; } }
+    return rec({ m: "uncaught " + text, st: "" });
   }
 
-  // A handler's return value, checked and turned into {s, b, t, h}, or {bad: why}.
+  // A handler's return value, checked and turned into {s, b, t, h}, or {bad: why}. Each field of
+  // the script's object is read once.
   function response(v) {
-    if (typeof v === "string") return { r: { s: 200, b: v, t: "text/plain; charset=utf-8" } };
-    if (v === undefined) return { bad: "the handler returned nothing; return a string or {status, body}" };
-    if (v === null || typeof v !== "object" || Array.isArray(v)) {
-      return { bad: "the handler returned " + describe(v) + "; return a string or {status, body}" };
+    if (typeof v === "string") return rec({ r: rec({ s: 200, b: v, t: "text/plain; charset=utf-8" }) });
+    if (v === undefined) return rec({ bad: "the handler returned nothing; return a string or {status, body}" });
+    if (v === null || typeof v !== "object" || isArray(v)) {
+      return rec({ bad: "the handler returned " + describe(v) + "; return a string or {status, body}" });
     }
-    let status = v.status === undefined ? 200 : v.status;
-    if (typeof status === "string" && /^[0-9]{3}$/.test(status)) status = Number(status);
-    if (!Number.isInteger(status) || status < 200 || status > 599) {
-      return { bad: "status must be an integer from 200 to 599, got " + describe(v.status) };
-    }
-    const out = { s: status, b: "" };
+    const rawStatus = v.status;
     const body = v.body;
+    const contentType = v.contentType;
+    const headers = v.headers;
+    let status = rawStatus === undefined ? 200 : rawStatus;
+    if (typeof status === "string" && test(/^[0-9]{3}$/, status)) status = toNumber(status);
+    if (!isInteger(status) || status < 200 || status > 599) {
+      return rec({ bad: "status must be an integer from 200 to 599, got " + describe(rawStatus) });
+    }
+    const out = rec({ s: status, b: "" });
     if (typeof body === "string") {
       out.b = body;
     } else if (body !== undefined && body !== null) {
-      if (typeof body !== "object") return { bad: "body must be a string, an object or an array, got " + describe(body) };
-      try { out.b = JSON.stringify(body); } catch (e) { return { bad: "body could not be serialized to JSON: " + e.message }; }
-      if (out.b === undefined) return { bad: "body could not be serialized to JSON" };
+      if (typeof body !== "object") return rec({ bad: "body must be a string, an object or an array, got " + describe(body) });
+      let text;
+      try { text = stringify(body); } catch (e) { return rec({ bad: "body could not be serialized to JSON: " + e.message }); }
+      if (typeof text !== "string") return rec({ bad: "body could not be serialized to JSON" });
+      out.b = text;
       out.t = "application/json";
     }
-    if (v.contentType !== undefined) {
-      if (typeof v.contentType !== "string") return { bad: "contentType must be a string, got " + describe(v.contentType) };
-      out.t = v.contentType;
+    if (contentType !== undefined) {
+      if (typeof contentType !== "string") return rec({ bad: "contentType must be a string, got " + describe(contentType) });
+      out.t = contentType;
     }
-    if (v.headers !== undefined && v.headers !== null) {
-      if (typeof v.headers !== "object" || Array.isArray(v.headers)) return { bad: "headers must be an object of strings, got " + describe(v.headers) };
-      const h = {};
-      for (const k of Object.keys(v.headers)) {
-        const hv = v.headers[k];
+    if (headers !== undefined && headers !== null) {
+      if (typeof headers !== "object" || isArray(headers)) return rec({ bad: "headers must be an object of strings, got " + describe(headers) });
+      const h = rec({});
+      const names = keys(headers);
+      for (let i = 0; i < names.length; i++) {
+        const k = names[i];
+        const hv = headers[k];
         if (typeof hv !== "string" && typeof hv !== "number" && typeof hv !== "boolean") {
-          return { bad: "header " + k + " must be a string, got " + describe(hv) };
+          return rec({ bad: "header " + k + " must be a string, got " + describe(hv) });
         }
-        h[k] = String(hv);
+        h[k] = toText(hv);
       }
       out.h = h;
     }
-    return { r: out };
+    return rec({ r: out });
   }
 
   function put(obj, key, value) {
-    if (key === "__proto__") Object.defineProperty(obj, key, { value: value, enumerable: true, writable: true, configurable: true });
+    if (key === "__proto__") defineProperty(obj, key, { value: value, enumerable: true, writable: true, configurable: true });
     else obj[key] = value;
   }
 
   function decodeComponent(s) {
-    s = s.replace(/\+/g, " ");
+    const parts = splitOn(s, "+");
+    s = arrJoin(parts, " ");
     try { return decodeURIComponent(s); } catch (e) { return s; }
   }
 
@@ -382,11 +528,13 @@
   function parseQuery(qs) {
     const out = {};
     if (!qs) return out;
-    for (const part of qs.split("&")) {
+    const parts = splitOn(qs, "&");
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
       if (!part) continue;
-      const eq = part.indexOf("=");
-      const key = decodeComponent(eq < 0 ? part : part.slice(0, eq));
-      if (!Object.prototype.hasOwnProperty.call(out, key)) put(out, key, eq < 0 ? "" : decodeComponent(part.slice(eq + 1)));
+      const eq = strIndexOf(part, "=");
+      const key = decodeComponent(eq < 0 ? part : strSlice(part, 0, eq));
+      if (!hasOwn(out, key)) put(out, key, eq < 0 ? "" : decodeComponent(strSlice(part, eq + 1)));
     }
     return out;
   }
@@ -395,10 +543,10 @@
   function parseHeaders(blob) {
     const out = {};
     if (!blob) return out;
-    const parts = blob.split("\n");
+    const parts = splitOn(blob, "\n");
     for (let i = 0; i + 1 < parts.length; i += 2) {
-      const name = parts[i].toLowerCase();
-      if (Object.prototype.hasOwnProperty.call(out, name)) out[name] += ", " + parts[i + 1];
+      const name = toLower(parts[i]);
+      if (hasOwn(out, name)) out[name] += ", " + parts[i + 1];
       else put(out, name, parts[i + 1]);
     }
     return out;
@@ -406,7 +554,11 @@
 
   function nextDue() {
     let due = null;
-    for (const t of timers.values()) if (due === null || t.due < due) due = t.due;
+    const ids = keys(timers);
+    for (let i = 0; i < ids.length; i++) {
+      const t = timers[ids[i]];
+      if (due === null || t.due < due) due = t.due;
+    }
     return due;
   }
 
@@ -418,70 +570,85 @@
     // slowest step of a call): "R<status>\n<content type>\n<body>".
     if (out !== null && out.r !== undefined && !commands.length && !settled.length && !timersDirty) {
       const r = out.r;
-      if (r.h === undefined && r.t !== undefined && r.t.indexOf("\n") < 0 && !UNSAFE_FOR_FAST_PATH.test(r.b)) {
-        return ["R" + r.s, r.t, r.b].join("\n"); // join, not +: the binding cannot take a rope string
+      if (r.h === undefined && r.t !== undefined && strIndexOf(r.t, "\n") < 0 && !test(UNSAFE_FOR_FAST_PATH, r.b) &&
+          !test(UNSAFE_FOR_FAST_PATH, r.t)) {
+        const parts = list();
+        add(parts, "R" + r.s);
+        add(parts, r.t);
+        add(parts, r.b);
+        return arrJoin(parts, "\n"); // join, not +: the binding cannot take a rope string
       }
     }
-    const env = { o: out };
-    if (commands.length) { env.c = commands; commands = []; }
-    if (settled.length) { env.s = settled; settled = []; }
+    const env = rec({ o: out });
+    if (commands.length) { env.c = commands; commands = list(); }
+    if (settled.length) { env.s = settled; settled = list(); }
     if (timersDirty) { env.t = nextDue(); timersDirty = false; }
-    return JSON.stringify(env);
+    return stringify(env);
   }
 
   // A resolver's value as JSON text ({j}), none for undefined, or why it cannot be sent ({bad}).
   function resolved(v) {
     let text;
-    try { text = JSON.stringify(v); } catch (e) { return { bad: "the resolver's value could not be serialized to JSON: " + e.message }; }
-    return text === undefined ? {} : { j: text };
+    try { text = stringify(v); } catch (e) { return rec({ bad: "the resolver's value could not be serialized to JSON: " + e.message }); }
+    return typeof text !== "string" ? rec({}) : rec({ j: text });
   }
 
   // A call's result as the engine takes it: `check(v)` now, or {p: id} and `check` once a Promise settles.
   function outcome(v, check) {
     if (v !== null && typeof v === "object" && typeof v.then === "function") {
       const id = ++callSeq;
-      const [ok, fail] = settle(id, check);
-      Promise.resolve(v).then(ok, fail);
-      return { p: id };
+      promiseThen(promiseResolve(PromiseCtor, v),
+        (x) => { add(settled, rec({ id: id, o: check(x) })); },
+        (e) => { add(settled, rec({ id: id, o: rec({ e: errorInfo(e) }) })); });
+      return rec({ p: id });
     }
     return check(v);
   }
 
-  function settle(id, check) {
-    return [
-      (v) => { settled.push({ id: id, o: check(v) }); },
-      (e) => { settled.push({ id: id, o: { e: errorInfo(e) } }); },
-    ];
+  function record(o) {
+    // JSON from the engine (claims): copied onto null prototypes, so lookups see only what was sent.
+    const out = rec({});
+    if (o === null || typeof o !== "object") return out;
+    const names = keys(o);
+    for (let i = 0; i < names.length; i++) {
+      const v = o[names[i]];
+      out[names[i]] = v !== null && typeof v === "object" ? record(v) : v;
+    }
+    return out;
+  }
+
+  function takeClaims(o) {
+    claims = record(o.claims);
+    streamClaims = record(o.streamClaims);
+    gqlFields = record(o.gqlFields);
+    gqlTypes = record(o.gqlTypes);
   }
 
   const rt = {
     setup: function (optionsJSON) {
-      const o = JSON.parse(optionsJSON);
-      claims = o.claims || {};
-      streamClaims = o.streamClaims || {};
-      gqlFields = o.gqlFields || {};
-      gqlTypes = o.gqlTypes || {};
-      maxMessageBytes = o.maxMessageBytes || maxMessageBytes;
-      logMax = o.logMax || logMax;
-      logLines = (o.logs || []).slice(-logMax);
+      const o = parseJSON(optionsJSON);
+      takeClaims(o);
+      if (o.maxMessageBytes) maxMessageBytes = o.maxMessageBytes;
+      if (o.maxCommands) maxCommands = o.maxCommands;
+      if (o.logMax) logMax = o.logMax;
+      logLines = list();
+      const logs = o.logs || [];
+      for (let i = 0; i < logs.length; i++) add(logLines, logs[i]);
+      logLines = tail(logLines, logMax);
       return envelope(null);
     },
     // Other scripts' claims changed (one loaded or went away): keep register() checks current.
     setClaims: function (claimsJSON) {
-      const o = JSON.parse(claimsJSON);
-      claims = o.claims;
-      streamClaims = o.streamClaims;
-      gqlFields = o.gqlFields;
-      gqlTypes = o.gqlTypes;
+      takeClaims(parseJSON(claimsJSON));
       return envelope(null);
     },
     drain: function (reason) {
       if (runningTimer && reason === "timeout") {
-        const t = timers.get(runningTimer);
-        if (t && t.every) {
-          timers.delete(runningTimer);
+        const t = timers[runningTimer];
+        if (t !== undefined && t.every) {
+          delete timers[runningTimer];
           timersDirty = true;
-          log("error", ["setInterval " + runningTimer + " was cleared: its callback ran past the time limit"]);
+          log("setInterval", "error", ["setInterval " + runningTimer + " was cleared: its callback ran past the time limit"], true);
         }
       }
       runningTimer = 0;
@@ -493,28 +660,29 @@
     handle: function (index, method, path, rawQuery, headerBlob, body, paramsJSON, formJSON, flags) {
       let out;
       try {
-        if (flags & 1) path = JSON.parse(path);
-        if (flags & 2) body = JSON.parse(body);
+        if (flags & 1) path = parseJSON(path);
+        if (flags & 2) body = parseJSON(body);
         const req = {
           method: method,
           path: path,
           query: parseQuery(rawQuery),
-          form: formJSON ? JSON.parse(formJSON) : {},
+          form: formJSON ? parseJSON(formJSON) : {},
           headers: parseHeaders(headerBlob),
           body: body,
-          params: paramsJSON ? JSON.parse(paramsJSON) : {},
+          params: paramsJSON ? parseJSON(paramsJSON) : {},
         };
-        if (flags & 4) { try { req.json = JSON.parse(body); } catch (e) { /* not JSON: req.json stays undefined */ } }
+        if (flags & 4) { try { req.json = parseJSON(body); } catch (e) { /* not JSON: req.json stays undefined */ } }
         out = outcome(handlers[index](req), response);
       } catch (e) {
-        out = { e: errorInfo(e) };
+        out = rec({ e: errorInfo(e) });
       }
       return envelope(out);
     },
     // This version was replaced: its intervals stop now. One-shot timers still fire, so requests
     // already waiting on them finish on this version before the context closes.
     retire: function () {
-      for (const [id, t] of timers) if (t.every) timers.delete(id);
+      const ids = keys(timers);
+      for (let i = 0; i < ids.length; i++) if (timers[ids[i]].every) delete timers[ids[i]];
       timersDirty = true;
       return envelope(null);
     },
@@ -522,32 +690,40 @@
     resolve: function (index, argsJSON, contextJSON) {
       let out;
       try {
-        out = outcome(handlers[index](JSON.parse(argsJSON), JSON.parse(contextJSON)), resolved);
+        out = outcome(handlers[index](parseJSON(argsJSON), parseJSON(contextJSON)), resolved);
       } catch (e) {
-        out = { e: errorInfo(e) };
+        out = rec({ e: errorInfo(e) });
       }
       return envelope(out);
     },
     fire: function () {
-      const now = Date.now();
-      const due = [];
-      for (const [id, t] of timers) if (t.due <= now) due.push([id, t]);
-      due.sort((a, b) => a[1].due - b[1].due || a[0] - b[0]);
-      for (const [id, t] of due) {
-        if (!timers.has(id)) continue; // cleared by an earlier callback
+      const t0 = now();
+      const due = list();
+      const ids = keys(timers);
+      for (let i = 0; i < ids.length; i++) {
+        const t = timers[ids[i]];
+        if (t.due <= t0) add(due, rec({ id: toNumber(ids[i]), t: t }));
+      }
+      arrSort(due, (a, b) => a.t.due - b.t.due || a.id - b.id);
+      for (let i = 0; i < due.length; i++) {
+        const id = due[i].id;
+        const t = due[i].t;
+        if (timers[id] !== t) continue; // cleared by an earlier callback
         if (t.every) {
           t.due += t.every;
-          if (t.due <= now) t.due = now + t.every;
+          if (t.due <= t0) t.due = t0 + t.every;
         } else {
-          timers.delete(id);
+          delete timers[id];
         }
         timersDirty = true;
         runningTimer = id;
-        try { t.fn.apply(undefined, t.args); } catch (e) { log("error", ["timer " + id + " threw:", e]); }
+        try { fnApply(t.fn, undefined, t.args); } catch (e) { log("setTimeout", "error", ["timer " + id + " threw:", e], true); }
         runningTimer = 0;
       }
       return envelope(null);
     },
   };
-  Object.defineProperty(g, "__rt", { value: rt, writable: false, configurable: false, enumerable: false });
+  // Python takes these functions right after this runs and deletes the global, so no script can
+  // call the dispatcher (or change its limits) itself.
+  defineProperty(g, "__rt", { value: rt, writable: false, configurable: true, enumerable: false });
 })

@@ -99,6 +99,8 @@ class Worker:
                         stop = True
                         break
                     for fn, args, fut in item:
+                        if fut.cancelled():  # its caller is gone (a client left): do not run it
+                            continue
                         try:
                             results.append((fut, True, fn(*args)))
                         except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine

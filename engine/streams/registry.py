@@ -7,27 +7,32 @@ of slowing anyone else.
 
 Event ids are `<epoch>-<n>`: `n` counts per stream, `epoch` is this process's start, so an id from
 before a restart is recognised as unknown rather than mistaken for a different event.
+
+History is bounded three ways: events per stream, bytes per stream, and bytes across every stream,
+the oldest event anywhere going first. Replay only ever starts after an id still held, so a reader
+whose id has been evicted is told (`reset`) rather than silently missing what went.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from engine.errors import RouteConflict
+from engine.rules import ENGINE_STREAMS
 from engine.streams.wire import chunk, encode_comment, encode_event
 
 log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
-# Streams under /graphql/ are GraphQL subscriptions' (scripts cannot register such paths): sent to
-# by sendSubscriptionMessage only, never by a sendStreamMessage to every stream.
-ENGINE_STREAMS = "/graphql/"
+_EVENT_ID = re.compile(r"([0-9a-f]{1,16})-([0-9]{1,19})")
+_SHOWN_ID = 80  # characters of a client's unusable Last-Event-ID quoted back in the reset notice
 
 
 class Transport(Protocol):
@@ -64,10 +69,11 @@ class Replay:
 class Stream:
     path: str
     owner: str
-    history: deque[tuple[int, bytes]]
-    broadcast: bool = True  # reached by sendStreamMessage without a path
+    broadcast: bool = True  # reached by sendStreamMessage without a path (GraphQL's are not)
     seq: int = 0
     sent: int = 0
+    history: deque[tuple[int, bytes, int]] = field(default_factory=deque)  # (seq, framed, order key)
+    history_bytes: int = 0
     connections: set[Connection] = field(default_factory=set)
 
 
@@ -101,14 +107,20 @@ def write_all(readers: Iterable[R], framed: bytes, limit: int) -> list[R]:
 class StreamRegistry:
     """Every stream path, who owns it, and who is reading it."""
 
-    def __init__(self, history: int, max_buffer_bytes: int, max_connections: int) -> None:
+    def __init__(self, history: int, max_buffer_bytes: int, max_connections: int,
+                 history_bytes: int = 4 << 20, total_history_bytes: int = 128 << 20) -> None:
         self.history = history
+        self.history_bytes = history_bytes
+        self.total_history_bytes = total_history_bytes
         self.max_buffer_bytes = max_buffer_bytes
         self.max_connections = max_connections
         self.epoch = format(time.time_ns() // 1_000_000, "x")
         self.streams: dict[str, Stream] = {}
         self.private: dict[str, Stream] = {}  # the engine's own (admin) streams: not served by path lookup
         self.connection_count = 0
+        self.kept_bytes = 0  # history held by every stream together
+        self._order: OrderedDict[int, Stream] = OrderedDict()  # every kept event, oldest first
+        self._next_key = 0
 
     # ---- ownership -------------------------------------------------------------------------
 
@@ -130,18 +142,26 @@ class StreamRegistry:
         for path, stream in list(self.streams.items()):
             if stream.owner == owner and path not in wanted:
                 del self.streams[path]
+                self._forget(stream)
                 for conn in list(stream.connections):
                     self.detach(conn, "the stream was removed")
         for path in paths:
             if path not in self.streams:
-                broadcast = not path.startswith(ENGINE_STREAMS)
-                self.streams[path] = Stream(path, owner, deque(maxlen=self.history), broadcast)
+                self.streams[path] = Stream(path, owner, broadcast=not path.startswith(ENGINE_STREAMS))
+
+    def add(self, owner: str, path: str) -> None:
+        """One more stream path for `owner` (a registration after its load): O(1), whatever else exists."""
+        problems = self.conflicts(owner, [path])
+        if problems:
+            raise RouteConflict("; ".join(problems))
+        if path not in self.streams:
+            self.streams[path] = Stream(path, owner, broadcast=not path.startswith(ENGINE_STREAMS))
 
     def private_stream(self, path: str) -> Stream:
         """A stream of the engine's own, which only its handler serves (after its own checks)."""
         stream = self.private.get(path)
         if stream is None:
-            stream = self.private[path] = Stream(path, "engine", deque(maxlen=self.history), broadcast=False)
+            stream = self.private[path] = Stream(path, "engine", broadcast=False)
         return stream
 
     # ---- readers -----------------------------------------------------------------------------
@@ -166,23 +186,28 @@ class StreamRegistry:
         conn.end(reason)
 
     def _since(self, stream: Stream, last_event_id: str | None) -> Replay:
+        """What a reader resuming after `last_event_id` gets. Whatever the client sent, this answers:
+        an id that is not one of ours is a `reset`, never an error."""
         if last_event_id is None:
             return Replay(None, [])
-        epoch, _, n = last_event_id.rpartition("-")
-        events = [framed for _, framed in stream.history]
-        if epoch != self.epoch or not n.isdigit():
-            return Replay(f"unknown event id {last_event_id!r} (from another server run?)", events)
-        seq = int(n)
+        events = [framed for _, framed, _ in stream.history]
+        shown = repr(last_event_id[:_SHOWN_ID]) + ("..." if len(last_event_id) > _SHOWN_ID else "")
+        m = _EVENT_ID.fullmatch(last_event_id)
+        if m is None or m.group(1) != self.epoch:
+            return Replay(f"unknown event id {shown} (from another server run?)", events)
+        seq = int(m.group(2))
         oldest = stream.history[0][0] if stream.history else stream.seq + 1
         if seq > stream.seq:
-            return Replay(f"event id {last_event_id!r} is ahead of this stream", events)
+            return Replay(f"event id {shown} is ahead of this stream", events)
         if seq + 1 < oldest:
-            return Replay(f"event id {last_event_id!r} has left the history ({self.history} events)", events)
-        return Replay(None, [framed for s, framed in stream.history if s > seq])
+            return Replay(f"event id {shown} has left the history (it holds the last {len(events)} events; "
+                          "streams.history, streams.history_bytes, streams.total_history_bytes)", events)
+        return Replay(None, [framed for s, framed, _ in stream.history if s > seq])
 
     # ---- fan-out -----------------------------------------------------------------------------
 
-    def targets(self, paths: list[str] | None) -> list[Stream]:
+    def targets(self, paths: tuple[str, ...] | list[str] | None) -> list[Stream]:
+        """The streams a send reaches: every broadcast stream, or those of `paths` that exist."""
         if paths is None:
             return [s for s in self.streams.values() if s.broadcast]
         return [self.streams[p] for p in paths if p in self.streams]
@@ -191,9 +216,33 @@ class StreamRegistry:
         """Number, encode and frame the event once; keep it in history; write it to every reader."""
         stream.seq += 1
         framed = chunk(encode_event(data, f"{self.epoch}-{stream.seq}", event))
-        stream.history.append((stream.seq, framed))
+        self._keep(stream, framed)
         stream.sent += 1
         self._write_all(stream, framed)
+
+    def _keep(self, stream: Stream, framed: bytes) -> None:
+        """Add the event to history, then drop the oldest until every bound holds again. An event too
+        large to keep takes the stream's older history with it, so no replay can skip over it."""
+        key = self._next_key
+        self._next_key += 1
+        stream.history.append((stream.seq, framed, key))
+        stream.history_bytes += len(framed)
+        self.kept_bytes += len(framed)
+        self._order[key] = stream
+        while stream.history and (len(stream.history) > self.history or stream.history_bytes > self.history_bytes):
+            self._evict(stream)
+        while self.kept_bytes > self.total_history_bytes:
+            self._evict(next(iter(self._order.values())))
+
+    def _evict(self, stream: Stream) -> None:
+        _, framed, key = stream.history.popleft()
+        stream.history_bytes -= len(framed)
+        self.kept_bytes -= len(framed)
+        del self._order[key]
+
+    def _forget(self, stream: Stream) -> None:
+        while stream.history:
+            self._evict(stream)
 
     def _write_all(self, stream: Stream, framed: bytes) -> None:
         for conn in write_all(stream.connections, framed, self.max_buffer_bytes):

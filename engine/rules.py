@@ -1,0 +1,100 @@
+"""The rules a script's registrations and messages follow: checked in JS for a good error at the call,
+and again in Python, where they are the boundary (the prelude gets its patterns from here).
+
+Each check returns why a value is refused, or None.
+"""
+
+from __future__ import annotations
+
+import re
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Paths the engine serves itself; no script may register or send to them.
+RESERVED = (r"^/graphql", r"^/health(/|$)", r"^/metrics(/|$)", r"^/_engine(/|$)")
+RESERVED_TEXT = "/graphql*, /health, /metrics, /_engine/*"
+# Whitespace (JS's \s, spelled out so both languages mean the same), control characters, '?' and '#'.
+BAD_PATH_CHARS = "[\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff?#]"
+ROUTE_PATH_MAX = 1024
+STREAM_PATH_MAX = 200
+# An SSE event name goes on its own `event:` line: short, and nothing that could start another field.
+EVENT_NAME = "^[A-Za-z0-9_.:-]{1,64}$"
+GRAPHQL_NAME = "^[_A-Za-z][_0-9A-Za-z]*$"
+GRAPHQL_NAME_MAX = 128
+MAX_LOG_LINE = 16384  # characters; a longer line is cut, and says so
+MAX_SDL_CHARS = 65536  # one registerGraphQL* fragment (graphql-core parses it on the event loop)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ENGINE_STREAMS = "/graphql/"  # GraphQL subscriptions' streams: sendSubscriptionMessage only
+
+_RESERVED = [re.compile(r) for r in RESERVED]
+_BAD_PATH = re.compile(BAD_PATH_CHARS)
+_EVENT = re.compile(EVENT_NAME)
+_GRAPHQL_NAME = re.compile(GRAPHQL_NAME)
+_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def for_js() -> dict[str, object]:
+    """The patterns and bounds the prelude checks with, so both sides apply the same rules."""
+    return {"methods": METHODS, "reserved": RESERVED, "reservedText": RESERVED_TEXT, "badPathChars": BAD_PATH_CHARS,
+            "routePathMax": ROUTE_PATH_MAX, "streamPathMax": STREAM_PATH_MAX, "eventName": EVENT_NAME,
+            "graphqlName": GRAPHQL_NAME, "graphqlNameMax": GRAPHQL_NAME_MAX, "maxLogLine": MAX_LOG_LINE,
+            "maxSdlChars": MAX_SDL_CHARS, "engineStreams": ENGINE_STREAMS}
+
+
+def is_reserved(path: str) -> bool:
+    return any(r.search(path) for r in _RESERVED)
+
+
+def path_text_problem(path: str, max_length: int) -> str | None:
+    """The rules every path follows, routes and streams alike."""
+    if not path or path[0] != "/":
+        return f"path must be a non-empty string starting with '/', got {path[:60]!r}"
+    if len(path) > max_length:
+        return f"path is longer than {max_length} characters"
+    if _BAD_PATH.search(path):
+        return f"path must not contain whitespace, control characters, '?' or '#', got {path[:60]!r}"
+    if is_reserved(path):
+        return f"{path} is reserved by the engine ({RESERVED_TEXT})"
+    return None
+
+
+def route_problem(path: str) -> str | None:
+    """A route path: the text rules, then `{name}` segments and one trailing `*`."""
+    problem = path_text_problem(path, ROUTE_PATH_MAX)
+    if problem:
+        return problem
+    segments = path.split("/")[1:]
+    names: set[str] = set()
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "" and not last:
+            return f"path has an empty segment ('//'): {path}"
+        if seg == "*":
+            if not last:
+                return f"'*' may only be the last segment: {path}"
+        elif "{" in seg or "}" in seg:
+            m = _PARAM.match(seg)
+            if not m:
+                return f"a parameter must be a whole segment like {{name}}, got '{seg}' in {path}"
+            if m.group(1) in names:
+                return f"parameter {{{m.group(1)}}} appears twice in {path}"
+            names.add(m.group(1))
+        elif "*" in seg:
+            return f"'*' must be a whole last segment ('/prefix/*'), got '{seg}' in {path}"
+    return None
+
+
+def stream_problem(path: str) -> str | None:
+    return path_text_problem(path, STREAM_PATH_MAX)
+
+
+def event_problem(name: str) -> str | None:
+    if _EVENT.match(name) and "\n" not in name:  # `$` also matches before a final newline
+        return None
+    return f"event name must be 1 to 64 of A-Z a-z 0-9 _ . : -, got {name[:60]!r}"
+
+
+def graphql_name_problem(name: str) -> str | None:
+    if (len(name) <= GRAPHQL_NAME_MAX and _GRAPHQL_NAME.match(name) and "\n" not in name
+            and not name.startswith("__")):
+        return None
+    return f"a GraphQL name must be letters, digits and _ (not starting with a digit or __), got {name[:60]!r}"

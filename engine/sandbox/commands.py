@@ -1,0 +1,178 @@
+"""What a script asks the engine to do, as typed records, each checked here before anything applies it.
+
+The prelude checks the same rules in JS for a good error at the call; a command that reaches Python
+breaking them was forged (a tampered built-in, a bug), and fails the call that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine import rules
+from engine.config import LimitsConfig
+
+_HANDLER_MAX = 2**31
+
+
+class Malformed(Exception):
+    """What a script handed back is not what the prelude makes; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str
+    msg: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddRoute:
+    method: str
+    path: str
+    handler: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddStream:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: str
+    event: str | None
+    paths: tuple[str, ...] | None  # None: every broadcast stream
+
+
+@dataclass(frozen=True, slots=True)
+class AddField:
+    kind: str  # query | mutation | subscription
+    name: str
+    sdl: str
+    handler: int
+    types: dict[str, dict[str, str]]  # the non-root types the fragment declares, as JS read them
+
+
+@dataclass(frozen=True, slots=True)
+class SendSubscription:
+    name: str
+    data: str
+    json: bool  # data is JSON text of a non-string value
+
+
+Command = Log | AddRoute | AddStream | Send | AddField | SendSubscription
+REGISTRATIONS = (AddRoute, AddStream, AddField)
+
+
+class _Reader:
+    """Reads one raw command (a dict from JSON), saying precisely what is wrong with it."""
+
+    def __init__(self, raw: Any, index: int) -> None:
+        if not isinstance(raw, dict):
+            raise Malformed(f"command {index} is not an object")
+        self.raw = raw
+        self.where = f"command {index} ({str(raw.get('op'))[:20]})"
+
+    def fail(self, why: str) -> Malformed:
+        return Malformed(f"{self.where}: {why}")
+
+    def text(self, key: str, optional: bool = False) -> Any:
+        value = self.raw.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f"{key} must be a string")
+        return value
+
+    def index(self, key: str) -> int:
+        value = self.raw.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _HANDLER_MAX:
+            raise self.fail(f"{key} must be a handler index")
+        return value
+
+    def check(self, problem: str | None) -> None:
+        if problem:
+            raise self.fail(problem)
+
+
+def message_problem(data: str, limit: int) -> str | None:
+    """Over `limits.max_message_bytes` in UTF-8 (as the prelude counts: a lone surrogate is 3 bytes)?"""
+    if len(data) * 4 <= limit:
+        return None
+    size = len(data) if len(data) > limit else len(data.encode("utf-8", "surrogatepass"))
+    if size <= limit:
+        return None
+    return f"the message is at least {size} bytes; the limit is {limit} (limits.max_message_bytes)"
+
+
+def _types(r: _Reader) -> dict[str, dict[str, str]]:
+    raw = r.raw.get("types")
+    if not isinstance(raw, dict):
+        raise r.fail("types must be an object")
+    out: dict[str, dict[str, str]] = {}
+    for name, t in raw.items():
+        r.check(rules.graphql_name_problem(name))
+        if not isinstance(t, dict) or not isinstance(t.get("kind"), str) or not isinstance(t.get("text"), str):
+            raise r.fail(f"types.{name} must be {{kind, text}}")
+        out[name] = {"kind": t["kind"], "text": t["text"]}
+    return out
+
+
+def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
+    """One raw command as a typed record, or Malformed saying why it cannot be one."""
+    r = _Reader(raw, index)
+    op = raw.get("op")
+    if op == "log":
+        level = r.text("level")
+        if level not in rules.LOG_LEVELS:
+            raise r.fail(f"level must be one of {', '.join(rules.LOG_LEVELS)}")
+        msg = r.text("msg")
+        if len(msg) > rules.MAX_LOG_LINE + 20:  # the prelude's own "... (truncated)" mark fits
+            msg = msg[: rules.MAX_LOG_LINE] + "... (truncated)"
+        return Log(level, msg)
+    if op == "send":
+        data = r.text("data")
+        r.check(message_problem(data, limits.max_message_bytes))
+        event = r.text("event", optional=True)
+        if event is not None:
+            r.check(rules.event_problem(event))
+        paths = raw.get("paths")
+        if paths is not None:
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise r.fail("paths must be a list of strings")
+            for p in paths:
+                if rules.is_reserved(p):
+                    raise r.fail(f"{p[:60]!r} is reserved by the engine; it cannot be sent to")
+            paths = tuple(dict.fromkeys(paths))  # each stream once, in order
+        return Send(data, event, paths)
+    if op == "route":
+        method = r.text("method")
+        if method not in rules.METHODS:
+            raise r.fail(f"method must be one of {', '.join(rules.METHODS)}")
+        path = r.text("path")
+        r.check(rules.route_problem(path))
+        return AddRoute(method, path, r.index("handler"))
+    if op == "stream":
+        path = r.text("path")
+        r.check(rules.stream_problem(path))
+        return AddStream(path)
+    if op == "gql":
+        kind = r.text("kind")
+        if kind not in ("query", "mutation", "subscription"):
+            raise r.fail("kind must be query, mutation or subscription")
+        name = r.text("name")
+        r.check(rules.graphql_name_problem(name))
+        sdl = r.text("sdl")
+        if len(sdl) > rules.MAX_SDL_CHARS:
+            raise r.fail(f"sdl is longer than {rules.MAX_SDL_CHARS} characters")
+        return AddField(kind, name, sdl, r.index("handler"), _types(r))
+    if op == "gqlsend":
+        name = r.text("name")
+        r.check(rules.graphql_name_problem(name))
+        data = r.text("data")
+        r.check(message_problem(data, limits.max_message_bytes))
+        as_json = raw.get("json")
+        if not isinstance(as_json, bool):
+            raise r.fail("json must be true or false")
+        return SendSubscription(name, data, as_json)
+    raise r.fail("unknown command")

@@ -1,0 +1,138 @@
+"""One call's result as the prelude hands it back, read as untrusted input.
+
+The prelude returns one string per call: `{o: outcome, c: commands, s: settled Promises, t: next
+timer due}` as JSON, or `R<status>\\n<content type>\\n<body>` for a plain response and nothing else.
+A script can tamper with the built-ins the prelude uses, so every part is checked here, on the
+script's thread, before the event loop sees it; anything that is not what the prelude makes is
+`Malformed`, and fails that call alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import LimitsConfig
+from engine.errors import ScriptError
+from engine.sandbox.commands import Command, Malformed, read_command
+
+UNCHANGED: Any = type("Unchanged", (), {"__repr__": lambda self: "UNCHANGED"})()
+_MAX_TEXT = 65536  # error messages and stacks: for logs, never needed longer
+
+Outcome = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What one dispatch into JS produced, checked."""
+
+    out: Outcome | None = None
+    commands: list[Command] = field(default_factory=list)
+    settled: list[tuple[int, Outcome | ScriptError]] = field(default_factory=list)
+    next_timer: Any = UNCHANGED  # epoch ms, None for no timers, or UNCHANGED
+    error: ScriptError | None = None
+    deferred: bool = False  # a load's envelope: applied by the caller, only if the load is accepted
+    call: bool = False  # a handler's or resolver's: only these may leave a Promise to wait on
+    job_error: ScriptError | None = None  # a Promise job after the call failed, not the call's own
+
+    @property
+    def pending(self) -> int | None:
+        """The id of the Promise the call returned, if it did."""
+        return self.out.get("p") if self.out else None
+
+
+def parse_envelope(raw: Any, limits: LimitsConfig) -> Envelope:
+    """The prelude's string as an Envelope; Malformed if it is not one."""
+    if not isinstance(raw, str) or not raw:
+        raise Malformed("the call returned no result")
+    if raw[0] == "R":  # the prelude's fast path for a plain response and nothing else
+        parts = raw[1:].split("\n", 2)
+        if len(parts) != 3 or not parts[0].isascii() or not parts[0].isdigit() or not 200 <= int(parts[0]) <= 599:
+            raise Malformed("a malformed plain response")
+        return Envelope(out={"r": {"s": int(parts[0]), "t": parts[1], "b": parts[2]}})
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Malformed("the call's result is not JSON") from None
+    if not isinstance(data, dict):
+        raise Malformed("the call's result is not an object")
+    env = Envelope()
+    if data.get("o") is not None:
+        env.out = _outcome(data["o"])
+    raw_commands = data.get("c", [])
+    if not isinstance(raw_commands, list):
+        raise Malformed("commands must be a list")
+    if len(raw_commands) > limits.max_commands_per_call:
+        raise Malformed(f"{len(raw_commands)} commands in one call; the limit is {limits.max_commands_per_call} "
+                        "(limits.max_commands_per_call)")
+    env.commands = [read_command(c, i, limits) for i, c in enumerate(raw_commands)]
+    raw_settled = data.get("s", [])
+    if not isinstance(raw_settled, list) or len(raw_settled) > limits.max_commands_per_call:
+        raise Malformed("settled Promises must be a list")
+    for item in raw_settled:
+        if not isinstance(item, dict) or not _is_id(item.get("id")):
+            raise Malformed("a settled Promise needs an id")
+        env.settled.append((item["id"], _outcome(item.get("o"))))
+    if "t" in data:
+        due = data["t"]
+        if due is not None and (isinstance(due, bool) or not isinstance(due, int | float) or not math.isfinite(due)):
+            raise Malformed("the next timer must be a time or null")
+        env.next_timer = due
+    return env
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise Malformed(f"{what} must be a string")
+    return value[:_MAX_TEXT]
+
+
+def _outcome(o: Any) -> Outcome:
+    """A call's outcome: a response `r`, a pending Promise `p`, an error `e`, a bad value `bad`, a
+    resolver's JSON `j`, or nothing (a resolver's undefined)."""
+    if not isinstance(o, dict):
+        raise Malformed("an outcome must be an object")
+    if "r" in o:
+        return {"r": _response(o["r"])}
+    if "p" in o:
+        if not _is_id(o["p"]):
+            raise Malformed("a Promise id must be a positive integer")
+        return {"p": o["p"]}
+    if "e" in o:
+        e = o["e"]
+        if not isinstance(e, dict):
+            raise Malformed("an error must be an object")
+        return {"e": {"m": _text(e.get("m"), "an error's message"), "st": _text(e.get("st", ""), "a stack")}}
+    if "bad" in o:
+        return {"bad": _text(o["bad"], "bad")}
+    if "j" in o:
+        if not isinstance(o["j"], str):
+            raise Malformed("a resolver's value must be JSON text")
+        return {"j": o["j"]}
+    if o:
+        raise Malformed("an outcome with unknown fields")
+    return {}
+
+
+def _response(r: Any) -> dict[str, Any]:
+    if not isinstance(r, dict):
+        raise Malformed("a response must be an object")
+    status, body, content_type, headers = r.get("s"), r.get("b"), r.get("t"), r.get("h")
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        raise Malformed("a response status must be an integer from 200 to 599")
+    if not isinstance(body, str):
+        raise Malformed("a response body must be a string")
+    out: dict[str, Any] = {"s": status, "b": body}
+    if content_type is not None:
+        out["t"] = _text(content_type, "contentType")
+    if headers is not None:
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise Malformed("response headers must be an object of strings")
+        out["h"] = headers
+    return out
