@@ -36,9 +36,20 @@ from engine.watcher import ScriptWatcher
 log = logging.getLogger("engine")
 
 
-# Runner options the app relies on: a client that disconnects cancels its handler at once, which is
-# how a stream reader that goes away is noticed (the heartbeat is the backstop).
-SERVER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
+def server_options(config: Config) -> dict[str, Any]:
+    """The runner options the app relies on, for `serve` and the tests alike."""
+    return {
+        # A client that disconnects cancels its handler at once, which is how a stream reader that
+        # goes away is noticed (the heartbeat is the backstop).
+        "handler_cancellation": True,
+        # aiohttp closes a connection that waits this long for its next request head (from the
+        # hand-over, then from each response): idle keep-alive and slow later heads alike.
+        "keepalive_timeout": config.server.keepalive_seconds,
+        # After a response, aiohttp reads and drops the rest of an unread body for this long:
+        # a body that keeps trickling in is the body timeout's business too.
+        "lingering_time": config.server.body_timeout_seconds,
+        "access_log": logging.getLogger("aiohttp.access") if config.logs.access else None,
+    }
 
 
 def build_app(config: Config) -> web.Application:
@@ -132,10 +143,9 @@ async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -
     app = build_app(config)
     runner = EngineRunner(
         app,
-        **SERVER_OPTIONS,
+        **server_options(config),
         handle_signals=False,
         shutdown_timeout=config.server.shutdown_seconds,
-        access_log=logging.getLogger("aiohttp.access") if config.logs.access else None,
     )
     await runner.setup()
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.app import SERVER_OPTIONS, build_app
+from engine.app import build_app, server_options
 from engine.config import Config, LimitsConfig, ScriptsConfig
 from engine.http.front import EngineRunner
 
@@ -25,10 +25,15 @@ MakeClient = Callable[..., Awaitable[TestClient]]
 
 
 class EngineTestServer(TestServer):
-    """A test server that accepts connections the way `python -m engine` does (through the front)."""
+    """A test server that accepts connections the way `python -m engine` does (through the front),
+    with the runner options `serve` uses (`server_options`)."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        super().__init__(app)  # TestServer itself would drop `options`
+        self.options = options
 
     async def _make_runner(self, **kwargs: Any) -> EngineRunner:
-        return EngineRunner(self.app, **kwargs)
+        return EngineRunner(self.app, **{**kwargs, **self.options})
 
 
 def make_config(scripts_dir: Path, **limits: Any) -> Config:
@@ -57,7 +62,7 @@ def engine_client(aiohttp_client: Any, scripts_dir: Path) -> MakeClient:
             (scripts_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (scripts_dir / name).write_text(source, encoding="utf-8")
         cfg = config or make_config(scripts_dir, **limits)
-        client: TestClient = await aiohttp_client(EngineTestServer(build_app(cfg), **SERVER_OPTIONS))
+        client: TestClient = await aiohttp_client(EngineTestServer(build_app(cfg), **server_options(cfg)))
         return client
 
     return make

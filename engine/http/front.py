@@ -3,13 +3,18 @@
 A fresh connection whose first request is a plain `GET <stream path>` (the common case: EventSource
 and `curl -N` open one) becomes a `LeanReader` below aiohttp, a few KB per idle reader. Anything else,
 or anything this conservative reader of request heads is unsure of, is handed to aiohttp with the
-bytes read so far, and aiohttp serves that connection from then on as if it had read them itself.
+bytes read so far once its head is complete, and aiohttp serves that connection from then on as if it
+had read them itself. A connection that has not sent a complete head within
+`server.header_timeout_seconds` gets a 408 and is closed; from the hand-over on, aiohttp's keep-alive
+timer (`server.keepalive_seconds`) bounds every later wait for a request head.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 
 from engine.config import Config
 from engine.http.keys import CONFIG, STREAMS
@@ -25,7 +31,10 @@ from engine.streams.lean_reader import LeanReader
 from engine.streams.registry import Stream, StreamRegistry
 from engine.streams.sse import sse_head
 
+access_log = logging.getLogger("aiohttp.access")
+
 MAX_HEAD = 8192  # a longer head goes to aiohttp, which has its own limits and errors
+MAX_METHOD = 32  # a first "word" longer than this is no request line: aiohttp answers it at once
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HANDS_TO_AIOHTTP = (b"content-length", b"transfer-encoding", b"upgrade", b"expect")
 _PREFIX = b"GET /"
@@ -43,7 +52,7 @@ NEED_MORE = object()  # the head is not complete yet
 HAND_OVER = object()  # aiohttp serves this connection
 
 
-def read_head(buf: bytes, streams: StreamRegistry) -> StreamRequest | object:
+def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest | object:
     """Is `buf` the start of a connection whose first request is a plain GET of a stream?"""
     if not buf.startswith(_PREFIX[: len(buf)]):
         return HAND_OVER
@@ -83,39 +92,101 @@ def read_head(buf: bytes, streams: StreamRegistry) -> StreamRequest | object:
     return StreamRequest(stream, path, last_event_id or None, request_id)
 
 
+def head_ended(buf: bytes | bytearray, start: int = 0) -> bool:
+    """Is a request head (ended by an empty line) in `buf`, at or after `start`? Bare LFs count too:
+    whether to accept them is aiohttp's call, not a reason to keep the connection waiting."""
+    return buf.find(b"\r\n\r\n", start) >= 0 or buf.find(b"\n\n", start) >= 0
+
+
+def not_a_request(buf: bytes | bytearray) -> bool:
+    """Bytes that cannot start a request line (a TLS hello, binary junk): aiohttp's 400 is due now."""
+    method, space, _ = buf.lstrip(b"\r\n")[: MAX_METHOD + 1].partition(b" ")  # empty lines may come first
+    return not _TOKEN.issuperset(method) or (not space and len(method) > MAX_METHOD)
+
+
+def head_timeout_response(seconds: float, request_id: str, date: str) -> bytes:
+    """The 408 for a connection whose first head is late, in the engine's JSON error shape."""
+    body = json.dumps({"error": {
+        "code": "header_timeout",
+        "message": f"no complete request head within {seconds:g} s (server.header_timeout_seconds)",
+        "request_id": request_id,
+    }}).encode()
+    head = ["HTTP/1.1 408 Request Timeout", "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(body)}", "Connection: close", f"X-Request-Id: {request_id}",
+            f"Date: {date}", f"Server: {SERVER_SOFTWARE}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
 class FrontProtocol(asyncio.Protocol):
     """Reads a connection's first request head, then gives the connection away for good."""
 
-    __slots__ = ("_aiohttp", "_config", "_streams", "_transport", "_buf")
+    __slots__ = ("_aiohttp", "_config", "_streams", "_transport", "_buf", "_lean", "_timer")
 
     def __init__(self, aiohttp: Callable[[], asyncio.Protocol], config: Config, streams: StreamRegistry) -> None:
         self._aiohttp = aiohttp
         self._config = config
         self._streams = streams
         self._transport: asyncio.Transport | None = None
-        self._buf = b""
+        self._buf = bytearray()  # the head so far, when it came in more than one piece
+        self._lean = config.streams.lean_readers  # could this still become a lean reader?
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(
+            self._config.server.header_timeout_seconds, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        found = read_head(buf, self._streams)
-        if found is NEED_MORE:
-            self._buf = buf
-            return
-        self._buf = b""
-        if isinstance(found, StreamRequest):
-            self._serve_stream(found)
+        held = self._buf
+        start = max(len(held) - 3, 0)  # where an empty line completed by `data` can begin
+        if held:
+            held += data
+            buf: bytes | bytearray = held
         else:
-            self._hand_over(buf)
+            buf = data
+        if self._lean:
+            found = read_head(buf, self._streams)
+            if isinstance(found, StreamRequest):
+                self._done()
+                self._serve_stream(found)
+                return
+            self._lean = found is NEED_MORE
+        # Whatever else it is, it stays here until its head is complete: a slow head is the
+        # header timeout's to cut, not something aiohttp would wait for without bound.
+        if self._lean or not (head_ended(buf, start) or len(buf) > MAX_HEAD or not_a_request(buf)):
+            if buf is data:
+                held += data
+            return
+        self._done()
+        self._hand_over(bytes(buf))
 
     def eof_received(self) -> bool | None:
-        handler = self._hand_over(self._buf)
+        buf = bytes(self._buf)
+        self._done()
+        handler = self._hand_over(buf)
         return handler.eof_received() if handler is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._buf = b""
+        self._done()
+
+    def _done(self) -> None:
+        """The head phase is over: no timer, no buffer."""
+        self._buf = bytearray()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        seconds = self._config.server.header_timeout_seconds
+        transport.write(head_timeout_response(seconds, new_request_id(None), email.utils.formatdate(usegmt=True)))
+        transport.close()
+        if self._config.logs.access:
+            peer = transport.get_extra_info("peername")
+            access_log.info('%s "-" 408 (no complete request head within %g s)', peer[0] if peer else "-", seconds)
 
     def _hand_over(self, buf: bytes) -> asyncio.Protocol | None:
         transport = self._transport
@@ -137,6 +208,7 @@ class FrontProtocol(asyncio.Protocol):
         log_line = None
         if self._config.logs.access:
             peer = transport.get_extra_info("peername")
+            # The path only: a query (a `?token=`, say) never reaches the log from here.
             log_line = f'{peer[0] if peer else "-"} "GET {req.path} HTTP/1.1" 200 stream'
         reader = LeanReader(self._streams, log_line)
         transport.set_protocol(reader)
@@ -144,7 +216,8 @@ class FrontProtocol(asyncio.Protocol):
 
 
 class EngineRunner(web.AppRunner):
-    """An AppRunner whose sites accept connections through `FrontProtocol` (`streams.lean_readers`)."""
+    """An AppRunner whose sites accept connections through `FrontProtocol`: the header timeout always,
+    lean readers when `streams.lean_readers` is on."""
 
     @property
     def web_server(self) -> web.Server | None:
@@ -155,6 +228,4 @@ class EngineRunner(web.AppRunner):
     def server(self) -> Any:
         """What the sites call for each new connection."""
         inner = self.web_server
-        if inner is None or not self.app[CONFIG].streams.lean_readers:
-            return inner
-        return partial(FrontProtocol, inner, self.app[CONFIG], self.app[STREAMS])
+        return None if inner is None else partial(FrontProtocol, inner, self.app[CONFIG], self.app[STREAMS])

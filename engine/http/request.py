@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import json
@@ -12,6 +13,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from engine.errors import HTTPError
+from engine.http.keys import CONFIG
 
 _FORM = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
@@ -22,14 +24,22 @@ def is_json_type(content_type: str) -> bool:
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The whole body, or 413 as soon as we know it is over `limits.max_body_bytes`."""
+    """The whole body; 413 as soon as we know it is over `limits.max_body_bytes`, 408 (and the
+    connection closed) if it has not all arrived within `server.body_timeout_seconds`."""
     size = request.content_length
     if size is not None and size > max_bytes:
         raise _too_large(max_bytes, f"{size} bytes")
+    seconds = request.app[CONFIG].server.body_timeout_seconds
     try:
-        return await request.read()
+        if request.content.is_eof():  # all of it is here already (the common case): no timer needed
+            return await request.read()
+        async with asyncio.timeout(seconds):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(max_bytes, "larger than that") from None
+    except TimeoutError:
+        raise HTTPError(408, "body_timeout", f"the request body did not arrive in full within {seconds:g} s "
+                        "(server.body_timeout_seconds)", {"Connection": "close"}) from None
 
 
 def _too_large(limit: int, what: str) -> HTTPError:

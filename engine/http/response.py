@@ -50,4 +50,7 @@ def error_response(
     body: dict[str, object] = {"error": {"code": code, "message": message, "request_id": request_id}}
     if graphql:
         body["errors"] = [{"message": message}]
-    return web.json_response(body, status=status, headers=headers)
+    response = web.json_response(body, status=status, headers=headers)
+    if headers and headers.get("Connection", "").lower() == "close":
+        response.force_close()  # so aiohttp does close it (a 408 leaves the connection mid-request)
+    return response
