@@ -19,6 +19,7 @@ from engine.graphql.http import graphql, graphql_sse, preflight
 from engine.graphql.schema import GraphQLRegistry
 from engine.graphql.subscriptions import SubscriptionHub
 from engine.http import admin
+from engine.http.access_log import RedactingAccessLogger
 from engine.http.admin import admin_only
 from engine.http.dispatch import dispatch
 from engine.http.front import EngineRunner
@@ -49,6 +50,7 @@ def server_options(config: Config) -> dict[str, Any]:
         # a body that keeps trickling in is the body timeout's business too.
         "lingering_time": config.server.body_timeout_seconds,
         "access_log": logging.getLogger("aiohttp.access") if config.logs.access else None,
+        "access_log_class": RedactingAccessLogger,  # no `?token=` in the log
     }
 
 

@@ -1,0 +1,47 @@
+"""aiohttp's access log with the value of every `token` (and `access_token`) query parameter redacted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote_plus
+
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+REDACTED = "[redacted]"
+SECRET_PARAMS = frozenset({"token", "access_token"})
+_SEPARATED = re.compile(r"([&;])")  # split keeping the separators: pairs and separators alternate
+_QUERY = re.compile(r"\?([^\s#]*)")  # a URL's query, in a request line or a Referer
+
+
+def _redact_pair(pair: str) -> str:
+    name, eq, _ = pair.partition("=")
+    # Names compared as the server reads them (decoded: `%74oken` is `token` too), in any case.
+    if eq and unquote_plus(name).strip().lower() in SECRET_PARAMS:
+        return f"{name}={REDACTED}"
+    return pair
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    return "?" + "".join(_redact_pair(part) for part in _SEPARATED.split(match.group(1)))
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every secret query parameter of every URL in it replaced."""
+    return _QUERY.sub(_redact_query, text) if "?" in text else text
+
+
+class RedactingAccessLogger(AccessLogger):
+    """`AccessLogger` whose every field (the request line, a Referer) goes through `redact`.
+
+    aiohttp looks its `_format_*` methods up on `AccessLogger` itself, so the fields are redacted
+    where they are gathered, once formatted.
+    """
+
+    def _format_line(
+        self, request: BaseRequest, response: StreamResponse, time: float
+    ) -> Iterable[tuple[str | tuple[str, str], str]]:
+        return [(key, redact(value) if isinstance(value, str) else value)
+                for key, value in super()._format_line(request, response, time)]
