@@ -77,7 +77,8 @@ def build_app(config: Config) -> web.Application:
         app.router.add_route("GET", path, json_errors(handler))
         app.router.add_route("POST", path, json_errors(handler))
         app.router.add_route("OPTIONS", path, json_errors(preflight))
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # Any character: `.` alone would miss a decoded newline (`%0a`), leaving aiohttp's text 404.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -244,3 +245,69 @@ async def test_health(engine_client: MakeClient) -> None:
     assert body["status"] == "ok"
     assert body["scripts"] == {"loaded": 1, "failed": 1, "failed_names": ["bad_syntax.js"]}
     assert body["uptime_seconds"] >= 0
+
+
+HEADER_VALUES = {  # name -> (value, refused?)
+    "vt": ("a\x0bb", True),
+    "del": ("a\x7fb", True),
+    "soh": ("a\x01b", True),
+    "esc": ("\x1b[31m", True),
+    "lone-surrogate": ("a\ud800b", True),
+    "tab": ("a\tb", False),  # legal inside a field value
+    "non-ascii": ("héllo ✓", False),  # sent as UTF-8 (obs-text), as aiohttp writes it
+}
+HEADER_SCRIPT = "\n".join(
+    f'register("/h/{name}", () => ({{ body: "x", headers: {{ "X-V": {json.dumps(value)} }} }}));\n'
+    f'register("/t/{name}", () => ({{ body: "x", contentType: "text/plain; x=" + {json.dumps(value)} }}));'
+    for name, (value, _) in HEADER_VALUES.items()
+)
+
+
+@pytest.mark.parametrize("where", ["h", "t"], ids=["header", "contentType"])
+@pytest.mark.parametrize("name", list(HEADER_VALUES))
+async def test_header_values_http_cannot_carry_are_bad_responses(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture, where: str, name: str
+) -> None:
+    """What aiohttp's header writer refuses is refused first, as a JSON 500, not a dropped connection."""
+    client = await engine_client(extra={"headers.js": HEADER_SCRIPT})
+    value, refused = HEADER_VALUES[name]
+    resp = await client.get(f"/{where}/{name}")
+    if refused:
+        assert resp.status == 500
+        err = (await resp.json())["error"]
+        assert err["code"] == "bad_response" and err["request_id"] == resp.headers["X-Request-Id"]
+        what = "header X-V contains" if where == "h" else "contentType contains"
+        assert any(what in r.getMessage() and f"U+{ord(value[1] if value[0] == 'a' else value[0]):04X}"
+                   in r.getMessage() for r in caplog.records)
+    else:
+        assert resp.status == 200 and await resp.text() == "x"
+        got = resp.headers["X-V"] if where == "h" else resp.headers["Content-Type"]
+        assert got.endswith(value)
+    assert (await client.get("/h/tab")).status == 200  # the same client, served on
+
+
+ODD_PATHS = [
+    "/a%0ab", "/%0a", "/a%0db", "/%0d%0a", "/a%00b", "/a%09b", "/a%7fb", "/a%ffb", "/a%c3%28", "/%E2%9C%93",
+    "/a%", "/%zz", "/a%0", "//", "//x//y", "/a/../b", "/%2e%2e/x", "/a%2fb", "/a%20b", "/a;b",
+    "/" + "x" * 4000, "/health%0a", "/graphql%0a", "/_engine/scripts/a%0a.js", "http://x/a%0ab",
+]
+
+
+@pytest.mark.parametrize("path", ODD_PATHS, ids=[p[:24] for p in ODD_PATHS])
+async def test_odd_paths_get_the_json_404(engine_client: MakeClient, path: str) -> None:
+    """Whatever a path decodes to, with nothing registered there the answer is the engine's 404.
+    A raw socket: client libraries normalise paths."""
+    client = await engine_client("api_request.js")
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert status == "HTTP/1.1 404 Not Found", raw
+    assert headers["content-type"].startswith("application/json")
+    err = json.loads(body)["error"]
+    assert err["code"] == "not_found" and err["request_id"] == headers["x-request-id"]

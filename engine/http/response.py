@@ -11,7 +11,9 @@ from multidict import CIMultiDict
 from engine.errors import ScriptBadResponse
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(r"[\r\n\x00]")
+# What aiohttp's header writer refuses (controls but tab, and DEL: it would drop the connection
+# mid-response), and lone surrogates (which it drops, or fails to encode): caught before, as a 500.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 # Framing is the server's job: a script cannot set these.
 _FRAMING = {"content-length", "transfer-encoding", "connection"}
 _NO_BODY = {204, 304}
@@ -21,8 +23,8 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
     """`{s, b, t, h}` from the prelude (already type-checked there) as a response; bad headers raise."""
     status: int = record["s"]
     content_type = record.get("t")
-    if content_type is not None and _BAD_VALUE.search(content_type):
-        raise ScriptBadResponse(script, "contentType contains a line break or NUL")
+    if content_type is not None and (bad := _BAD_VALUE.search(content_type)):
+        raise ScriptBadResponse(script, f"contentType contains {_describe(bad.group())}")
     if "h" not in record and content_type is not None and status not in _NO_BODY:  # the common case
         return web.Response(status=status, body=record["b"].encode("utf-8", "replace"),
                             headers={"Content-Type": content_type})
@@ -30,8 +32,8 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
     for name, value in record.get("h", {}).items():
         if not _TOKEN.match(name):
             raise ScriptBadResponse(script, f"header name {name!r} is not a valid HTTP token")
-        if _BAD_VALUE.search(value):
-            raise ScriptBadResponse(script, f"header {name} contains a line break or NUL")
+        if bad := _BAD_VALUE.search(value):
+            raise ScriptBadResponse(script, f"header {name} contains {_describe(bad.group())}")
         if name.lower() not in _FRAMING:
             headers.add(name, value)
     if content_type is not None:
@@ -40,6 +42,13 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
         headers["Content-Type"] = "text/plain; charset=utf-8"
     body = b"" if status in _NO_BODY else record.get("b", "").encode("utf-8", "replace")
     return web.Response(status=status, body=body, headers=headers)
+
+
+def _describe(char: str) -> str:
+    if char in "\r\n":
+        return "a line break"
+    what = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+    return f"{what} (U+{ord(char):04X}), which HTTP headers cannot carry"
 
 
 def error_response(
