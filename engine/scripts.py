@@ -24,11 +24,29 @@ from typing import Any
 
 from engine.config import Config
 from engine.errors import RouteConflict, ScriptError
-from engine.graphql.schema import SUBSCRIPTION_STREAM, FieldRegistration, GraphQLRegistry, SchemaProblem
+from engine.graphql.schema import (
+    ROOTS,
+    SUBSCRIPTION_STREAM,
+    FieldRegistration,
+    GraphQLRegistry,
+    SchemaProblem,
+    TypesMismatch,
+    read_fragment,
+)
 from engine.graphql.subscriptions import SubscriptionHub
 from engine.routes import Route, RouteTable
 from engine.sandbox.applier import Steps
-from engine.sandbox.commands import REGISTRATIONS, AddField, AddRoute, AddStream, Command, Log, Send, SendSubscription
+from engine.sandbox.commands import (
+    REGISTRATIONS,
+    AddField,
+    AddRoute,
+    AddStream,
+    Command,
+    Log,
+    Malformed,
+    Send,
+    SendSubscription,
+)
 from engine.sandbox.context import ScriptContext
 from engine.sandbox.envelope import Envelope
 from engine.streams.registry import StreamRegistry
@@ -65,6 +83,19 @@ def _digest(source: str) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _check_command(command: Command) -> None:
+    """What only the engine can check in a command, run on the script's thread with the others: a
+    GraphQL fragment is parsed there (off the event loop), and the types its JS reported must be the
+    ones its SDL declares. A syntax graphql-core rejects fails the registration later, as usual."""
+    if isinstance(command, AddField):
+        try:
+            command.document = read_fragment(f"{ROOTS[command.kind]}.{command.name}", command.sdl, command.types)
+        except TypesMismatch as e:
+            raise Malformed(str(e)) from None
+        except SchemaProblem:
+            pass
 
 
 def discover(folder: Path) -> list[str]:
@@ -160,7 +191,7 @@ class ScriptManager:
         is closed and its thread joined."""
         record = self._record(name)
         record.attempted = _digest(source)
-        ctx = ScriptContext(name, self.config.limits, self._apply, self._background_error)
+        ctx = ScriptContext(name, self.config.limits, self._apply, self._background_error, _check_command)
         try:
             return await self._load_into(record, ctx, source)
         finally:
@@ -316,7 +347,7 @@ class ScriptManager:
 
     @staticmethod
     def _field(name: str, ctx: ScriptContext, c: AddField) -> FieldRegistration:
-        return FieldRegistration(c.kind, c.name, c.sdl, name, ctx, c.handler, c.types)
+        return FieldRegistration(c.kind, c.name, c.sdl, name, ctx, c.handler, c.types, c.document)
 
     def _publish(self, script: str, commands: list[Command]) -> Steps:
         """The messages a load sent, once its streams exist."""

@@ -57,17 +57,11 @@ class FieldRegistration:
     target: Any  # the script's context
     handler: int  # resolver index inside the target
     types: dict[str, dict[str, str]]  # non-root types the fragment declares -> {kind, text} as JS read them
-    document: DocumentNode = field(init=False)
+    document: DocumentNode = None  # type: ignore[assignment] # parsed already (on the script's thread), or here
 
     def __post_init__(self) -> None:
-        try:
-            self.document = parse(self.sdl)  # the script's reader accepted it; graphql-core must agree
-        except GraphQLError as e:
-            raise SchemaProblem(f"{self.key}: {e.message}") from None
-        # What other scripts' register checks are told this script declares: it must be what the
-        # SDL says, not whatever the script's JS handed back.
-        if declared_types(self.document) != self.types:
-            raise SchemaProblem(f"{self.key}: the types handed back do not match the SDL (was a built-in replaced?)")
+        if self.document is None:
+            self.document = read_fragment(self.key, self.sdl, self.types)
 
     @property
     def root(self) -> str:
@@ -82,10 +76,27 @@ class SchemaProblem(Exception):
     """The fields cannot make a valid schema; the message says why."""
 
 
+class TypesMismatch(SchemaProblem):
+    """The types a script's JS reported for a fragment are not what its SDL declares: a forgery."""
+
+
 _KINDS: dict[type, str] = {
     ObjectTypeDefinitionNode: "type", InterfaceTypeDefinitionNode: "interface", InputObjectTypeDefinitionNode: "input",
     EnumTypeDefinitionNode: "enum", ScalarTypeDefinitionNode: "scalar", UnionTypeDefinitionNode: "union",
 }
+
+
+def read_fragment(key: str, sdl: str, types: dict[str, dict[str, str]]) -> DocumentNode:
+    """Parse a registration's SDL (the script's reader accepted it; graphql-core must agree), and
+    check the types the script's JS reported against it: those are what other scripts' register
+    checks are told this script declares, so they must be what the SDL says."""
+    try:
+        document = parse(sdl)
+    except GraphQLError as e:
+        raise SchemaProblem(f"{key}: {e.message}") from None
+    if declared_types(document) != types:
+        raise TypesMismatch(f"{key}: the types handed back do not match the SDL (was a built-in replaced?)")
+    return document
 
 
 def declared_types(document: DocumentNode) -> dict[str, dict[str, str]]:

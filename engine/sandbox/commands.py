@@ -6,7 +6,8 @@ breaking them was forged (a tampered built-in, a bug), and fails the call that p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from engine import rules
@@ -44,13 +45,14 @@ class Send:
     paths: tuple[str, ...] | None  # None: every broadcast stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AddField:
     kind: str  # query | mutation | subscription
     name: str
     sdl: str
     handler: int
     types: dict[str, dict[str, str]]  # the non-root types the fragment declares, as JS read them
+    document: Any = field(default=None, compare=False)  # the parsed SDL, once a check has parsed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class SendSubscription:
 
 Command = Log | AddRoute | AddStream | Send | AddField | SendSubscription
 REGISTRATIONS = (AddRoute, AddStream, AddField)
+# A check the engine adds to these (run on the script's thread, like them): raises Malformed.
+Check = Callable[[Command], None]
 
 
 class _Reader:

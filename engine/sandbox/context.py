@@ -33,7 +33,7 @@ from engine.errors import (
     ScriptTimeout,
 )
 from engine.sandbox.applier import Applier, Steps
-from engine.sandbox.commands import Command, Malformed
+from engine.sandbox.commands import Check, Command, Malformed
 from engine.sandbox.envelope import UNCHANGED, Envelope, Outcome, parse_envelope
 from engine.sandbox.host_api import HOST_NAMES
 from engine.sandbox.worker import Result, Worker, resolve_all
@@ -61,12 +61,14 @@ class ScriptContext:
         limits: LimitsConfig,
         sink: Sink,
         on_error: ErrorSink,
+        check: Check | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.name = name
         self._limits = limits
         self._sink = sink
         self._on_error = on_error
+        self._check = check
         self._loop = loop or asyncio.get_running_loop()
         self._worker = Worker(f"js:{name}", self._loop, self._t_teardown, self._t_after_batch, self._delivered)
         self._applier = Applier(name)
@@ -445,7 +447,11 @@ class ScriptContext:
     def _read(self, raw: Any) -> Envelope:
         """What JS handed back, checked; a malformed result fails the call and applies nothing."""
         try:
-            return parse_envelope(raw, self._limits)
+            env = parse_envelope(raw, self._limits)
+            if self._check is not None:
+                for c in env.commands:
+                    self._check(c)
+            return env
         except Malformed as e:
             return Envelope(error=ScriptBadCommand(self.name, f"the engine refused what the script handed back: {e} "
                                                    "(was a built-in replaced?)"))

@@ -1,0 +1,121 @@
+"""The boundary reader: every envelope a tampered prelude could hand back is refused, with the reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from engine.config import LimitsConfig
+from engine.sandbox.commands import AddField, AddRoute, AddStream, Log, Malformed, Send, SendSubscription
+from engine.sandbox.envelope import UNCHANGED, parse_envelope
+
+LIMITS = LimitsConfig(max_message_bytes=1000, max_commands_per_call=10)
+
+
+def env(**parts: Any) -> str:
+    return json.dumps(parts)
+
+
+def test_what_the_prelude_makes_is_read_into_typed_commands() -> None:
+    e = parse_envelope(env(o={"r": {"s": 201, "b": "hi", "t": "text/plain", "h": {"X-A": "1"}}}, c=[
+        {"op": "log", "level": "info", "msg": "hello"},
+        {"op": "route", "method": "GET", "path": "/a/{id}/*", "handler": 0},
+        {"op": "stream", "path": "/s"},
+        {"op": "send", "data": "x", "event": "tick.v1:a-b", "paths": ["/s", "/s", "/t"]},
+        {"op": "gql", "kind": "query", "name": "hello", "sdl": "type Query { hello: String }", "handler": 1,
+         "types": {}},
+        {"op": "gqlsend", "name": "hello", "data": "{}", "json": True},
+    ], s=[{"id": 3, "o": {"j": "1"}}], t=1234.5), LIMITS)
+    assert e.out == {"r": {"s": 201, "b": "hi", "t": "text/plain", "h": {"X-A": "1"}}}
+    assert e.commands == [
+        Log("info", "hello"), AddRoute("GET", "/a/{id}/*", 0), AddStream("/s"),
+        Send("x", "tick.v1:a-b", ("/s", "/t")),  # each stream once
+        AddField("query", "hello", "type Query { hello: String }", 1, {}), SendSubscription("hello", "{}", True),
+    ]
+    assert e.settled == [(3, {"j": "1"})] and e.next_timer == 1234.5
+    assert parse_envelope(env(o=None), LIMITS).next_timer is UNCHANGED
+    fast = parse_envelope("R204\ntext/plain\nline one\nline two", LIMITS)
+    assert fast.out == {"r": {"s": 204, "t": "text/plain", "b": "line one\nline two"}}
+
+
+FORGED: dict[str, tuple[Any, str]] = {
+    "not a string": (None, "returned no result"),
+    "empty": ("", "returned no result"),
+    "not JSON": ("not json", "not JSON"),
+    "nested too deep": ("[" * 100000, "not JSON"),
+    "not an object": ("[1, 2]", "not an object"),
+    "fast path status": ("R999\ntext/plain\nx", "malformed plain response"),
+    "fast path digits": ("R²00\ntext/plain\nx", "malformed plain response"),
+    "fast path short": ("R200", "malformed plain response"),
+    "commands not a list": (env(c={"op": "log"}), "commands must be a list"),
+    "too many commands": (env(c=[{"op": "log", "level": "info", "msg": "x"}] * 11),
+                          "11 commands in one call; the limit is 10"),
+    "command not an object": (env(c=["send"]), "command 0 is not an object"),
+    "unknown op": (env(c=[{"op": "exec", "cmd": "rm"}]), "unknown command"),
+    "stream on /health": (env(c=[{"op": "stream", "path": "/health"}]), "/health is reserved"),
+    "stream on /graphql": (env(c=[{"op": "stream", "path": "/graphql"}]), "is reserved"),
+    "stream on /_engine": (env(c=[{"op": "stream", "path": "/_engine/logs"}]), "is reserved"),
+    "stream on /metrics": (env(c=[{"op": "stream", "path": "/metrics"}]), "is reserved"),
+    "route on /_engine": (env(c=[{"op": "route", "method": "GET", "path": "/_engine/x", "handler": 0}]),
+                          "is reserved"),
+    "route with a newline": (env(c=[{"op": "route", "method": "GET", "path": "/a\nb", "handler": 0}]),
+                             "must not contain whitespace"),
+    "route method": (env(c=[{"op": "route", "method": "CONNECT", "path": "/a", "handler": 0}]),
+                     "method must be one of"),
+    "route handler": (env(c=[{"op": "route", "method": "GET", "path": "/a", "handler": "0"}]),
+                      "handler must be a handler index"),
+    "route bad segment": (env(c=[{"op": "route", "method": "GET", "path": "/a/*/b", "handler": 0}]),
+                          "'*' may only be the last segment"),
+    "stream path too long": (env(c=[{"op": "stream", "path": "/" + "a" * 200}]), "longer than 200"),
+    "message too large": (env(c=[{"op": "send", "data": "x" * 1001}]), "the limit is 1000"),
+    "message too large in UTF-8": (env(c=[{"op": "send", "data": "é" * 501}]), "at least 1002 bytes"),
+    "message not text": (env(c=[{"op": "send", "data": {"a": 1}}]), "data must be a string"),
+    "event injection": (env(c=[{"op": "send", "data": "x", "event": "a\nid: 7-7\nevent: reset\ndata: fake"}]),
+                        "event name must be"),
+    "event too long": (env(c=[{"op": "send", "data": "x", "event": "e" * 65}]), "event name must be"),
+    "event 8 MiB": (env(c=[{"op": "send", "data": "x", "event": "e" * (8 << 20)}]), "event name must be"),
+    "event empty": (env(c=[{"op": "send", "data": "x", "event": ""}]), "event name must be"),
+    "send to a subscription's stream": (env(c=[{"op": "send", "data": "x", "paths": ["/graphql/subscription/a"]}]),
+                                        "is reserved by the engine; it cannot be sent to"),
+    "send paths not a list": (env(c=[{"op": "send", "data": "x", "paths": "/s"}]), "paths must be a list"),
+    "gql kind": (env(c=[{"op": "gql", "kind": "schema", "name": "a", "sdl": "", "handler": 0, "types": {}}]),
+                 "kind must be"),
+    "gql name": (env(c=[{"op": "gql", "kind": "query", "name": "__schema", "sdl": "", "handler": 0,
+                         "types": {}}]), "a GraphQL name must be"),
+    "gql sdl too long": (env(c=[{"op": "gql", "kind": "query", "name": "a", "sdl": " " * 70000, "handler": 0,
+                                 "types": {}}]), "sdl is longer than"),
+    "gql types": (env(c=[{"op": "gql", "kind": "query", "name": "a", "sdl": "", "handler": 0,
+                          "types": {"User": "type User"}}]), "types.User must be {kind, text}"),
+    "gqlsend too large": (env(c=[{"op": "gqlsend", "name": "a", "data": "x" * 1001, "json": False}]),
+                          "the limit is 1000"),
+    "gqlsend json flag": (env(c=[{"op": "gqlsend", "name": "a", "data": "x", "json": "yes"}]),
+                          "json must be true or false"),
+    "log level": (env(c=[{"op": "log", "level": "critical", "msg": "x"}]), "level must be one of"),
+    "status": (env(o={"r": {"s": 700, "b": ""}}), "status must be an integer from 200 to 599"),
+    "status bool": (env(o={"r": {"s": True, "b": ""}}), "status must be an integer"),
+    "body": (env(o={"r": {"s": 200, "b": 5}}), "body must be a string"),
+    "headers": (env(o={"r": {"s": 200, "b": "", "h": {"X": 1}}}), "headers must be an object of strings"),
+    "promise id": (env(o={"p": -1}), "Promise id must be a positive integer"),
+    "outcome fields": (env(o={"zz": 1}), "unknown fields"),
+    "settled id": (env(s=[{"o": {}}]), "settled Promise needs an id"),
+    "timer": (env(t="soon"), "next timer must be a time or null"),
+    "timer infinite": ('{"t": 1e999}', "next timer must be a time or null"),
+}
+
+
+@pytest.mark.parametrize("name", list(FORGED))
+def test_forged_envelopes_are_refused_with_the_reason(name: str) -> None:
+    raw, reason = FORGED[name]
+    with pytest.raises(Malformed) as info:
+        parse_envelope(raw, LIMITS)
+    assert reason in str(info.value)
+
+
+def test_long_log_lines_and_texts_are_cut() -> None:
+    e = parse_envelope(env(c=[{"op": "log", "level": "error", "msg": "x" * 100000}],
+                           o={"e": {"m": "y" * 100000, "st": ""}}), LIMITS)
+    msg = e.commands[0].msg  # type: ignore[union-attr]
+    assert len(msg) < 17000 and msg.endswith("... (truncated)")
+    assert len(e.out["e"]["m"]) == 65536  # type: ignore[index]
