@@ -59,7 +59,8 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[ROUTES] = RouteTable()
     s = config.streams
-    app[STREAMS] = StreamRegistry(s.history, s.max_buffer_bytes, s.max_connections)
+    app[STREAMS] = StreamRegistry(s.history, s.max_buffer_bytes, s.max_connections, s.history_bytes,
+                                  s.total_history_bytes)
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS])
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
     app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], app[GRAPHQL], hub)
