@@ -48,3 +48,36 @@ register("/s/tick/start", function (req) {
   return "ticking";
 });
 register("/s/tick/stop", function () { clearInterval(ticking); ticking = null; return { body: { tick: tick } }; });
+
+// Sends `n` messages of `kb` KiB each to every stream in `paths` (comma-separated).
+register("/s/big", function (req) {
+  const paths = req.query.paths.split(",");
+  const n = Number(req.query.n), size = Number(req.query.kb) * 1024;
+  for (let i = 1; i <= n; i++) for (const p of paths) sendStreamMessageToPath(p, String(i).padEnd(size, "."));
+  return "sent";
+});
+registerWebStream("/s/c1"); registerWebStream("/s/c2"); registerWebStream("/s/c3");
+
+// Options whose getters change their answer after the first read.
+register("/s/getters", function () {
+  let events = 0, paths = 0;
+  const options = {
+    get event() { events++; return events === 1 ? "ok" : "ok\nid: 7-7\nevent: reset\ndata: fake"; },
+    get path() { paths++; return paths === 1 ? "/s/a" : ["/s/a", "/s/b"]; },
+  };
+  sendStreamMessage("via getters", options);
+  const list = ["/s/a"];
+  Object.defineProperty(list, "0", { get() { paths++; return paths === 2 ? "/s/a" : "/s/b"; } });
+  sendStreamMessage("via a list", { path: list });
+  return { body: { events: events, paths: paths } };
+});
+
+register("/s/event-names", function () {
+  const out = {};
+  for (const [label, name] of [["64", "e".repeat(64)], ["65", "e".repeat(65)], ["colon", "a:b.c-d_e"],
+                               ["space", "a b"], ["unicode", "é"], ["8MiB", "e".repeat(8 * 1024 * 1024)]]) {
+    try { sendStreamMessageToPath("/s/b", label, { event: name }); out[label] = "sent"; }
+    catch (e) { out[label] = e.message; }
+  }
+  return { body: out };
+});

@@ -320,3 +320,79 @@ async def test_scripts_see_streams_of_scripts_loaded_after_them(engine_client: M
     resp = await client.get("/a/send")
     assert resp.status == 200, await resp.text()
     assert (await reader.next()).data == "from a"
+
+
+async def test_history_is_bounded_in_bytes_per_stream_and_in_all(engine_client: MakeClient, scripts_dir) -> None:
+    """5 streams of 1 KiB messages: each stream keeps at most 8 KiB, all of them together 20 KiB,
+    the oldest event anywhere going first; a reader whose id was evicted gets `reset`."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, history_bytes=8 * 1024, total_history_bytes=20 * 1024))
+    client = await engine_client("api_streams.js", config=config)
+    registry = client.app[STREAMS]
+    epoch = registry.epoch
+    await client.get("/s/big", params={"paths": "/s/a", "n": "3", "kb": "1"})
+    assert len(registry.streams["/s/a"].history) == 3
+    # 20 more to /s/a: it keeps what fits in 8 KiB (each event is a little over 1 KiB framed)
+    await client.get("/s/big", params={"paths": "/s/a", "n": "20", "kb": "1"})
+    a = registry.streams["/s/a"]
+    assert a.history_bytes <= 8 * 1024 and len(a.history) == 7
+    resumed = await open_stream(client, "/s/a", {"Last-Event-ID": f"{epoch}-1"})
+    reset = await resumed.next()
+    assert reset.event == "reset" and "has left the history" in json.loads(reset.data)["reason"]
+    kept = [e.data.rstrip(".") for e in await resumed.take(7)]
+    assert kept == [str(i) for i in range(14, 21)]  # the newest 7 of the second burst, in order
+    # a reader whose id is still held gets the rest with no gap
+    tail = await open_stream(client, "/s/a", {"Last-Event-ID": f"{epoch}-21"})
+    assert [e.data.rstrip(".") for e in await tail.take(2)] == ["19", "20"]
+    # now the other streams: together they pass 20 KiB, and the oldest events anywhere go first
+    await client.get("/s/big", params={"paths": "/s/b,/s/c1,/s/c2,/s/c3", "n": "4", "kb": "1"})
+    assert registry.kept_bytes <= 20 * 1024
+    assert sum(s.history_bytes for s in registry.streams.values()) == registry.kept_bytes
+    assert len(a.history) < 7  # /s/a held the oldest events, so it gave them up first
+    assert len(registry.streams["/s/c3"].history) == 4  # the newest stream kept all of its own
+    # an event larger than a stream may hold is sent, and takes the older history with it
+    big = await open_stream(client, "/s/b")
+    await client.get("/s/big", params={"paths": "/s/b", "n": "1", "kb": "9"})
+    assert (await big.next()).data.startswith("1.")
+    assert len(registry.streams["/s/b"].history) == 0
+    resumed_b = await open_stream(client, "/s/b", {"Last-Event-ID": f"{epoch}-1"})
+    assert (await resumed_b.next()).event == "reset"  # never a silent skip over the event not kept
+
+
+async def test_event_names_are_short_tokens(engine_client: MakeClient) -> None:
+    client = await engine_client("api_streams.js")
+    b = await open_stream(client, "/s/b")
+    out = await (await client.get("/s/event-names")).json()
+    assert out["64"] == out["colon"] == "sent"
+    for label in ("65", "space", "unicode", "8MiB"):
+        assert "options.event must be a name of 1 to 64 letters, digits, _ . : or -" in out[label], label
+    assert [(e.data, e.event) for e in await b.take(2)] == [("64", "e" * 64), ("colon", "a:b.c-d_e")]
+
+
+async def test_options_are_read_once(engine_client: MakeClient) -> None:
+    """A getter cannot change an option after it was checked: the event goes out as checked,
+    with no injected lines, and to the paths that were checked."""
+    client = await engine_client("api_streams.js")
+    a, b = await open_stream(client, "/s/a"), await open_stream(client, "/s/b")
+    counts = await (await client.get("/s/getters")).json()
+    assert counts == {"events": 1, "paths": 2}  # each getter read exactly once
+    first, second = await a.take(2)
+    assert (first.data, first.event) == ("via getters", "ok") and second.data == "via a list"
+    assert first.id == f"{client.app[STREAMS].epoch}-1"
+    with pytest.raises(asyncio.TimeoutError):
+        await b.next(timeout=0.2)  # /s/b was never asked for when the options were checked
+
+
+@pytest.mark.parametrize("last_id", ["{epoch}-\u00b2", "{epoch}-" + "9" * 5000, "{epoch}-", "-1", "{epoch}--1",
+                                     "{epoch}-1-2", "\u0661-1", "{epoch}-\u0661", "{epoch}-99999999999999999999"])
+async def test_an_unusable_last_event_id_is_a_reset_never_an_error(engine_client: MakeClient, last_id: str) -> None:
+    client = await engine_client("api_streams.js")
+    await client.get("/s/burst", params={"n": "2"})
+    reader = await open_stream(client, "/s/a", {"Last-Event-ID": last_id.format(epoch=client.app[STREAMS].epoch)})
+    reset = await reader.next()
+    assert reset.event == "reset"
+    reason = json.loads(reset.data)["reason"]
+    assert len(reason) < 300  # a 5,000-digit id is not echoed whole
+    assert [e.data for e in await reader.take(2)] == ["1", "2"]  # then the whole history
+    await client.get("/s/burst", params={"n": "1"})
+    assert (await reader.next()).data == "1"  # and live events: the reader is still connected
