@@ -31,8 +31,8 @@ from engine.graphql.subscriptions import COMPLETE, next_event
 from engine.http.keys import CONFIG, GRAPHQL, REQUEST_ID, STREAMS, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.http.response import error_response
-from engine.streams.registry import ender
-from engine.streams.sse import sse_headers
+from engine.streams.registry import Transport, ender
+from engine.streams.sse import body_transport, sse_headers
 
 PAGE = files("engine.graphql").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -109,7 +109,7 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
                         "(streams.max_connections); retry later")
     response = web.StreamResponse(status=200, headers=sse_headers(app[CONFIG].streams, rid))  # CORS included
     await response.prepare(request)
-    transport = request.transport
+    transport = body_transport(request)  # HTTP/1.0: the events' chunk framing comes off
     if transport is None or transport.is_closing():
         return response
     if prepared.errors:
@@ -125,7 +125,7 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _subscribe(request: web.Request, transport: asyncio.Transport, schema: GraphQLSchema, prepared: Prepared,
+async def _subscribe(request: web.Request, transport: Transport, schema: GraphQLSchema, prepared: Prepared,
                      params: GraphQLParams, context: RequestContext) -> None:
     """Run the subscription's resolver (its value, if any, is the first `next`), then stay subscribed
     until the client leaves, the field goes away or the server stops."""

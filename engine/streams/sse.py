@@ -3,7 +3,8 @@
 Most readers are served by `engine.streams.lean_reader` (see `engine.http.front`); this aiohttp
 handler serves the rest (a stream requested on a connection that already served a request, or a
 request the front leaves to aiohttp). Either way events reach the socket from the registry's
-fan-out, never through a coroutine.
+fan-out, never through a coroutine. Events are stored framed as HTTP/1.1 chunks; an HTTP/1.0 reader
+(no chunking there) gets them through `PlainBody`, and its response ends with the connection.
 """
 
 from __future__ import annotations
@@ -44,6 +45,52 @@ def sse_headers(config: StreamsConfig, request_id: str) -> dict[str, str]:
     return headers
 
 
+class PlainBody:
+    """A transport for an HTTP/1.0 reader: the chunk framing is taken off what the fan-out writes.
+
+    Only 1.0 readers pay for it: HTTP/1.1 readers keep their bare transport, and the same framed
+    bytes go to all of them.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(unchunk(data))
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+
+def unchunk(framed: bytes) -> bytes:
+    """The payloads of one or more whole HTTP/1.1 chunks (`wire.chunk`), the last chunk dropped."""
+    out = []
+    pos = 0
+    while pos < len(framed):
+        line_end = framed.index(b"\r\n", pos)
+        size = int(framed[pos:line_end], 16)
+        start = line_end + 2
+        out.append(framed[start:start + size])
+        pos = start + size + 2
+    return b"".join(out)
+
+
+def body_transport(request: web.Request) -> Transport | None:
+    """Where a streaming handler writes framed events for `request`: its transport, unchunked for HTTP/1.0."""
+    transport = request.transport
+    if transport is None or request.version >= (1, 1):
+        return transport
+    return PlainBody(transport)
+
+
 def begin_reading(
     registry: StreamRegistry,
     stream: Stream,
@@ -75,7 +122,7 @@ async def serve_sse(
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
     response = web.StreamResponse(status=200, headers=sse_headers(config, request_id))
     await response.prepare(request)
-    transport = request.transport
+    transport = body_transport(request)
     if transport is None or transport.is_closing():
         return response
     ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
