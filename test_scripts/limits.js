@@ -19,3 +19,16 @@ register("/limits/busy", function (req) {
 });
 register("/limits/promise-loop", function () { return Promise.resolve().then(function () { while (true) {} }); });
 register("/limits/calls", function () { return { body: { calls: calls } }; });
+register("/limits/spin-after-await", async function () { calls++; await null; while (true) {} });
+register("/limits/spin-after-then", function () { calls++; return Promise.resolve(1).then(() => { for (;;) {} }); });
+register("/limits/logs", function (req) {
+  const n = Number(req.query.n);
+  for (let i = 0; i < n; i++) writeLog("line " + i);
+  return "logged " + n;
+});
+registerWebStream("/limits/stream");
+register("/limits/sends", function (req) {
+  const n = Number(req.query.n);
+  for (let i = 1; i <= n; i++) sendStreamMessage(String(i));
+  return "sent " + n;
+});

@@ -8,8 +8,9 @@ import threading
 
 import pytest
 from conftest import MakeClient
+from sse_client import SSEReader
 
-from engine.http.keys import SCRIPTS
+from engine.http.keys import SCRIPTS, STREAMS
 
 
 async def test_infinite_loop_is_a_504_and_the_script_keeps_serving(
@@ -63,6 +64,61 @@ async def test_promise_job_loop_is_stopped(engine_client: MakeClient) -> None:
     resp = await client.get("/limits/promise-loop")
     assert resp.status in (500, 504)
     assert (await client.get("/limits/calls")).status == 200
+
+
+@pytest.mark.parametrize("path", ["/limits/spin-after-await", "/limits/spin-after-then", "/limits/promise-loop"])
+async def test_a_handler_whose_promise_spins_answers_when_it_is_interrupted(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """QuickJS drops a Promise job it interrupts, so the handler's Promise would never settle: the
+    engine fails it at the interrupt. With a 2-minute handler_timeout_ms, an answer at all (before
+    the test's own timeout) shows it did not wait for that."""
+    client = await engine_client("limits.js", "other.js", script_time_ms=200, handler_timeout_ms=120_000)
+    resp = await client.get(path)
+    assert resp.status == 504 and (await resp.json())["error"]["code"] == "script_timeout"
+    assert any("limits.js" in r.getMessage() and "ran past the time limit of 200 ms" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert (await client.get("/limits/calls")).status == 200  # the script keeps serving
+    assert (await client.get("/other")).status == 200
+
+
+async def test_commands_per_call_are_capped(engine_client: MakeClient) -> None:
+    client = await engine_client("limits.js", max_commands_per_call=1000)
+    assert await (await client.get("/limits/logs", params={"n": "1000"})).text() == "logged 1000"
+    resp = await client.get("/limits/logs", params={"n": "1001"})
+    assert resp.status == 500  # the 1001st writeLog threw, uncaught
+    record = client.app[SCRIPTS].records["limits.js"]
+    assert sum(1 for line in record.logs if line.startswith("line ")) <= 500  # logs.script_lines
+    assert (await client.get("/limits/calls")).status == 200
+
+
+async def test_a_huge_batch_of_commands_is_applied_in_order_in_slices(engine_client: MakeClient) -> None:
+    """20,000 messages from one call reach the reader complete and in order, before the call's
+    response, and other work on the event loop runs between slices of them: a task that looks at
+    the stream on every turn of the loop sees it part-way through the batch, not only before and
+    after (the stall itself is measured by bench/stall_bench.py, not here)."""
+    client = await engine_client("limits.js")
+    resp = await client.get("/limits/stream")
+    reader = SSEReader(resp)
+    stream = client.app[STREAMS].streams["/limits/stream"]
+    seen: set[int] = set()
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            seen.add(stream.seq)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(watch())
+    answer = await client.get("/limits/sends", params={"n": "20000"})
+    done.set()
+    await task
+    assert await answer.text() == "sent 20000"
+    assert stream.seq == 20000  # all applied before the response
+    events = await reader.take(20000)
+    assert [e.data for e in events] == [str(i) for i in range(1, 20001)]
+    assert len([n for n in seen if 0 < n < 20000]) >= 2, sorted(seen)
+    resp.close()
 
 
 async def test_other_scripts_serve_while_one_loops(engine_client: MakeClient) -> None:

@@ -128,3 +128,42 @@ async def test_non_utf8_script_fails_clearly(engine_client: MakeClient, scripts_
 async def test_empty_script_loads(engine_client: MakeClient) -> None:
     client = await engine_client(extra={"empty.js": ""})
     assert client.app[SCRIPTS].records["empty.js"].status == "loaded"
+
+
+# A script of 27 lines whose errors come from deep inside the engine's own JS (the prelude's path
+# checks, the SDL reader), or from the engine interrupting it there: the location is always the
+# script's own line, never a line of the prelude.
+LOCATIONS = "\n".join([
+    "// line 1",
+    *[f"const x{i} = {i};" for i in range(2, 20)],
+    'register("/ok", () => "ok");',  # line 20
+    'register("/spin", () => { for (;;) { try { register("/a b"); } catch (e) {} } });',  # line 21
+    'register("/deep", () => { [1].forEach(() => register("/a/*/b", () => 1)); });',  # line 22
+    'register("/sdl", () => { registerGraphQLQuery("q", "type Query { q: Nope }", () => 1); });',  # line 23
+    'register("/throw", () => { null.x; });',  # line 24
+    "// line 25",
+    "// line 26",
+    'register("/a/*/b", () => 1);',  # line 27: a bad segment, found in the prelude's segment loop
+])
+
+
+async def test_errors_name_the_scripts_own_line(engine_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
+    client = await engine_client(extra={"x.js": LOCATIONS}, script_time_ms=300)
+    record = client.app[SCRIPTS].records["x.js"]
+    assert record.last_error == "x.js:27: Error: register: '*' may only be the last segment: /a/*/b"
+    fixed = LOCATIONS.replace('register("/a/*/b", () => 1);', "// line 27")
+    record = await client.app[SCRIPTS].save("x.js", fixed)
+    assert record.status == "loaded", record.last_error
+    for path, where, what in [("/spin", "x.js:21", "ran past the time limit"),
+                              ("/deep", "x.js:22", "'*' may only be the last segment"),
+                              ("/sdl", "x.js:23", "unknown type Nope (line 1, column 17)"),
+                              ("/throw", "x.js:24", "TypeError")]:
+        caplog.clear()
+        resp = await client.get(path)
+        assert resp.status in (500, 504)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any(f"{where}: " in m and what in m for m in lines), (path, lines)
+        stacks = [m for m in lines if "stack" in m]
+        for m in stacks:  # every frame shown is the script's (lines 1-27) or a native one
+            for frame in m.split("\n")[1:]:
+                assert "(native)" in frame or int(frame.split("x.js:")[1].split(":")[0]) <= 27, frame
