@@ -104,8 +104,10 @@ async def test_a_head_that_arrives_byte_by_byte(engine_client: MakeClient) -> No
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n", "400 Bad Request"),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "400 Bad Request"),  # no request line can start so
     (b"\r\nPOST /s/send HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", "200 OK"),  # an empty line first
+    (b"GET /s/a HTTP/1.1\nHost: x\n\n", "400 Bad Request"),  # bare LFs: aiohttp's call, made at once
+    (b"GET /s/a HTTP/1.1\r\nHost: x\n\n", "400 Bad Request"),
 ], ids=["post", "404", "http-1.0", "chunked-get", "obs-fold", "huge-head", "tls-hello", "tls-hello-alone",
-        "leading-crlf"])
+        "leading-crlf", "bare-lf", "bare-lf-end"])
 async def test_everything_else_reaches_aiohttp_intact(
     engine_client: MakeClient, request_bytes: bytes, status: str
 ) -> None:

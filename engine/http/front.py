@@ -150,10 +150,12 @@ class FrontProtocol(asyncio.Protocol):
                 self._done()
                 self._serve_stream(found)
                 return
-            self._lean = found is NEED_MORE
+            if found is HAND_OVER:
+                # Its head may have ended in an earlier piece: with bare LFs, which read_head waits past.
+                self._lean, start = False, 0
         # Whatever else it is, it stays here until its head is complete: a slow head is the
         # header timeout's to cut, not something aiohttp would wait for without bound.
-        if self._lean or not (head_ended(buf, start) or len(buf) > MAX_HEAD or not_a_request(buf)):
+        if not (head_ended(buf, start) or len(buf) > MAX_HEAD or (not self._lean and not_a_request(buf))):
             if buf is data:
                 held += data
             return
