@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 
 from engine.errors import RouteConflict
+from engine.http.keys import ROUTES, SCRIPTS, STREAMS
 from engine.routes import Match, Route, RouteTable
 
 
@@ -68,3 +72,54 @@ def test_replace_is_whole_and_empty_removes() -> None:
     assert t.match("GET", "/one") is None and isinstance(t.match("GET", "/three"), Match)
     t.replace("a.js", [])
     assert len(t) == 0 and t.match("GET", "/three") is None
+
+
+MANY_ROUTES = """
+for (let i = 0; i < 30000; i++) register(i % 2 ? "/r" + i + "/{id}" : "/r" + i, (req) => "r" + (req.params.id || ""));
+let more = 0;
+register("/more", function (req) {
+  for (let n = Number(req.query.n); n > 0; n--, more++) {
+    register(more % 2 ? "/m" + more + "/{id}/*" : "/m" + more, () => "m");
+    registerWebStream("/ms" + more);
+  }
+  return String(more);
+});
+"""
+
+
+async def test_registering_after_load_costs_the_same_however_many_routes_exist(engine_client: Any) -> None:
+    """30,000 routes, then a handler registering 1,000 more routes and 1,000 streams in one call: each
+    registration is constant work (it was a rebuild of the whole table, minutes of frozen loop)."""
+    client = await engine_client(extra={"many.js": MANY_ROUTES})
+    assert len(client.app[ROUTES]) == 30001
+    assert await (await client.get("/more", params={"n": "1000"})).text() == "1000"
+    assert len(client.app[ROUTES]) == 31001
+    assert await (await client.get("/r29999/x")).text() == "r" + "x"
+    assert await (await client.get("/r0")).text() == "r"
+    assert await (await client.get("/m999/a/b/c")).text() == "m"
+    assert await (await client.get("/m998")).text() == "m"
+    assert (await client.get("/m999")).status == 404  # /m999/{id}/* needs an {id}
+    assert client.app[SCRIPTS].records["many.js"].status == "loaded"
+    assert len([p for p in client.app[STREAMS].streams if p.startswith("/ms")]) == 1000
+
+
+def test_adding_one_by_one_matches_like_replacing_at_once() -> None:
+    """`add` (a registration after the load) keeps the table exactly as a rebuild would order it."""
+    rng = random.Random(7)
+    paths = set()
+    while len(paths) < 150:  # of the 240 there are
+        parts = [rng.choice(["a", "b", f"{{p{i}}}"]) for i in range(rng.randint(1, 4))]
+        paths.add("/" + "/".join(parts + (["*"] if rng.random() < 0.3 else [])))
+    routes = [r(rng.choice(["GET", "POST"]), p, handler=i) for i, p in enumerate(sorted(paths))]
+    unique = list({x.key: x for x in routes}.values())
+    whole, one_by_one = RouteTable(), RouteTable()
+    whole.replace("a.js", unique)
+    for route in unique:
+        one_by_one.add(route)
+    probes = ["/" + "/".join(rng.choice(["a", "b", "c"]) for _ in range(rng.randint(1, 5))) for _ in range(500)]
+    for method in ("GET", "POST", "PUT"):
+        for probe in probes:
+            a, b = whole.match(method, probe), one_by_one.match(method, probe)
+            assert (a.route.handler, a.params) == (b.route.handler, b.params) if isinstance(a, Match) else a == b
+    with pytest.raises(RouteConflict, match="already registered by this script"):
+        one_by_one.add(unique[0])
