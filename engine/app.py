@@ -9,6 +9,7 @@ import resource
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +26,18 @@ from engine.http.dispatch import dispatch
 from engine.http.front import EngineRunner
 from engine.http.health import health
 from engine.http.introspect import streams_info
-from engine.http.keys import CONFIG, GRAPHQL, LOGS, ROUTES, SCRIPTS, STARTED, STREAMS, SUBSCRIPTIONS, WATCHER
+from engine.http.keys import (
+    CONFIG,
+    GRAPHQL,
+    GRAPHQL_THREADS,
+    LOGS,
+    ROUTES,
+    SCRIPTS,
+    STARTED,
+    STREAMS,
+    SUBSCRIPTIONS,
+    WATCHER,
+)
 from engine.http.middleware import json_errors
 from engine.logstream import LogStream
 from engine.routes import RouteTable
@@ -61,11 +73,12 @@ def build_app(config: Config) -> web.Application:
     s = config.streams
     app[STREAMS] = StreamRegistry(s.history, s.max_buffer_bytes, s.max_connections, s.history_bytes,
                                   s.total_history_bytes)
-    app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS])
+    app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields)
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
     app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], app[GRAPHQL], hub)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_log_stream)
+    app.cleanup_ctx.append(_graphql_threads)
     app.cleanup_ctx.append(_scripts)
     app.cleanup_ctx.append(_heartbeat)
     if config.scripts.watch:
@@ -91,6 +104,13 @@ async def _log_stream(app: web.Application) -> AsyncIterator[None]:
     logger.addHandler(handler)
     yield
     logger.removeHandler(handler)
+
+
+async def _graphql_threads(app: web.Application) -> AsyncIterator[None]:
+    """Two threads that parse and validate GraphQL documents, off the event loop; more requests wait."""
+    pool = app[GRAPHQL_THREADS] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql")
+    yield
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _scripts(app: web.Application) -> AsyncIterator[None]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeClient
+from sse_client import SSEReader
+from test_graphql_sse import next_result, subscribe
 
 from engine.http.keys import GRAPHQL, SCRIPTS
 
@@ -122,7 +126,7 @@ async def test_bad_requests(engine_client: MakeClient) -> None:
     assert r.status == 400 and "/graphql/sse" in (await r.json())["errors"][0]["message"]
 
     # Documents that would cost the event loop too much: too many tokens, nested too deeply.
-    body = await gql(client, "{ " + " ".join(["hello"] * 12_000) + " }")
+    body = await gql(client, "{ " + " ".join(["a"] * 12_000) + " }")
     assert "more than 10000 tokens" in body["errors"][0]["message"]
     body = await gql(client, "{ " + "a { " * 3000 + "b" + " }" * 3000 + " }")
     assert "nested too deeply" in body["errors"][0]["message"]
@@ -210,3 +214,107 @@ async def test_cors_preflight_and_origin(engine_client: MakeClient) -> None:
     assert "Content-Type" in r.headers["Access-Control-Allow-Headers"]
     r = await client.post("/graphql", json={"query": "{ hello }"}, headers={"Origin": "http://app.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+ITEM_FIELDS = "id a b c d e f g h i"
+
+
+async def test_documents_too_costly_to_validate_or_run_are_refused_first(engine_client: MakeClient) -> None:
+    client = await engine_client("graphql_cost.js")
+    cases = {
+        # a comment of 1 MB passes any token count: bytes come first
+        "#" + "x" * 1_000_000 + "\n{ items(n: 1) { id } }": "larger than 65536 bytes (limits.graphql_max_query_bytes)",
+        # 3,000 aliases of a field
+        "{ " + " ".join(f"a{i}:one" for i in range(3000)) + " }":
+            "more than 1000 field selections (limits.graphql_max_fields)",
+        # a few lines that expand to millions of selections
+        "query { items(n: 1) { ...F9 } } " + " ".join(
+            f"fragment F{k} on Item {{ children {{ ...F{k - 1} }} children2: children {{ ...F{k - 1} }} }}"
+            for k in range(1, 10)) + f" fragment F0 on Item {{ {ITEM_FIELDS} }}":
+            "more than 1000 fields once its fragments are expanded",
+    }
+    for query, reason in cases.items():
+        r = await client.post("/graphql", json={"query": query}, headers={"Content-Type": "application/json"})
+        body = await r.json()
+        assert r.status == 200 and body.get("data") is None and reason in body["errors"][0]["message"], body
+    # the same limits hold on the SSE transport, before anything is subscribed
+    r = await client.post("/graphql/sse", json={"query": next(iter(cases))})
+    assert "larger than 65536 bytes" in (await r.text())
+    # a document at the limit still runs
+    at_limit = "{ " + " ".join(f"a{i}: items(n: 1) {{ id }}" for i in range(500)) + " }"
+    body = await gql(client, at_limit)
+    assert "errors" not in body and body["data"]["a499"] == [{"id": "0"}]
+
+
+async def test_a_result_is_bounded_as_its_lists_come_back(engine_client: MakeClient) -> None:
+    client = await engine_client("graphql_cost.js", graphql_max_result_fields=5000)
+    ok = await gql(client, f"{{ items(n: 400) {{ {ITEM_FIELDS} }} }}")  # 400 x 10 = 4,000 fields
+    assert "errors" not in ok and len(ok["data"]["items"]) == 400 and ok["data"]["items"][399]["i"] == 399
+    big = await gql(client, f"{{ items(n: 2000) {{ {ITEM_FIELDS} }} other: items(n: 1) {{ id }} }}")
+    assert big["data"] == {"items": None, "other": [{"id": "0"}]}  # the rest of the query still answers
+    error = big["errors"][0]
+    assert error["extensions"]["code"] == "RESULT_TOO_LARGE" and error["path"] == ["items"]
+    assert "past 5000 fields (limits.graphql_max_result_fields)" in error["message"]
+    grid = await gql(client, "{ grid(n: 100) }")  # nested lists count every item
+    assert grid["data"] == {"grid": None} and grid["errors"][0]["extensions"]["code"] == "RESULT_TOO_LARGE"
+    assert (await gql(client, "{ grid(n: 50) }"))["data"]["grid"][49][49] == 49
+
+
+async def test_a_large_result_is_built_in_slices_and_is_whole(engine_client: MakeClient) -> None:
+    """20,000 objects of 10 fields each: the engine hands the loop back every few thousand fields
+    while building it (bench/stall_bench.py measures that); the result is the same as ever."""
+    client = await engine_client("graphql_cost.js", graphql_max_result_fields=300_000)
+    body = await gql(client, f"{{ items(n: 20000) {{ {ITEM_FIELDS} }} }}")
+    items = body["data"]["items"]
+    assert "errors" not in body and len(items) == 20000
+    assert items[19999] == {"id": "19999", "a": 19999, "b": 19999, "c": "x", "d": 19999, "e": 19999, "f": 19999,
+                            "g": 19999, "h": 19999, "i": 19999}
+
+
+async def test_a_request_past_its_deadline_answers_with_an_error(engine_client: MakeClient) -> None:
+    client = await engine_client("graphql_cost.js", graphql_timeout_ms=300)
+    body = await gql(client, "{ sleepy(ms: 20000) }")
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "TIMEOUT"
+    assert "deadline of 300 ms (limits.graphql_timeout_ms)" in body["errors"][0]["message"]
+    assert (await gql(client, "{ sleepy(ms: 1) }"))["data"] == {"sleepy": 1}
+
+
+async def test_resolver_calls_are_not_run_once_the_client_has_gone(engine_client: MakeClient) -> None:
+    """50 aliases of a resolver that takes 100 ms: the client leaves once the first has started, and
+    the script's thread skips the calls still queued instead of running them for nobody."""
+    client = await engine_client("graphql_cost.js", script_time_ms=5000)
+    started = await client.get("/cost/started", headers={"Accept": "text/event-stream"})
+    reader = SSEReader(started)
+    query = "{ " + " ".join(f"a{i}: slow(ms: 100)" for i in range(50)) + " }"
+    request = asyncio.create_task(client.post("/graphql", json={"query": query}))
+    assert (await reader.next()).data == "1"  # the first call has started
+    request.cancel()  # the client goes away: its connection closes
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    # The count is asked for on the same script thread, behind whatever is still queued there.
+    count = int(await (await client.get("/cost/count")).text())
+    assert count < 50, count
+    started.close()
+
+
+async def test_published_subscription_results_are_bounded_too(engine_client: MakeClient) -> None:
+    client = await engine_client("graphql_cost.js", graphql_max_result_fields=5000)
+    _, small = await subscribe(client, "subscription { feed { id } }")
+    _, wide = await subscribe(client, "subscription { feed { id a } }")
+    await client.post("/cost/feed", params={"n": "3000"})  # 3,000 fields for one, 6,000 for the other
+    got = await next_result(small)
+    assert len(got["data"]["feed"]) == 3000 and got["data"]["feed"][2999] == {"id": "2999"}  # built in slices
+    too_big = await next_result(wide)
+    assert too_big["data"] == {"feed": None} and too_big["errors"][0]["extensions"]["code"] == "RESULT_TOO_LARGE"
+    await client.post("/cost/feed", params={"n": "2"})  # and both carry on
+    assert (await next_result(small))["data"]["feed"] == [{"id": "0"}, {"id": "1"}]
+    assert (await next_result(wide))["data"]["feed"] == [{"id": "0", "a": 0}, {"id": "1", "a": 1}]
+
+
+async def test_json_nested_too_deeply_is_a_400(engine_client: MakeClient) -> None:
+    client = await engine_client("graphql_cost.js")
+    r = await client.post("/graphql", data=b"[" * 100_000, headers={"Content-Type": "application/json"})
+    assert r.status == 400 and "nested too deeply" in (await r.json())["error"]["message"]
+    r = await client.get("/graphql", params={"query": "{ grid(n: 1) }", "variables": "[" * 2_000})
+    assert r.status == 400 and "nested too deeply" in (await r.json())["error"]["message"]

@@ -5,6 +5,7 @@ Results are plain dicts in the standard shape (`{"data": ..., "errors": [...]}`)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from graphql import (
     validate,
 )
 
+from engine.config import LimitsConfig
 from engine.errors import HTTPError, ScriptError, ScriptTimeout
+from engine.graphql.cost import Budget, field_resolver, selection_problem
 from engine.graphql.schema import FieldRegistration
 from engine.http.middleware import classify, log_script_error
 
@@ -37,11 +40,14 @@ class GraphQLParams:
 
 @dataclass
 class RequestContext:
-    """What resolvers see as `context` (and what the engine needs to call them)."""
+    """What resolvers see as `context` (and what the engine needs to call them): the request, what
+    its result may still cost, and how long it may run."""
 
     request_id: str
     headers: dict[str, str]
-    operation: str = "query"
+    operation: str
+    budget: Budget
+    timeout: float  # seconds
 
     def for_script(self, reg: FieldRegistration) -> dict[str, Any]:
         return {"requestId": self.request_id, "headers": self.headers, "operation": self.operation,
@@ -70,6 +76,8 @@ def params_from_json(body: bytes) -> GraphQLParams:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise bad_request(f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise bad_request("the body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object: {\"query\": ..., \"variables\": {...}}")
     return _params(data.get("query"), data.get("variables"), data.get("operationName"))
@@ -82,6 +90,8 @@ def params_from_query(query: Mapping[str, str]) -> GraphQLParams:
             variables = json.loads(variables)
         except ValueError as e:
             raise bad_request(f"variables is not JSON: {e}") from None
+        except RecursionError:
+            raise bad_request("variables is JSON nested too deeply") from None
     return _params(query.get("query"), variables or None, query.get("operationName") or None)
 
 
@@ -95,14 +105,23 @@ def _params(query: Any, variables: Any, operation_name: Any) -> GraphQLParams:
     return GraphQLParams(query, variables, operation_name)
 
 
-def prepare(schema: GraphQLSchema, params: GraphQLParams, max_tokens: int) -> Prepared:
-    """Parse and validate. `max_tokens` bounds the work: both run on the event loop."""
+def prepare(schema: GraphQLSchema, params: GraphQLParams, limits: LimitsConfig) -> Prepared:
+    """Parse, count what it selects, validate. Each step is bounded before the next starts (bytes,
+    then tokens, then field selections), and the caller runs all of it off the event loop:
+    validation alone can take a second of CPU for a thousand selections of one field."""
+    size = len(params.query)
+    if size > limits.graphql_max_query_bytes or len(params.query.encode("utf-8", "replace")) > limits.graphql_max_query_bytes:
+        return Prepared(errors=[GraphQLError(f"the query is larger than {limits.graphql_max_query_bytes} bytes "
+                                             "(limits.graphql_max_query_bytes)")])
     try:
-        document = parse(params.query, max_tokens=max_tokens)
+        document = parse(params.query, max_tokens=limits.graphql_max_tokens)
+        too_costly = selection_problem(document, params.operation_name, limits.graphql_max_fields)
     except GraphQLError as e:
         return Prepared(errors=[e])
-    except RecursionError:  # graphql-core before 3.3 recurses once per nesting level
+    except RecursionError:  # graphql-core before 3.3 recurses once per nesting level, as the count does
         return Prepared(errors=[GraphQLError("Syntax Error: Document is nested too deeply.")])
+    if too_costly:
+        return Prepared(errors=[GraphQLError(too_costly)])
     errors = validate(schema, document)
     if errors:
         return Prepared(errors=list(errors))
@@ -118,11 +137,20 @@ def prepare(schema: GraphQLSchema, params: GraphQLParams, max_tokens: int) -> Pr
 async def run(
     schema: GraphQLSchema, prepared: Prepared, params: GraphQLParams, context: RequestContext, root: Any = None
 ) -> dict[str, Any]:
-    """Execute a prepared document; errors of any kind end up in the result's `errors`."""
+    """Execute a prepared document within the context's deadline; errors of any kind end up in the
+    result's `errors`. Leaving early (the deadline, the client gone) cancels the resolver calls
+    still waiting, and a script's thread never runs one whose caller is gone."""
     result = execute(schema, prepared.document, root_value=root, context_value=context,  # type: ignore[arg-type]
-                     variable_values=params.variables, operation_name=params.operation_name)
+                     variable_values=params.variables, operation_name=params.operation_name,
+                     field_resolver=field_resolver)
     if isawaitable(result):
-        result = await result
+        try:
+            async with asyncio.timeout(context.timeout):
+                result = await result
+        except TimeoutError:
+            message = (f"the request ran past its deadline of {round(context.timeout * 1000)} ms "
+                       "(limits.graphql_timeout_ms)")
+            return {"data": None, "errors": [{"message": message, "extensions": {"code": "TIMEOUT"}}]}
     return dict(result.formatted)  # type: ignore[union-attr]
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from graphql import GraphQLSchema
 
 from engine.errors import HTTPError
+from engine.graphql.cost import Budget
 from engine.graphql.execute import (
     GraphQLParams,
     Prepared,
@@ -28,7 +29,7 @@ from engine.graphql.execute import (
 )
 from engine.graphql.schema import SubscribeRoot
 from engine.graphql.subscriptions import COMPLETE, next_event
-from engine.http.keys import CONFIG, GRAPHQL, REQUEST_ID, STREAMS, SUBSCRIPTIONS
+from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_THREADS, REQUEST_ID, STREAMS, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.http.response import error_response
 from engine.streams.registry import Transport, ender
@@ -58,7 +59,17 @@ def _context(request: web.Request, operation: str) -> RequestContext:
     for k, v in request.headers.items():
         k = k.lower()
         headers[k] = f"{headers[k]}, {v}" if k in headers else v
-    return RequestContext(request[REQUEST_ID], headers, operation)
+    limits = request.app[CONFIG].limits
+    return RequestContext(request[REQUEST_ID], headers, operation, Budget(limits.graphql_max_result_fields),
+                          limits.graphql_timeout_ms / 1000)
+
+
+async def _prepare(request: web.Request, schema: GraphQLSchema, params: GraphQLParams) -> Prepared:
+    """Parse, count and validate on the GraphQL threads: validation can take a second of CPU, and
+    there it never holds the event loop for longer than the interpreter's switch interval."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app[GRAPHQL_THREADS], prepare, schema, params,
+                                      request.app[CONFIG].limits)
 
 
 def _cors(request: web.Request, headers: dict[str, str]) -> dict[str, str]:
@@ -78,7 +89,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     except HTTPError as e:  # not JSON, no query, too large
         return _request_error(e, rid)
     schema = request.app[GRAPHQL].schema
-    prepared = prepare(schema, params, request.app[CONFIG].limits.graphql_max_tokens)
+    prepared = await _prepare(request, schema, params)
     headers = _cors(request, {})
     if prepared.errors:
         return _json(prepared.error_result(), headers=headers)
@@ -101,7 +112,7 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
         return _request_error(e, rid)
     app = request.app
     schema = app[GRAPHQL].schema
-    prepared = prepare(schema, params, request.app[CONFIG].limits.graphql_max_tokens)
+    prepared = await _prepare(request, schema, params)
     streams = app[STREAMS]
     if prepared.operation == "subscription" and streams.full():
         raise HTTPError(503, "too_many_connections",

@@ -3,19 +3,22 @@
 Subscribers are grouped by what they asked (document, variables, operation): a message is executed
 once per group and the same framed bytes go to every member, written to the transport like stream
 events, with the same slow-consumer cut-off. Groups are keyed by field name, not by script version,
-so a reload that keeps the field keeps its subscribers.
+so a reload that keeps the field keeps its subscribers. Each execution has its own result budget,
+and one that grows large is finished asynchronously, in slices (see cost.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from typing import Any
 
-from graphql import DocumentNode, GraphQLSchema, execute_sync, validate
+from graphql import DocumentNode, ExecutionResult, GraphQLSchema, execute, validate
 
+from engine.graphql.cost import Budget, field_resolver
 from engine.graphql.execute import GraphQLParams
 from engine.sandbox.applier import Steps
 from engine.streams.registry import PING, StreamRegistry, Transport, write_all
@@ -44,6 +47,13 @@ class Subscriber:
             self.on_end(reason)
 
 
+@dataclass
+class EventContext:
+    """The context of one message's execution for one group: only its budget."""
+
+    budget: Budget
+
+
 @dataclass(eq=False)
 class Group:
     name: str  # the subscription field
@@ -56,8 +66,9 @@ class Group:
 class SubscriptionHub:
     """Every live subscription; counted with stream readers against `streams.max_connections`."""
 
-    def __init__(self, streams: StreamRegistry) -> None:
+    def __init__(self, streams: StreamRegistry, max_result_fields: int) -> None:
         self.streams = streams
+        self.max_result_fields = max_result_fields
         self.groups: dict[str, dict[tuple[str, str, str | None], Group]] = {}
 
     @property
@@ -93,10 +104,20 @@ class SubscriptionHub:
             if not group.members:
                 continue  # everyone left while earlier groups were served
             p = group.params
-            result = execute_sync(schema, group.document, root_value={field_name: value},
-                                  variable_values=p.variables, operation_name=p.operation_name)
+            result = execute(schema, group.document, root_value={field_name: value},
+                             context_value=EventContext(Budget(self.max_result_fields)),
+                             variable_values=p.variables, operation_name=p.operation_name,
+                             field_resolver=field_resolver)
+            if isawaitable(result):  # large enough to have yielded: the applier awaits the rest
+                yield self._deliver(group, result)
+            else:
+                self._write(group, next_event(dict(result.formatted)))  # type: ignore[union-attr]
+                yield None
+
+    async def _deliver(self, group: Group, pending: Awaitable[ExecutionResult]) -> None:
+        result = await pending
+        if group.members:
             self._write(group, next_event(dict(result.formatted)))
-            yield None
 
     def schema_changed(self, schema: GraphQLSchema) -> None:
         """Subscriptions to a field that is gone, or that no longer validate, are completed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,4 +27,5 @@ SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")
 WATCHER: web.AppKey[ScriptWatcher] = web.AppKey("watcher")
 LOGS: web.AppKey[LogStream] = web.AppKey("logs")
 STARTED = web.AppKey("started", float)
+GRAPHQL_THREADS = web.AppKey("graphql_threads", ThreadPoolExecutor)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -3,7 +3,8 @@
 A QuickJS context must live and die on one thread, so every script gets one of these. Cross-thread
 hand-offs cost far more than a JS call (tens of microseconds against a few), so both directions are
 batched: calls submitted in one loop iteration travel as one queue item, and everything the thread
-finished before it next looks at its queue goes back in one `call_soon_threadsafe`.
+finished before it next looks at its queue goes back in one `call_soon_threadsafe` (sooner when
+calls are slow: no finished result waits more than a couple of milliseconds for its batch).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _STOP = object()
+_HOLD = 0.002  # seconds a finished result may wait for the rest of its batch before it is sent back
 Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 Result = tuple["asyncio.Future[Any]", bool, Any]
 
@@ -94,6 +97,7 @@ class Worker:
             while not stop:
                 item = get()
                 results: list[Result] = []
+                since = monotonic()
                 while True:
                     if item is _STOP:
                         stop = True
@@ -105,6 +109,9 @@ class Worker:
                             results.append((fut, True, fn(*args)))
                         except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
                             results.append((fut, False, e))
+                        if monotonic() - since > _HOLD:  # slow calls: send back what is done so far
+                            call_soon(self._deliver, results, None)
+                            results, since = [], monotonic()
                     try:
                         item = get_nowait()
                     except queue.Empty:
