@@ -103,7 +103,7 @@ class RouteTable:
             return list(self._by_owner.get(owner, {}).values())
         return list(self._by_key.values())
 
-    def claims(self, exclude: str) -> dict[str, str]:
+    def claims(self, exclude: str | None) -> dict[str, str]:
         """Route key -> owner, for every route not owned by `exclude`."""
         return {k: r.owner for k, r in self._by_key.items() if r.owner != exclude}
 

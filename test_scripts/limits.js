@@ -32,3 +32,7 @@ register("/limits/sends", function (req) {
   for (let i = 1; i <= n; i++) sendStreamMessage(String(i));
   return "sent " + n;
 });
+let release = null;
+const held = new Promise((resolve) => { release = resolve; });
+register("/limits/hold", async function () { await held; return "released"; });
+register("/limits/release", function () { release(); return "ok"; });

@@ -134,6 +134,10 @@ async def test_a_script_that_replaces_built_ins_still_talks_to_the_engine_exactl
     health = await client.get("/health")
     assert health.status == 200 and (await health.json())["status"] == "ok"
     assert await (await client.get("/other")).text() == "other is fine"
+    # Saving another script tells the tampered one the new claims: that must not fail the save.
+    put = await client.put("/_engine/scripts/new.js", data='register("/new", () => "new");')
+    assert put.status == 201, await put.text()
+    assert await (await client.get("/new")).text() == "new"
     resp.close()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import LimitsConfig
 from engine.sandbox.commands import AddField, AddRoute, AddStream, Log, Malformed, Send, SendSubscription
-from engine.sandbox.envelope import UNCHANGED, parse_envelope
+from engine.sandbox.envelope import UNCHANGED, parse_envelope, read_commands
 
 LIMITS = LimitsConfig(max_message_bytes=1000, max_commands_per_call=10)
 
@@ -102,6 +102,8 @@ FORGED: dict[str, tuple[Any, str]] = {
     "settled id": (env(s=[{"o": {}}]), "settled Promise needs an id"),
     "timer": (env(t="soon"), "next timer must be a time or null"),
     "timer infinite": ('{"t": 1e999}', "next timer must be a time or null"),
+    "pieces count": (env(m=-1), "count of pieces to come"),
+    "pieces count huge": (env(m=10**9), "count of pieces to come"),
 }
 
 
@@ -119,3 +121,16 @@ def test_long_log_lines_and_texts_are_cut() -> None:
     msg = e.commands[0].msg  # type: ignore[union-attr]
     assert len(msg) < 17000 and msg.endswith("... (truncated)")
     assert len(e.out["e"]["m"]) == 65536  # type: ignore[index]
+
+
+def test_a_large_envelope_comes_in_pieces_each_checked_and_counted() -> None:
+    e = parse_envelope(env(o=None, c=[{"op": "log", "level": "info", "msg": "a"}], m=2), LIMITS)
+    assert e.more == 2 and len(e.commands) == 1
+    piece = json.dumps([{"op": "stream", "path": "/s"}] * 4)
+    assert read_commands(piece, 1, LIMITS) == [AddStream("/s")] * 4
+    with pytest.raises(Malformed, match="command 5 \\(stream\\): /health is reserved"):
+        read_commands(json.dumps([{"op": "stream", "path": "/s"}, {"op": "stream", "path": "/health"}]), 4, LIMITS)
+    with pytest.raises(Malformed, match="11 commands in one call; the limit is 10"):
+        read_commands(piece, 7, LIMITS)  # the pieces together count toward the cap
+    with pytest.raises(Malformed, match="not JSON"):
+        read_commands("[", 0, LIMITS)

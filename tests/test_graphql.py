@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import MakeClient
+from conftest import MakeClient, wait_for
 from sse_client import SSEReader
 from test_graphql_sse import next_result, subscribe
 
-from engine.http.keys import GRAPHQL, SCRIPTS
+from engine.http.keys import GRAPHQL, SCRIPTS, SUBSCRIPTIONS
 
 
 async def gql(client: TestClient, query: str, variables: dict[str, Any] | None = None,
@@ -302,6 +302,7 @@ async def test_published_subscription_results_are_bounded_too(engine_client: Mak
     client = await engine_client("graphql_cost.js", graphql_max_result_fields=5000)
     _, small = await subscribe(client, "subscription { feed { id } }")
     _, wide = await subscribe(client, "subscription { feed { id a } }")
+    await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 2, what="both subscriptions to be in place")
     await client.post("/cost/feed", params={"n": "3000"})  # 3,000 fields for one, 6,000 for the other
     got = await next_result(small)
     assert len(got["data"]["feed"]) == 3000 and got["data"]["feed"][2999] == {"id": "2999"}  # built in slices

@@ -7,7 +7,7 @@ import logging
 import threading
 
 import pytest
-from conftest import MakeClient
+from conftest import MakeClient, wait_for
 from sse_client import SSEReader
 
 from engine.http.keys import SCRIPTS, STREAMS
@@ -169,3 +169,22 @@ async def test_many_requests_in_parallel(engine_client: MakeClient) -> None:
 
 def test_logging_is_quiet_for_passing_calls(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_calls_waiting_on_one_script_are_bounded(engine_client: MakeClient) -> None:
+    client = await engine_client("limits.js", "other.js", max_pending_calls=3)
+    ctx = client.app[SCRIPTS].records["limits.js"].context
+    waiting = [asyncio.create_task(client.get("/limits/hold")) for _ in range(3)]
+    await wait_for(lambda: ctx.inflight == 3, what="three calls waiting on the script")
+    busy = await client.get("/limits/hold")
+    assert busy.status == 503
+    body = await busy.json()
+    assert body["error"]["code"] == "script_busy" and "max_pending_calls" in body["error"]["message"]
+    assert (await client.get("/other")).status == 200  # other scripts are not affected
+    await wait_for(lambda: ctx.inflight == 3, what="the refused call to leave no trace")
+    # The held calls go away with their clients; then the script takes calls again.
+    for task in waiting:
+        task.cancel()
+    await wait_for(lambda: ctx.inflight == 0, what="the waiting calls to go away with their clients")
+    assert await (await client.get("/limits/release")).text() == "ok"
+    assert await (await client.get("/limits/hold")).text() == "released"

@@ -173,7 +173,7 @@ class GraphQLRegistry:
     def owned(self, owner: str) -> list[FieldRegistration]:
         return list(self._by_owner.get(owner, ()))
 
-    def claims(self, exclude: str) -> dict[str, Any]:
+    def claims(self, exclude: str | None) -> dict[str, Any]:
         """What other scripts own, as the prelude checks it: fields -> owner, types -> {kind, text, owner}."""
         fields = {k: r.owner for k, r in self.fields.items() if r.owner != exclude}
         types: dict[str, dict[str, str]] = {}

@@ -34,7 +34,7 @@ from engine.errors import (
 )
 from engine.sandbox.applier import Applier, Steps
 from engine.sandbox.commands import Check, Command, Malformed
-from engine.sandbox.envelope import UNCHANGED, Envelope, Outcome, parse_envelope
+from engine.sandbox.envelope import UNCHANGED, Envelope, Outcome, parse_envelope, read_commands
 from engine.sandbox.host_api import HOST_NAMES
 from engine.sandbox.worker import Result, Worker, resolve_all
 
@@ -45,7 +45,7 @@ UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()
 _LINE = re.compile(r"<input>:(\d+)")
 # Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
-_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "fire", "retire")
+_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "fire", "retire", "more")
 _MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
 
 Sink = Callable[["ScriptContext", list[Command]], Steps]
@@ -90,18 +90,18 @@ class ScriptContext:
     async def start(self, setup: dict[str, Any], lines: int) -> None:
         """Create the context on its thread and install the host API, for a script of `lines` lines.
 
-        `setup`: `logs` (earlier lines for listLogs), `logMax`, `maxMessageBytes`, `maxCommands`, and
-        what other scripts own (`claims`, `streamClaims`, `gqlFields`, `gqlTypes`), so register calls
-        can throw at once.
+        `setup`: `name`, `logs` (earlier lines for listLogs), `logMax`, `maxMessageBytes`,
+        `maxCommands`, and what the scripts own (`claims`, `streamClaims`, `gqlFields`, `gqlTypes`;
+        the script skips its own), so register calls can throw at once.
         """
         self._lines = lines
         env = await self._worker.submit(self._t_start, json.dumps(setup))
         if env.error:
             raise env.error
 
-    async def set_claims(self, claims: dict[str, Any]) -> None:
-        """What other scripts own changed (the same keys as in `start`'s setup)."""
-        await self._submit(self._t_call, "setClaims", json.dumps(claims))
+    async def set_claims(self, claims: str) -> None:
+        """What the scripts own changed: JSON of the same keys as in `start`'s setup."""
+        await self._submit(self._t_call, "setClaims", claims)
 
     async def load(self, source: str) -> Envelope:
         """Run the script's top level. The envelope is not applied: the caller decides (atomic swap)."""
@@ -448,6 +448,8 @@ class ScriptContext:
         """What JS handed back, checked; a malformed result fails the call and applies nothing."""
         try:
             env = parse_envelope(raw, self._limits)
+            for _ in range(env.more):  # a large envelope's commands come in pieces: one parse each
+                env.commands += read_commands(self._rt["more"](), len(env.commands), self._limits)
             if self._check is not None:
                 for c in env.commands:
                     self._check(c)

@@ -35,6 +35,7 @@ class Envelope:
     error: ScriptError | None = None
     deferred: bool = False  # a load's envelope: applied by the caller, only if the load is accepted
     call: bool = False  # a handler's or resolver's: only these may leave a Promise to wait on
+    more: int = 0  # pieces of commands still to fetch (a large envelope comes in pieces)
     job_error: ScriptError | None = None  # a Promise job after the call failed, not the call's own
 
     @property
@@ -61,13 +62,11 @@ def parse_envelope(raw: Any, limits: LimitsConfig) -> Envelope:
     env = Envelope()
     if data.get("o") is not None:
         env.out = _outcome(data["o"])
-    raw_commands = data.get("c", [])
-    if not isinstance(raw_commands, list):
-        raise Malformed("commands must be a list")
-    if len(raw_commands) > limits.max_commands_per_call:
-        raise Malformed(f"{len(raw_commands)} commands in one call; the limit is {limits.max_commands_per_call} "
-                        "(limits.max_commands_per_call)")
-    env.commands = [read_command(c, i, limits) for i, c in enumerate(raw_commands)]
+    env.commands = _commands(data.get("c", []), 0, limits)
+    more = data.get("m", 0)
+    if not isinstance(more, int) or isinstance(more, bool) or not 0 <= more <= limits.max_commands_per_call:
+        raise Malformed("the count of pieces to come must be a small integer")
+    env.more = more
     raw_settled = data.get("s", [])
     if not isinstance(raw_settled, list) or len(raw_settled) > limits.max_commands_per_call:
         raise Malformed("settled Promises must be a list")
@@ -81,6 +80,26 @@ def parse_envelope(raw: Any, limits: LimitsConfig) -> Envelope:
             raise Malformed("the next timer must be a time or null")
         env.next_timer = due
     return env
+
+
+def read_commands(raw: Any, start: int, limits: LimitsConfig) -> list[Command]:
+    """One piece of a large envelope's commands (JSON text of a list); `start` is how many came before."""
+    if not isinstance(raw, str):
+        raise Malformed("a piece of commands must be JSON text")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Malformed("a piece of commands is not JSON") from None
+    return _commands(data, start, limits)
+
+
+def _commands(raw: Any, start: int, limits: LimitsConfig) -> list[Command]:
+    if not isinstance(raw, list):
+        raise Malformed("commands must be a list")
+    if start + len(raw) > limits.max_commands_per_call:
+        raise Malformed(f"{start + len(raw)} commands in one call; the limit is {limits.max_commands_per_call} "
+                        "(limits.max_commands_per_call)")
+    return [read_command(c, start + i, limits) for i, c in enumerate(raw)]
 
 
 def _is_id(value: Any) -> bool:

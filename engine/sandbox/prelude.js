@@ -583,7 +583,42 @@
     if (commands.length) { env.c = commands; commands = list(); }
     if (settled.length) { env.s = settled; settled = list(); }
     if (timersDirty) { env.t = nextDue(); timersDirty = false; }
+    const text = stringify(env);
+    if (text.length <= CHUNK || env.c === undefined) return text;
+    // Too large to read back in one piece (Python parses JSON holding the GIL, which the event loop
+    // needs): the commands follow in pieces of about CHUNK characters, fetched with `more`.
+    pieces = chunks(env.c);
+    env.c = list();
+    env.m = pieces.length;
     return stringify(env);
+  }
+
+  const CHUNK = 1 << 20;
+  let pieces = list();
+
+  function chunks(cmds) {
+    const out = list();
+    let part = list(), size = 0;
+    for (let i = 0; i < cmds.length; i++) {
+      const one = stringify(cmds[i]);
+      if (size + one.length > CHUNK && part.length) {
+        add(out, wrap(part));
+        part = list();
+        size = 0;
+      }
+      add(part, one);
+      size += one.length + 1;
+    }
+    if (part.length) add(out, wrap(part));
+    return out;
+  }
+
+  function wrap(part) {
+    const parts = list();
+    add(parts, "[");
+    add(parts, arrJoin(part, ","));
+    add(parts, "]");
+    return arrJoin(parts, ""); // join, not +: the binding cannot take a rope string
   }
 
   // A resolver's value as JSON text ({j}), none for undefined, or why it cannot be sent ({bad}).
@@ -605,28 +640,36 @@
     return check(v);
   }
 
-  function record(o) {
-    // JSON from the engine (claims): copied onto null prototypes, so lookups see only what was sent.
+  let myName = null;
+
+  // Claims from the engine, copied onto null prototypes (so lookups see only what was sent), less
+  // this script's own: the engine sends every script the same text.
+  function othersClaims(o) {
     const out = rec({});
     if (o === null || typeof o !== "object") return out;
     const names = keys(o);
     for (let i = 0; i < names.length; i++) {
       const v = o[names[i]];
-      out[names[i]] = v !== null && typeof v === "object" ? record(v) : v;
+      if (v !== null && typeof v === "object") {
+        if (v.owner !== myName) out[names[i]] = rec({ kind: v.kind, text: v.text, owner: v.owner });
+      } else if (v !== myName) {
+        out[names[i]] = v;
+      }
     }
     return out;
   }
 
   function takeClaims(o) {
-    claims = record(o.claims);
-    streamClaims = record(o.streamClaims);
-    gqlFields = record(o.gqlFields);
-    gqlTypes = record(o.gqlTypes);
+    claims = othersClaims(o.claims);
+    streamClaims = othersClaims(o.streamClaims);
+    gqlFields = othersClaims(o.gqlFields);
+    gqlTypes = othersClaims(o.gqlTypes);
   }
 
   const rt = {
     setup: function (optionsJSON) {
       const o = parseJSON(optionsJSON);
+      myName = o.name;
       takeClaims(o);
       if (o.maxMessageBytes) maxMessageBytes = o.maxMessageBytes;
       if (o.maxCommands) maxCommands = o.maxCommands;
@@ -641,6 +684,13 @@
     setClaims: function (claimsJSON) {
       takeClaims(parseJSON(claimsJSON));
       return envelope(null);
+    },
+    // The next piece of the last envelope's commands (see `envelope`).
+    more: function () {
+      if (!pieces.length) return "[]";
+      const piece = pieces[0];
+      pieces = arrSlice(pieces, 1);
+      return piece;
     },
     drain: function (reason) {
       if (runningTimer && reason === "timeout") {

@@ -124,7 +124,7 @@ class StreamRegistry:
 
     # ---- ownership -------------------------------------------------------------------------
 
-    def claims(self, exclude: str) -> dict[str, str]:
+    def claims(self, exclude: str | None) -> dict[str, str]:
         """Stream path -> owner, for streams not owned by `exclude`."""
         return {p: s.owner for p, s in self.streams.items() if s.owner != exclude}
 
