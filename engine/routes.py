@@ -1,9 +1,10 @@
 """The dynamic route table that `register()` fills: patterns, matching, ownership and conflicts.
 
 It knows nothing of aiohttp: a route's `target` is opaque here. Every change is synchronous, so a
-request matched on the event loop sees one version or the other. Replacing an owner's routes (a
-load) rebuilds the lookup tables; adding one (a registration after the load) costs the same
-however many routes exist, so a script registering in a loop cannot make the loop quadratic.
+request matched on the event loop sees one version or the other. Adding a route (a registration
+after the load) costs the same however many routes exist, so a script registering in a loop cannot
+make the loop quadratic. Replacing an owner's routes (a load) needs new lookup tables: a `Plan`
+builds them from a snapshot, on any thread, and `replace` swaps them in if nothing changed since.
 """
 
 from __future__ import annotations
@@ -16,18 +17,34 @@ from urllib.parse import unquote
 from engine.errors import RouteConflict
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A path with parameters or a prefix, read once: what a pattern is made of."""
+
+    segments: tuple[str | None, ...]  # a literal, or None for a {param}
+    names: tuple[str, ...]
+    prefix: bool  # ends in /*
+    # Matching order: plain before prefix, then more literal segments, then more segments.
+    order: tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
+    """One registration. Its key and shape are worked out when it is made (on the script's thread,
+    for a load), so the table's work on the event loop is lookups and inserts."""
+
     method: str
     path: str  # as registered: "/users/{id}", "/files/*"
     owner: str  # the script that registered it
     target: Any  # what runs it (the engine passes the script's context)
     handler: int  # handler index inside the target
+    # Identity for conflicts: parameter names do not matter, `/a/{x}` and `/a/{y}` collide.
+    key: str = field(init=False)
+    shape: Shape | None = field(init=False)  # None for a plain path
 
-    @property
-    def key(self) -> str:
-        """Identity for conflicts: parameter names do not matter, `/a/{x}` and `/a/{y}` collide."""
-        return f"{self.method} {pattern_key(self.path)}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.method} {pattern_key(self.path)}")
+        object.__setattr__(self, "shape", _shape(self.path) if "{" in self.path or self.path.endswith("/*") else None)
 
 
 @dataclass(slots=True)
@@ -38,38 +55,42 @@ class Match:
 
 @dataclass
 class _Pattern:
-    segments: list[str | None]  # a literal, or None for a {param}
-    names: list[str]
-    prefix: bool  # ends in /*
+    shape: Shape
+    sort_key: tuple[int, int, int]
     methods: dict[str, Route] = field(default_factory=dict)
 
-    def sort_key(self) -> tuple[int, int, int]:
-        literals = sum(1 for s in self.segments if s is not None)
-        return (self.prefix, -literals, -len(self.segments))
-
     def match(self, parts: list[str]) -> dict[str, str] | None:
-        n = len(self.segments)
-        if len(parts) < n if self.prefix else len(parts) != n:
+        shape = self.shape
+        n = len(shape.segments)
+        if len(parts) < n if shape.prefix else len(parts) != n:
             return None
         params: dict[str, str] = {}
-        names = iter(self.names)
-        for want, got in zip(self.segments, parts, strict=False):
+        names = iter(shape.names)
+        for want, got in zip(shape.segments, parts, strict=False):
             if want is None:
                 if got == "":
                     return None
                 params[next(names)] = unquote(got)
             elif want != unquote(got):
                 return None
-        if self.prefix:
+        if shape.prefix:
             params["*"] = unquote("/".join(parts[n:]))
         return params
+
+
+def _pattern(shape: Shape) -> _Pattern:
+    return _Pattern(shape, shape.order)
+
+
+def _sort_key(p: _Pattern) -> tuple[int, int, int]:
+    return p.sort_key
 
 
 def pattern_key(path: str) -> str:
     return "/".join("{}" if s.startswith("{") else s for s in path.split("/"))
 
 
-def _parse(path: str) -> _Pattern:
+def _shape(path: str) -> Shape:
     parts = path.split("/")[1:]
     prefix = bool(parts) and parts[-1] == "*"
     if prefix:
@@ -82,7 +103,42 @@ def _parse(path: str) -> _Pattern:
             names.append(p[1:-1])
         else:
             segments.append(p)
-    return _Pattern(segments, names, prefix)
+    literals = sum(1 for s in segments if s is not None)
+    return Shape(tuple(segments), tuple(names), prefix, (prefix, -literals, -len(segments)))
+
+
+Tables = tuple[dict[str, dict[str, Route]], dict[str, _Pattern], list[_Pattern]]  # static, index, patterns
+
+
+def _tables(routes: list[Route]) -> Tables:
+    """The lookup tables for `routes` (in owner load order): a pure function, for any thread."""
+    static: dict[str, dict[str, Route]] = {}
+    index: dict[str, _Pattern] = {}
+    for route in routes:
+        if route.shape is not None:
+            key = route.key.partition(" ")[2]
+            p = index.get(key)
+            if p is None:
+                p = index[key] = _pattern(route.shape)
+            p.methods[route.method] = route
+        else:
+            static.setdefault(route.path, {})[route.method] = route
+    return static, index, sorted(index.values(), key=_sort_key)
+
+
+class Plan:
+    """The lookup tables the table will have once `owner` has `routes`: built by `build`, which may
+    run on another thread (a load of many routes), from a snapshot taken on the loop."""
+
+    def __init__(self, version: int, owner: str, routes: list[Route]) -> None:
+        self.version = version
+        self.owner = owner
+        self._routes = routes
+        self.tables: Tables | None = None
+
+    def build(self) -> Plan:
+        self.tables = _tables(self._routes)
+        return self
 
 
 class RouteTable:
@@ -94,6 +150,7 @@ class RouteTable:
         self._static: dict[str, dict[str, Route]] = {}
         self._patterns: list[_Pattern] = []
         self._pattern_index: dict[str, _Pattern] = {}
+        self._version = 0  # bumped by every change: a plan from an older table is not used
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -121,8 +178,20 @@ class RouteTable:
                 problems.append(f"{r.method} {r.path} is already registered by script {taken.owner}")
         return problems
 
-    def replace(self, owner: str, routes: list[Route]) -> None:
-        """Give `owner` exactly these routes, atomically; raise RouteConflict and change nothing if taken."""
+    def plan(self, owner: str, routes: list[Route]) -> Plan:
+        """A snapshot of the table with `owner` having `routes` (a reloaded owner keeps its place);
+        call `build` on it anywhere, then pass it to `replace`."""
+        snapshot: list[Route] = []
+        for o, rs in self._by_owner.items():
+            snapshot.extend(routes if o == owner else rs.values())
+        if owner not in self._by_owner:
+            snapshot.extend(routes)
+        return Plan(self._version, owner, snapshot)
+
+    def replace(self, owner: str, routes: list[Route], plan: Plan | None = None) -> None:
+        """Give `owner` exactly these routes, atomically; raise RouteConflict and change nothing if taken.
+        With a built `plan` for the same change and nothing changed since, its tables are swapped in;
+        otherwise they are built here."""
         problems = self.conflicts(owner, routes)
         if problems:
             raise RouteConflict("; ".join(problems))
@@ -133,7 +202,10 @@ class RouteTable:
             self._by_key.update(mine)
         else:
             self._by_owner.pop(owner, None)
-        self._rebuild()
+        usable = plan is not None and plan.tables is not None and plan.version == self._version and plan.owner == owner
+        self._static, self._pattern_index, self._patterns = (
+            plan.tables if usable else _tables([r for rs in self._by_owner.values() for r in rs.values()]))  # type: ignore[union-attr,misc]
+        self._version += 1
 
     def add(self, route: Route) -> None:
         """One more route for its owner, in constant time (plus placing a new pattern in order)."""
@@ -144,34 +216,22 @@ class RouteTable:
         self._by_owner.setdefault(route.owner, {})[route.key] = route
         self._by_key[route.key] = route
         self._place(route, self._static, self._pattern_index, self._patterns)
+        self._version += 1
 
     @staticmethod
     def _place(route: Route, static: dict[str, dict[str, Route]], index: dict[str, _Pattern],
                patterns: list[_Pattern]) -> None:
-        if "{" in route.path or route.path.endswith("/*"):
-            key = pattern_key(route.path)
+        if route.shape is not None:
+            key = route.key.partition(" ")[2]
             p = index.get(key)
             if p is None:
-                p = index[key] = _parse(route.path)
+                p = index[key] = _pattern(route.shape)
                 # Among equally specific patterns, a rebuild tries owners in load order; a pattern
                 # added later goes after its equals, as if its owner had loaded last.
-                insort(patterns, p, key=_Pattern.sort_key)
+                insort(patterns, p, key=_sort_key)
             p.methods[route.method] = route
         else:
             static.setdefault(route.path, {})[route.method] = route
-
-    def _rebuild(self) -> None:
-        static: dict[str, dict[str, Route]] = {}
-        index: dict[str, _Pattern] = {}
-        for routes in self._by_owner.values():
-            for route in routes.values():
-                if "{" in route.path or route.path.endswith("/*"):
-                    index.setdefault(pattern_key(route.path), _parse(route.path)).methods[route.method] = route
-                else:
-                    static.setdefault(route.path, {})[route.method] = route
-        self._static = static
-        self._pattern_index = index
-        self._patterns = sorted(index.values(), key=_Pattern.sort_key)
 
     @property
     def has_patterns(self) -> bool:

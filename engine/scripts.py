@@ -52,6 +52,7 @@ from engine.sandbox.envelope import Envelope
 from engine.streams.registry import StreamRegistry
 
 log = logging.getLogger("engine.scripts")
+_ROUTES_ON_A_THREAD = 1000  # a load with more routes builds the new route lookup tables on a thread
 script_log = logging.getLogger("engine.script")
 # How the prelude and the tables word a claim another script holds ("... by script a.js").
 _CONFLICT = re.compile(r"\b(by|of) scripts? \S+")
@@ -85,11 +86,14 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _check_command(command: Command) -> None:
-    """What only the engine can check in a command, run on the script's thread with the others: a
-    GraphQL fragment is parsed there (off the event loop), and the types its JS reported must be the
-    ones its SDL declares. A syntax graphql-core rejects fails the registration later, as usual."""
-    if isinstance(command, AddField):
+def _check_command(ctx: ScriptContext, command: Command) -> None:
+    """What only the engine can check or prepare in a command, run on the script's thread with the
+    others, off the event loop: a route is made (its key and shape worked out); a GraphQL fragment is
+    parsed, and the types its JS reported must be the ones its SDL declares. A syntax graphql-core
+    rejects fails the registration later, as usual."""
+    if isinstance(command, AddRoute):
+        command.route = Route(command.method, command.path, ctx.name, ctx, command.handler)
+    elif isinstance(command, AddField):
         try:
             command.document = read_fragment(f"{ROOTS[command.kind]}.{command.name}", command.sdl, command.types)
         except TypesMismatch as e:
@@ -203,13 +207,20 @@ class ScriptManager:
         try:
             env = await self._evaluate(record, ctx, source)
             self._log_lines(name, env.commands)
-            routes = [Route(c.method, c.path, name, ctx, c.handler) for c in env.commands if isinstance(c, AddRoute)]
+            routes = [c.route or Route(c.method, c.path, name, ctx, c.handler)
+                      for c in env.commands if isinstance(c, AddRoute)]
             try:
                 fields = [self._field(name, ctx, c) for c in env.commands if isinstance(c, AddField)]
             except SchemaProblem as e:
                 fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
             streams = [c.path for c in env.commands if isinstance(c, AddStream)]
             streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
+            plan = self.routes.plan(name, routes)
+            if len(routes) > _ROUTES_ON_A_THREAD:  # the new lookup tables, built off the loop
+                await asyncio.to_thread(plan.build)
+            else:
+                plan.build()
+            # From here to the swap, no await: what is checked is what is swapped in.
             if env.error is None:
                 schema_change = self.graphql.check(name, fields)
                 problems = self._conflicts(name, routes, streams) + schema_change.problems
@@ -222,8 +233,8 @@ class ScriptManager:
             return await self._fail(record, env.error, ctx)
 
         # The swap: nothing below awaits until both tables point at the new version.
-        before = self._owned(name)
-        self.routes.replace(name, routes)
+        before = self._owned(name) if self._any_conflicted() else set()
+        self.routes.replace(name, routes, plan)
         self.streams.replace(name, streams)
         self.graphql.apply(schema_change)
         old, record.context = record.context, ctx
@@ -236,9 +247,12 @@ class ScriptManager:
         if old is not None:
             self._retire(old)
         await self._share_claims(name)
-        if before - self._owned(name):
+        if before and before - self._owned(name):
             self._retry_conflicted()
         return record
+
+    def _any_conflicted(self) -> bool:
+        return any(r.conflicted and r.status == "failed" for r in self.records.values())
 
     async def _evaluate(self, record: ScriptRecord, ctx: ScriptContext, source: str) -> Envelope:
         """Start the context and run the script's top level; a failure is the envelope's error."""
@@ -337,7 +351,8 @@ class ScriptManager:
         the tables however many scripts there are."""
         if not self._sharing:
             return
-        everything = json.dumps(self._claims())
+        # The text is made on a thread: for tens of thousands of routes it takes a while.
+        everything = await asyncio.to_thread(json.dumps, self._claims())
         for other in list(self.records.values()):
             if other.name != changed and other.context is not None and not other.context.closed:
                 # ScriptGone: it was replaced meanwhile, and its successor starts with fresh claims.
@@ -433,7 +448,8 @@ class ScriptManager:
                     except SchemaProblem as e:
                         self._script_line(name, "error", f"registerGraphQL refused: invalid SDL for {e}")
                 elif isinstance(c, AddRoute):
-                    problems = self._conflicts(name, [route := Route(c.method, c.path, name, ctx, c.handler)], [])
+                    route = c.route or Route(c.method, c.path, name, ctx, c.handler)
+                    problems = self._conflicts(name, [route], [])
                     try:
                         if problems:
                             raise RouteConflict("; ".join(problems))

@@ -1,16 +1,18 @@
-"""What one GraphQL operation may cost, so that no query and no resolver's value keeps the event loop.
+"""What one GraphQL operation may cost, so that no query and no resolver's value runs away.
 
 Before validation, an operation's field selections are counted with fragments expanded and aliases
 counted (`limits.graphql_max_fields`): validation and execution grow with that count. During
 execution, each list a resolver returns is charged its items times the fields selected below it,
 before graphql-core walks it (`limits.graphql_max_result_fields`); a list past the budget becomes a
 field error and is never walked. Objects outside lists are bounded by the selection count already.
-Execution also yields to the loop every `YIELD_EVERY` fields, so a large result is built in slices.
+
+A budget may also have a smaller share it may spend where it runs (`here`): a subscription message
+is first executed on the server's loop, and one that needs more is executed again on a GraphQL
+thread (runner.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +28,7 @@ from graphql import (
     SelectionSetNode,
 )
 
-YIELD_EVERY = 2000  # fields resolved between two turns of the event loop
+HERE = 2000  # result fields a subscription message may take on the server's loop (about 10 ms)
 
 
 def _count(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode],
@@ -86,12 +88,13 @@ def _count_written(selection_set: SelectionSetNode | None, limit: int) -> int:
 
 
 class Budget:
-    """The fields one execution may still produce, and its count toward the next yield."""
+    """The fields one execution may still produce; with `here`, the share it may spend where it runs."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, here: int | None = None) -> None:
         self.limit = limit
         self.left = limit
-        self.resolved = 0
+        self.here = limit if here is None else min(here, limit)
+        self.needs_more = False  # it was stopped by `here`, not by the limit: run it where it may
         self._widths: dict[int, int] = {}
         self._fragment_counts: dict[str, int] = {}
 
@@ -103,6 +106,10 @@ class Budget:
         if cost > self.left:  # refused, so not walked: what is left stays for the rest of the result
             raise GraphQLError(f"this list would take the result past {self.limit} fields "
                                "(limits.graphql_max_result_fields)", extensions={"code": "RESULT_TOO_LARGE"})
+        spent = self.limit - self.left
+        if spent + cost > self.here:
+            self.needs_more = True
+            raise GraphQLError("too large to build here")  # the result is thrown away and built elsewhere
         self.left -= cost
 
     def _width(self, info: GraphQLResolveInfo) -> int:
@@ -131,28 +138,11 @@ def budget_of(info: GraphQLResolveInfo) -> Budget | None:
     return getattr(info.context, "budget", None)
 
 
-def _later(value: Any) -> asyncio.Future[Any]:
-    """`value`, one turn of the loop from now. A future, not a coroutine: if graphql-core drops it
-    (a sibling's error ended the list), nobody is warned about an un-awaited coroutine."""
-    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_soon(_settle, fut, value)
-    return fut
-
-
-def _settle(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
 def field_resolver(source: Any, info: GraphQLResolveInfo, **_args: Any) -> Any:
     """The resolver of every field below a script's root field (values are JSON data): it reads the
-    field, charges a list, and every `YIELD_EVERY` fields hands the value back through the loop."""
+    field and charges a list to the execution's budget."""
     value = source.get(info.field_name) if isinstance(source, Mapping) else None
     budget = budget_of(info)
-    if budget is None:
-        return value
-    budget.charge(info, value)
-    budget.resolved += 1
-    if budget.resolved % YIELD_EVERY == 0:
-        return _later(value)
+    if budget is not None:
+        budget.charge(info, value)
     return value

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from inspect import isawaitable
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import (
     DocumentNode,
@@ -27,6 +27,8 @@ from engine.errors import HTTPError, ScriptError, ScriptTimeout
 from engine.graphql.cost import Budget, field_resolver, selection_problem
 from engine.graphql.schema import FieldRegistration
 from engine.http.middleware import classify, log_script_error
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class RequestContext:
     operation: str
     budget: Budget
     timeout: float  # seconds
+    server_loop: asyncio.AbstractEventLoop  # where scripts are called from (execution runs elsewhere)
 
     def for_script(self, reg: FieldRegistration) -> dict[str, Any]:
         return {"requestId": self.request_id, "headers": self.headers, "operation": self.operation,
@@ -154,12 +157,20 @@ async def run(
     return dict(result.formatted)  # type: ignore[union-attr]
 
 
+async def on_loop(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:
+    """Await `coro` on `loop` (the server's, where scripts are called), from whichever loop this is.
+    Cancelling the wait cancels it there too."""
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
 async def call_resolver(reg: FieldRegistration, args: dict[str, Any], context: RequestContext) -> Any:
     """Run a script's resolver (its value, or UNDEFINED); its failure becomes a GraphQL error
     (graphql-core adds path and locations) whose message is the script's own for a throw, the
     engine's for a broken limit."""
     try:
-        return await reg.target.resolve(reg.handler, args, context.for_script(reg))
+        return await on_loop(reg.target.resolve(reg.handler, args, context.for_script(reg)), context.server_loop)
     except ScriptError as e:
         _, code, message = classify(e)
         log_script_error(f"resolver {reg.key}", context.request_id, e)

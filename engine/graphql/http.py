@@ -24,18 +24,20 @@ from engine.graphql.execute import (
     RequestContext,
     params_from_json,
     params_from_query,
-    prepare,
-    run,
 )
 from engine.graphql.schema import SubscribeRoot
 from engine.graphql.subscriptions import COMPLETE, next_event
-from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_THREADS, REQUEST_ID, STREAMS, SUBSCRIPTIONS
+from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_RUNNER, REQUEST_ID, STREAMS, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.http.response import error_response
 from engine.streams.registry import Transport, ender
 from engine.streams.sse import body_transport, sse_headers
 
 PAGE = files("engine.graphql").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode()
 
 
 def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,15 +63,7 @@ def _context(request: web.Request, operation: str) -> RequestContext:
         headers[k] = f"{headers[k]}, {v}" if k in headers else v
     limits = request.app[CONFIG].limits
     return RequestContext(request[REQUEST_ID], headers, operation, Budget(limits.graphql_max_result_fields),
-                          limits.graphql_timeout_ms / 1000)
-
-
-async def _prepare(request: web.Request, schema: GraphQLSchema, params: GraphQLParams) -> Prepared:
-    """Parse, count and validate on the GraphQL threads: validation can take a second of CPU, and
-    there it never holds the event loop for longer than the interpreter's switch interval."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app[GRAPHQL_THREADS], prepare, schema, params,
-                                      request.app[CONFIG].limits)
+                          limits.graphql_timeout_ms / 1000, asyncio.get_running_loop())
 
 
 def _cors(request: web.Request, headers: dict[str, str]) -> dict[str, str]:
@@ -89,7 +83,8 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     except HTTPError as e:  # not JSON, no query, too large
         return _request_error(e, rid)
     schema = request.app[GRAPHQL].schema
-    prepared = await _prepare(request, schema, params)
+    runner = request.app[GRAPHQL_RUNNER]
+    prepared = await runner.prepare(schema, params)
     headers = _cors(request, {})
     if prepared.errors:
         return _json(prepared.error_result(), headers=headers)
@@ -99,8 +94,8 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     if prepared.operation == "subscription":
         message = "subscriptions are served over GraphQL over SSE: POST /graphql/sse (or GET /graphql/sse?query=)"
         return _request_error(HTTPError(400, "bad_request", message, headers), rid)
-    result = await run(schema, prepared, params, _context(request, prepared.operation))
-    return _json(result, headers=headers)
+    body = await runner.execute_encoded(schema, prepared, params, _context(request, prepared.operation), _json_bytes)
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def graphql_sse(request: web.Request) -> web.StreamResponse:
@@ -112,7 +107,8 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
         return _request_error(e, rid)
     app = request.app
     schema = app[GRAPHQL].schema
-    prepared = await _prepare(request, schema, params)
+    runner = app[GRAPHQL_RUNNER]
+    prepared = await runner.prepare(schema, params)
     streams = app[STREAMS]
     if prepared.operation == "subscription" and streams.full():
         raise HTTPError(503, "too_many_connections",
@@ -128,9 +124,9 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
         return response
     context = _context(request, prepared.operation)
     if prepared.operation != "subscription":
-        result = await run(schema, prepared, params, context)
+        framed = await runner.execute_encoded(schema, prepared, params, context, next_event)
         if not transport.is_closing():
-            transport.write(next_event(result) + COMPLETE)
+            transport.write(framed + COMPLETE)
         return response
     await _subscribe(request, transport, schema, prepared, params, context)
     return response
@@ -141,7 +137,7 @@ async def _subscribe(request: web.Request, transport: Transport, schema: GraphQL
     """Run the subscription's resolver (its value, if any, is the first `next`), then stay subscribed
     until the client leaves, the field goes away or the server stops."""
     root = SubscribeRoot()
-    first = await run(schema, prepared, params, context, root)
+    first = await request.app[GRAPHQL_RUNNER].execute(schema, prepared, params, context, root)
     if transport.is_closing():
         return
     if first.get("errors"):  # the resolver failed: report it and complete, as graphql-sse does

@@ -3,26 +3,30 @@
 Subscribers are grouped by what they asked (document, variables, operation): a message is executed
 once per group and the same framed bytes go to every member, written to the transport like stream
 events, with the same slow-consumer cut-off. Groups are keyed by field name, not by script version,
-so a reload that keeps the field keeps its subscribers. Each execution has its own result budget,
-and one that grows large is finished asynchronously, in slices (see cost.py).
+so a reload that keeps the field keeps its subscribers. Each execution has its own result budget;
+one that needs more than the loop may give it (cost.HERE fields) is built on a GraphQL thread, and so
+is checking every subscription against a new schema.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from inspect import isawaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from graphql import DocumentNode, ExecutionResult, GraphQLSchema, execute, validate
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, execute_sync, validate
 
-from engine.graphql.cost import Budget, field_resolver
+from engine.graphql.cost import HERE, Budget, field_resolver
 from engine.graphql.execute import GraphQLParams
 from engine.sandbox.applier import Steps
 from engine.streams.registry import PING, StreamRegistry, Transport, write_all
 from engine.streams.wire import chunk, encode_event
+
+if TYPE_CHECKING:
+    from engine.graphql.runner import GraphQLRunner
 
 log = logging.getLogger("engine.graphql")
 
@@ -69,6 +73,9 @@ class SubscriptionHub:
     def __init__(self, streams: StreamRegistry, max_result_fields: int) -> None:
         self.streams = streams
         self.max_result_fields = max_result_fields
+        self.runner: GraphQLRunner | None = None  # set once the app's GraphQL threads run
+        self._schema: GraphQLSchema | None = None  # the latest, against which subscriptions are checked
+        self._checks: set[asyncio.Task[None]] = set()
         self.groups: dict[str, dict[tuple[str, str, str | None], Group]] = {}
 
     @property
@@ -99,38 +106,59 @@ class SubscriptionHub:
 
     def publish(self, schema: GraphQLSchema, field_name: str, value: Any) -> Steps:
         """One `next` per subscriber of `field_name`: `{"data": {field: value}}` through its selection.
-        One step per group, so the loop can serve others between groups."""
+        One step per group, so the loop can serve others between groups; a group whose result is
+        too large to build on the loop gets it built on a GraphQL thread (the applier awaits it)."""
         for group in list(self.groups.get(field_name, {}).values()):
             if not group.members:
                 continue  # everyone left while earlier groups were served
-            p = group.params
-            result = execute(schema, group.document, root_value={field_name: value},
-                             context_value=EventContext(Budget(self.max_result_fields)),
-                             variable_values=p.variables, operation_name=p.operation_name,
-                             field_resolver=field_resolver)
-            if isawaitable(result):  # large enough to have yielded: the applier awaits the rest
-                yield self._deliver(group, result)
+            budget = Budget(self.max_result_fields, HERE if self.runner is not None else None)
+            framed = _execute(schema, group, field_name, value, budget)
+            if budget.needs_more and self.runner is not None:
+                yield self._deliver(group, self.runner.call(_execute, schema, group, field_name, value,
+                                                            Budget(self.max_result_fields)))
             else:
-                self._write(group, next_event(dict(result.formatted)))  # type: ignore[union-attr]
+                self._write(group, framed)
                 yield None
 
-    async def _deliver(self, group: Group, pending: Awaitable[ExecutionResult]) -> None:
-        result = await pending
+    async def _deliver(self, group: Group, pending: Awaitable[bytes]) -> None:
+        framed = await pending
         if group.members:
-            self._write(group, next_event(dict(result.formatted)))
+            self._write(group, framed)
 
     def schema_changed(self, schema: GraphQLSchema) -> None:
-        """Subscriptions to a field that is gone, or that no longer validate, are completed."""
+        """Subscriptions to a field that is gone are completed now; the others are checked against
+        the new schema on a GraphQL thread (validation is slow), and completed if no longer valid."""
+        self._schema = schema
         fields = schema.subscription_type.fields if schema.subscription_type else {}
+        remaining = []
         for name, groups in list(self.groups.items()):
             for group in list(groups.values()):
-                errors = validate(schema, group.document) if name in fields else []
-                if name not in fields or errors:
-                    why = f"the subscription field {name} was removed" if name not in fields else "no longer valid"
-                    framed = (next_event({"errors": [e.formatted for e in errors]}) if errors else b"") + COMPLETE
-                    for sub in list(group.members):
-                        sub.transport.write(framed)
-                        self.remove(sub, why)
+                if name in fields:
+                    remaining.append(group)
+                else:
+                    self._complete(group, COMPLETE, f"the subscription field {name} was removed")
+        if remaining and self.runner is not None:
+            task = asyncio.get_running_loop().create_task(self._recheck(schema, remaining, self.runner))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+        else:
+            self._completed_if_invalid(remaining, [validate(schema, g.document) for g in remaining])
+
+    async def _recheck(self, schema: GraphQLSchema, groups: list[Group], runner: GraphQLRunner) -> None:
+        errors = await runner.call(_validate_all, schema, [g.document for g in groups])
+        if schema is self._schema:  # else a newer schema is being checked already
+            self._completed_if_invalid(groups, errors)
+
+    def _completed_if_invalid(self, groups: list[Group], errors: list[list[GraphQLError]]) -> None:
+        for group, errs in zip(groups, errors, strict=True):
+            if errs:
+                self._complete(group, next_event({"errors": [e.formatted for e in errs]}) + COMPLETE,
+                               "no longer valid")
+
+    def _complete(self, group: Group, framed: bytes, why: str) -> None:
+        for sub in list(group.members):
+            sub.transport.write(framed)
+            self.remove(sub, why)
 
     def heartbeat(self) -> None:
         for groups in list(self.groups.values()):
@@ -151,3 +179,15 @@ class SubscriptionHub:
             log.warning("closed a slow subscriber of %s", group.name)
             self.remove(sub, "slow consumer")
             sub.transport.abort()
+
+
+def _execute(schema: GraphQLSchema, group: Group, field_name: str, value: Any, budget: Budget) -> bytes:
+    """One message through one group's selection, as the `next` event its members get."""
+    p = group.params
+    result = execute_sync(schema, group.document, root_value={field_name: value}, context_value=EventContext(budget),
+                          variable_values=p.variables, operation_name=p.operation_name, field_resolver=field_resolver)
+    return next_event(dict(result.formatted))
+
+
+def _validate_all(schema: GraphQLSchema, documents: list[DocumentNode]) -> list[list[GraphQLError]]:
+    return [validate(schema, d) for d in documents]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from engine.routes import RouteTable
 from engine.streams.registry import StreamRegistry
 
 if TYPE_CHECKING:
+    from engine.graphql.runner import GraphQLRunner
     from engine.graphql.schema import GraphQLRegistry
     from engine.graphql.subscriptions import SubscriptionHub
     from engine.logstream import LogStream
@@ -27,5 +27,5 @@ SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")
 WATCHER: web.AppKey[ScriptWatcher] = web.AppKey("watcher")
 LOGS: web.AppKey[LogStream] = web.AppKey("logs")
 STARTED = web.AppKey("started", float)
-GRAPHQL_THREADS = web.AppKey("graphql_threads", ThreadPoolExecutor)
+GRAPHQL_RUNNER: web.AppKey[GraphQLRunner] = web.AppKey("graphql_runner")
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -26,11 +26,12 @@ class Log:
     msg: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AddRoute:
     method: str
     path: str
     handler: int
+    route: Any = field(default=None, compare=False)  # the engine's route for it, once a check made one
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,9 @@ class SendSubscription:
 
 Command = Log | AddRoute | AddStream | Send | AddField | SendSubscription
 REGISTRATIONS = (AddRoute, AddStream, AddField)
-# A check the engine adds to these (run on the script's thread, like them): raises Malformed.
-Check = Callable[[Command], None]
+# A check the engine adds to these, run on the script's thread like them, with the script's context
+# and the command: it raises Malformed, and may attach what it worked out (a parsed SDL, a route).
+Check = Callable[[Any, Command], None]
 
 
 class _Reader:

@@ -452,7 +452,7 @@ class ScriptContext:
                 env.commands += read_commands(self._rt["more"](), len(env.commands), self._limits)
             if self._check is not None:
                 for c in env.commands:
-                    self._check(c)
+                    self._check(self, c)
             return env
         except Malformed as e:
             return Envelope(error=ScriptBadCommand(self.name, f"the engine refused what the script handed back: {e} "

@@ -158,13 +158,18 @@
   }
 
   function log(fn, level, args, own) {
-    const parts = list();
-    for (let i = 0; i < args.length; i++) add(parts, format(args[i]));
-    let text = arrJoin(parts, " ");
+    let text;
+    if (args.length === 1 && typeof args[0] === "string") {
+      text = args[0];
+    } else {
+      const parts = list();
+      for (let i = 0; i < args.length; i++) add(parts, format(args[i]));
+      text = arrJoin(parts, " ");
+    }
     if (text.length > MAX_LOG_LINE) text = strSlice(text, 0, MAX_LOG_LINE) + "... (truncated)";
     queue(fn, { op: "log", level: level, msg: text }, own);
     add(logLines, text);
-    if (logLines.length > logMax) logLines = tail(logLines, logMax);
+    if (logLines.length > 2 * logMax) logLines = tail(logLines, logMax); // trimmed now and then, not per line
   }
 
   function tail(l, n) {
@@ -301,7 +306,10 @@
     if (strStartsWith(path, SUBSCRIPTION_STREAMS)) throw hostError(fn + ": " + path + " is a GraphQL subscription's stream; send to it with sendSubscriptionMessage");
   }
 
+  const NON_ASCII = /[^\x00-\x7f]/;
+
   function utf8Length(s) {
+    if (!test(NON_ASCII, s)) return s.length; // most messages: one native scan
     let n = 0;
     for (let i = 0; i < s.length; i++) {
       const c = charCodeAt(s, i);
@@ -417,7 +425,7 @@
     registerGraphQLSubscription: function registerGraphQLSubscription(name, sdl, resolver) { registerGraphQL("registerGraphQLSubscription", "subscription", name, sdl, resolver); },
     sendSubscriptionMessage: sendSubscriptionMessage,
     writeLog: function writeLog(message) { log("writeLog", "info", [message]); },
-    listLogs: function listLogs() { return arrSlice(logLines); }, // a plain array: slice of a null-prototype list
+    listLogs: function listLogs() { return arrSlice(logLines, logLines.length > logMax ? logLines.length - logMax : 0); }, // a plain array
     "console.log": function log_(...a) { log("console.log", "info", a); },
     "console.info": function info(...a) { log("console.info", "info", a); },
     "console.debug": function debug(...a) { log("console.debug", "debug", a); },

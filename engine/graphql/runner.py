@@ -1,0 +1,75 @@
+"""Where GraphQL's CPU work happens: away from the server's event loop, which every client needs.
+
+Two threads parse and validate documents (validation alone can take a second of CPU) and build
+large subscription results; one thread with an event loop of its own executes operations, so a
+result of a hundred thousand fields is built there. Resolvers still run scripts from the server's
+loop: `call_resolver` hops back to it. On the server's loop, a GraphQL request only ever waits.
+Python's threads share one interpreter lock, so the server's loop can still wait for it, but for at
+most the interpreter's switch interval at a time, not for the whole of the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from graphql import GraphQLSchema
+
+from engine.config import LimitsConfig
+from engine.graphql.execute import GraphQLParams, Prepared, RequestContext, prepare, run
+
+T = TypeVar("T")
+
+
+class GraphQLRunner:
+    def __init__(self, limits: LimitsConfig) -> None:
+        self.limits = limits
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="graphql-execute", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:  # whatever still runs here is cancelled, then the loop closes on its own thread
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+    async def prepare(self, schema: GraphQLSchema, params: GraphQLParams) -> Prepared:
+        """Parse, count and validate (see `execute.prepare`), on a thread of the pool."""
+        return await self.call(prepare, schema, params, self.limits)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a thread of the pool: CPU-bound work with nothing to await."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def execute(self, schema: GraphQLSchema, prepared: Prepared, params: GraphQLParams,
+                      context: RequestContext, root: Any = None) -> dict[str, Any]:
+        """Execute on the GraphQL thread's loop. Cancelling this (the client left) cancels it there,
+        and with it the resolver calls it still waits for."""
+        return await self._on_thread(run(schema, prepared, params, context, root))
+
+    async def execute_encoded(self, schema: GraphQLSchema, prepared: Prepared, params: GraphQLParams,
+                              context: RequestContext, encode: Callable[[dict[str, Any]], bytes]) -> bytes:
+        """`execute`, then the result encoded for the wire, there too (a large result is large JSON)."""
+        async def run_and_encode() -> bytes:
+            return encode(await run(schema, prepared, params, context))
+        return await self._on_thread(run_and_encode())
+
+    async def _on_thread(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def close(self) -> None:
+        """Stop both: what is still running on the thread's loop is cancelled with it."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join, 5)
