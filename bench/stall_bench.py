@@ -114,6 +114,9 @@ def case_subscriptions(s: Server, _: Any) -> dict[str, Any]:
     query = urllib.parse.quote("subscription { aXXX: feed { id a b } }").replace("XXX", "{i}")
     c = readers([sys.executable, str(HERE / "stall_clients.py"), str(s.port), "1000", f"/graphql/sse?query={query}"])
     try:
+        deadline = time.monotonic() + 60  # a subscriber counts once its resolver has run, after its head
+        while json.loads(s.request("/_engine/streams")[1])["connections"] < 1000 and time.monotonic() < deadline:
+            time.sleep(0.1)
         s.gaps()  # from the trigger on
         status, _body = s.request("/stall/publish?n=100")
         return {"status": status, "subscribers": 1000, "groups": 1000}

@@ -54,6 +54,8 @@ class LimitsConfig:
     handler_timeout_ms: int = setting(30000, "how long a handler's returned Promise may stay pending", min=1)
     max_body_bytes: int = setting(1048576, "largest request body accepted (413 beyond)", min=1)
     max_message_bytes: int = setting(1048576, "largest stream message a script may send (it throws beyond)", min=1)
+    max_response_bytes: int = setting(8388608, "largest response body or GraphQL resolver value a script may "
+                                      "hand back (a 500 beyond)", min=1)
     max_commands_per_call: int = setting(50000, "host calls (logs, sends, registrations) one script call may make; "
                                          "the next one throws", min=1)
     max_pending_calls: int = setting(1000, "calls waiting on one script at once (requests, resolvers); "

@@ -261,6 +261,7 @@ class ScriptManager:
                 "logs": list(record.logs),
                 "logMax": self.config.logs.script_lines,
                 "maxMessageBytes": self.config.limits.max_message_bytes,
+                "maxResponseBytes": self.config.limits.max_response_bytes,
                 "maxCommands": self.config.limits.max_commands_per_call,
                 "name": record.name,
                 **self._claims(),

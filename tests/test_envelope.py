@@ -134,3 +134,12 @@ def test_a_large_envelope_comes_in_pieces_each_checked_and_counted() -> None:
         read_commands(piece, 7, LIMITS)  # the pieces together count toward the cap
     with pytest.raises(Malformed, match="not JSON"):
         read_commands("[", 0, LIMITS)
+
+
+def test_response_bodies_and_resolver_values_are_bounded() -> None:
+    limits = LimitsConfig(max_response_bytes=100)
+    assert parse_envelope("R200\ntext/plain\n" + "x" * 100, limits).out is not None
+    for raw in ("R200\ntext/plain\n" + "x" * 101, env(o={"r": {"s": 200, "b": "é" * 51}}),
+                env(o={"j": json.dumps("x" * 200)}), env(s=[{"id": 1, "o": {"r": {"s": 200, "b": "x" * 101}}}])):
+        with pytest.raises(Malformed, match=r"the limit is 100 \(limits.max_response_bytes\)"):
+            parse_envelope(raw, limits)

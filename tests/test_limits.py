@@ -188,3 +188,23 @@ async def test_calls_waiting_on_one_script_are_bounded(engine_client: MakeClient
     await wait_for(lambda: ctx.inflight == 0, what="the waiting calls to go away with their clients")
     assert await (await client.get("/limits/release")).text() == "ok"
     assert await (await client.get("/limits/hold")).text() == "released"
+
+
+RESPONSES = """
+register("/big/text", (req) => "x".repeat(Number(req.query.n)));
+register("/big/json", (req) => ({ body: { s: "é".repeat(Number(req.query.n)) } }));
+registerGraphQLQuery("big", "type Query { big(n: Int!): String }", (args) => "x".repeat(args.n));
+"""
+
+
+async def test_responses_and_resolver_values_are_bounded(engine_client: MakeClient) -> None:
+    client = await engine_client("other.js", extra={"big.js": RESPONSES}, max_response_bytes=1000)
+    assert len(await (await client.get("/big/text", params={"n": "1000"})).text()) == 1000
+    for path, n in (("/big/text", "1001"), ("/big/json", "500")):  # 500 x 2 bytes of UTF-8, with quotes: over
+        resp = await client.get(path, params={"n": n})
+        assert resp.status == 500 and (await resp.json())["error"]["code"] == "bad_response", path
+    ok = await (await client.post("/graphql", json={"query": "{ big(n: 900) }"})).json()
+    assert len(ok["data"]["big"]) == 900
+    over = await (await client.post("/graphql", json={"query": "{ big(n: 2000) }"})).json()
+    assert over["data"] == {"big": None} and over["errors"][0]["extensions"]["code"] == "BAD_RESPONSE"
+    assert (await client.get("/other")).status == 200

@@ -101,14 +101,14 @@ class _Reader:
             raise self.fail(problem)
 
 
-def message_problem(data: str, limit: int) -> str | None:
-    """Over `limits.max_message_bytes` in UTF-8 (as the prelude counts: a lone surrogate is 3 bytes)?"""
+def size_problem(data: str, limit: int, what: str = "the message", setting: str = "limits.max_message_bytes") -> str | None:
+    """Over `limit` bytes in UTF-8 (as the prelude counts: a lone surrogate is 3 bytes)?"""
     if len(data) * 4 <= limit:
         return None
     size = len(data) if len(data) > limit else len(data.encode("utf-8", "surrogatepass"))
     if size <= limit:
         return None
-    return f"the message is at least {size} bytes; the limit is {limit} (limits.max_message_bytes)"
+    return f"{what} is at least {size} bytes; the limit is {limit} ({setting})"
 
 
 def _types(r: _Reader) -> dict[str, dict[str, str]]:
@@ -138,7 +138,7 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
         return Log(level, msg)
     if op == "send":
         data = r.text("data")
-        r.check(message_problem(data, limits.max_message_bytes))
+        r.check(size_problem(data, limits.max_message_bytes))
         event = r.text("event", optional=True)
         if event is not None:
             r.check(rules.event_problem(event))
@@ -176,7 +176,7 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
         name = r.text("name")
         r.check(rules.graphql_name_problem(name))
         data = r.text("data")
-        r.check(message_problem(data, limits.max_message_bytes))
+        r.check(size_problem(data, limits.max_message_bytes))
         as_json = raw.get("json")
         if not isinstance(as_json, bool):
             raise r.fail("json must be true or false")

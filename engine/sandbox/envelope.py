@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.config import LimitsConfig
 from engine.errors import ScriptError
-from engine.sandbox.commands import Command, Malformed, read_command
+from engine.sandbox.commands import Command, Malformed, read_command, size_problem
 
 UNCHANGED: Any = type("Unchanged", (), {"__repr__": lambda self: "UNCHANGED"})()
 _MAX_TEXT = 65536  # error messages and stacks: for logs, never needed longer
@@ -52,6 +52,7 @@ def parse_envelope(raw: Any, limits: LimitsConfig) -> Envelope:
         parts = raw[1:].split("\n", 2)
         if len(parts) != 3 or not parts[0].isascii() or not parts[0].isdigit() or not 200 <= int(parts[0]) <= 599:
             raise Malformed("a malformed plain response")
+        _check_size(parts[2], limits, "a response body")
         return Envelope(out={"r": {"s": int(parts[0]), "t": parts[1], "b": parts[2]}})
     try:
         data = json.loads(raw)
@@ -61,7 +62,7 @@ def parse_envelope(raw: Any, limits: LimitsConfig) -> Envelope:
         raise Malformed("the call's result is not an object")
     env = Envelope()
     if data.get("o") is not None:
-        env.out = _outcome(data["o"])
+        env.out = _outcome(data["o"], limits)
     env.commands = _commands(data.get("c", []), 0, limits)
     more = data.get("m", 0)
     if not isinstance(more, int) or isinstance(more, bool) or not 0 <= more <= limits.max_commands_per_call:
@@ -73,7 +74,7 @@ def parse_envelope(raw: Any, limits: LimitsConfig) -> Envelope:
     for item in raw_settled:
         if not isinstance(item, dict) or not _is_id(item.get("id")):
             raise Malformed("a settled Promise needs an id")
-        env.settled.append((item["id"], _outcome(item.get("o"))))
+        env.settled.append((item["id"], _outcome(item.get("o"), limits)))
     if "t" in data:
         due = data["t"]
         if due is not None and (isinstance(due, bool) or not isinstance(due, int | float) or not math.isfinite(due)):
@@ -112,13 +113,21 @@ def _text(value: Any, what: str) -> str:
     return value[:_MAX_TEXT]
 
 
-def _outcome(o: Any) -> Outcome:
+def _check_size(text: str, limits: LimitsConfig, what: str) -> None:
+    problem = size_problem(text, limits.max_response_bytes, what, "limits.max_response_bytes")
+    if problem:
+        raise Malformed(problem)
+
+
+def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
     """A call's outcome: a response `r`, a pending Promise `p`, an error `e`, a bad value `bad`, a
     resolver's JSON `j`, or nothing (a resolver's undefined)."""
     if not isinstance(o, dict):
         raise Malformed("an outcome must be an object")
     if "r" in o:
-        return {"r": _response(o["r"])}
+        response = _response(o["r"])
+        _check_size(response["b"], limits, "a response body")
+        return {"r": response}
     if "p" in o:
         if not _is_id(o["p"]):
             raise Malformed("a Promise id must be a positive integer")
@@ -133,6 +142,7 @@ def _outcome(o: Any) -> Outcome:
     if "j" in o:
         if not isinstance(o["j"], str):
             raise Malformed("a resolver's value must be JSON text")
+        _check_size(o["j"], limits, "a resolver's value")
         return {"j": o["j"]}
     if o:
         raise Malformed("an outcome with unknown fields")

@@ -97,6 +97,7 @@
   let gqlFields = rec({}); // "Query.hello" -> script that owns it (other scripts only)
   let gqlTypes = rec({}); // "User" -> {kind, text, owner}: types other scripts declare
   let maxMessageBytes = 1048576;
+  let maxResponseBytes = 8388608;
   let maxCommands = 50000;
   const ownFields = rec({});
   const ownTypes = rec({}); // "User" -> {kind, text}: types this script declared
@@ -328,12 +329,17 @@
       try { text = stringify(data); } catch (e) { throw hostError(fn + ": the message could not be serialized to JSON: " + e.message); }
       if (typeof text !== "string") throw hostError(fn + ": the message must be a string or a JSON value, got " + describe(data));
     }
-    // Most strings are decided by their length alone; only the rest are measured in UTF-8 bytes.
-    if (text.length * 3 > maxMessageBytes) {
-      const bytes = text.length > maxMessageBytes ? text.length : utf8Length(text);
-      if (bytes > maxMessageBytes) throw hostError(fn + ": the message is at least " + bytes + " bytes; the limit is " + maxMessageBytes + " (limits.max_message_bytes)");
-    }
+    const bytes = oversize(text, maxMessageBytes);
+    if (bytes) throw hostError(fn + ": the message is at least " + bytes + " bytes; the limit is " + maxMessageBytes + " (limits.max_message_bytes)");
     return text;
+  }
+
+  // 0 if `text` fits in `max` UTF-8 bytes, else (at least) its size. Most strings are decided by
+  // their length alone; only the rest are measured.
+  function oversize(text, max) {
+    if (text.length * 3 <= max) return 0;
+    const bytes = text.length > max ? text.length : utf8Length(text);
+    return bytes > max ? bytes : 0;
   }
 
   function knownStream(path) { return ownStreams[path] === true || streamClaims[path] !== undefined; }
@@ -475,7 +481,7 @@
   // A handler's return value, checked and turned into {s, b, t, h}, or {bad: why}. Each field of
   // the script's object is read once.
   function response(v) {
-    if (typeof v === "string") return rec({ r: rec({ s: 200, b: v, t: "text/plain; charset=utf-8" }) });
+    if (typeof v === "string") return sized(rec({ s: 200, b: v, t: "text/plain; charset=utf-8" }));
     if (v === undefined) return rec({ bad: "the handler returned nothing; return a string or {status, body}" });
     if (v === null || typeof v !== "object" || isArray(v)) {
       return rec({ bad: "the handler returned " + describe(v) + "; return a string or {status, body}" });
@@ -500,6 +506,7 @@
       out.b = text;
       out.t = "application/json";
     }
+
     if (contentType !== undefined) {
       if (typeof contentType !== "string") return rec({ bad: "contentType must be a string, got " + describe(contentType) });
       out.t = contentType;
@@ -518,6 +525,12 @@
       }
       out.h = h;
     }
+    return sized(out);
+  }
+
+  function sized(out) {
+    const size = oversize(out.b, maxResponseBytes);
+    if (size) return rec({ bad: "the body is at least " + size + " bytes; the limit is " + maxResponseBytes + " (limits.max_response_bytes)" });
     return rec({ r: out });
   }
 
@@ -633,7 +646,10 @@
   function resolved(v) {
     let text;
     try { text = stringify(v); } catch (e) { return rec({ bad: "the resolver's value could not be serialized to JSON: " + e.message }); }
-    return typeof text !== "string" ? rec({}) : rec({ j: text });
+    if (typeof text !== "string") return rec({});
+    const size = oversize(text, maxResponseBytes);
+    if (size) return rec({ bad: "the resolver's value is at least " + size + " bytes as JSON; the limit is " + maxResponseBytes + " (limits.max_response_bytes)" });
+    return rec({ j: text });
   }
 
   // A call's result as the engine takes it: `check(v)` now, or {p: id} and `check` once a Promise settles.
@@ -680,6 +696,7 @@
       myName = o.name;
       takeClaims(o);
       if (o.maxMessageBytes) maxMessageBytes = o.maxMessageBytes;
+      if (o.maxResponseBytes) maxResponseBytes = o.maxResponseBytes;
       if (o.maxCommands) maxCommands = o.maxCommands;
       if (o.logMax) logMax = o.logMax;
       logLines = list();
