@@ -216,3 +216,26 @@ async def test_a_script_refused_over_a_conflict_loads_once_the_other_lets_go(
     await serves(client, "/x", "200 b")
     r = await client.post("/graphql", json={"query": "{ bq }"})
     assert await r.json() == {"data": {"bq": 2}}
+
+
+BURST = """
+registerWebStream("/burst");
+register("/go", () => { setTimeout(() => { for (let i = 1; i <= 40000; i++) sendStreamMessageToPath("/burst", String(i)); }, 0); return "ok"; });
+"""
+
+
+async def test_messages_still_being_applied_when_a_save_lands_are_not_dropped(engine_client: MakeClient) -> None:
+    """A timer's 40,000 messages to 10 readers are applied in slices; a reload while that is under
+    way waits for them before the old version closes."""
+    client = await engine_client(extra={"b.js": BURST})
+    readers = [SSEReader(await client.get("/burst")) for _ in range(10)]
+    stream = client.app[STREAMS].streams["/burst"]
+    assert await (await client.get("/go")).text() == "ok"
+    await wait_for(lambda: stream.seq > 0, what="the burst to start")
+    record = await client.app[SCRIPTS].save("b.js", BURST + "// v2\n")
+    assert record.status == "loaded"
+    assert 0 < stream.seq < 40000 or pytest.fail("the burst was over before the save landed: nothing tested")
+    await wait_for(lambda: client.app[SCRIPTS].background == 0, what="the old version to close")
+    assert stream.seq == 40000  # all of it applied, none dropped with the old version
+    for reader in readers:
+        assert [e.data for e in await reader.take(40000, timeout=20)] == [str(i) for i in range(1, 40001)]

@@ -177,6 +177,8 @@ class ScriptContext:
         `handler_timeout_ms`; then the context closes."""
         try:
             if not self._closed:
+                # Answered only once everything the script handed in before it is applied: nothing
+                # it sent is dropped with it.
                 await self._submit(self._t_call, "retire")
                 if self._inflight:
                     self._idle = asyncio.Event()
