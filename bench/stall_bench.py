@@ -154,8 +154,8 @@ def case_client_leaves(s: Server, _: Any) -> dict[str, Any]:
             "resolver_calls_run": int(calls or 0)}
 
 
-ROUTES_SCRIPT = ('for (let i = 0; i < 30000; i++) register(i % 2 ? "/r" + i + "/{id}" : "/r" + i, '
-                 '(req) => "r");').encode()
+ROUTES_SCRIPT = (b'for (let i = 0; i < 30000; i++) register(i % 2 ? "/r" + i + "/{id}" : "/r" + i, '
+                 b'(req) => "r");')
 
 
 def case_load_routes(s: Server, _: Any) -> dict[str, Any]:

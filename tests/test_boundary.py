@@ -62,7 +62,9 @@ TAMPERINGS = {
                                                       configurable: true });""",
     "toJSON": """
         Object.prototype.toJSON = function () { return { op: "stream", path: "/_engine/pwned" }; };
-        Array.prototype.toJSON = function () { return [{ op: "route", method: "GET", path: "/health", handler: 0 }]; };""",
+        Array.prototype.toJSON = function () {
+          return [{ op: "route", method: "GET", path: "/health", handler: 0 }];
+        };""",
     # Not `path` or `event`: the script's own option objects would inherit those, as they should.
     "accessors": """
         for (const k of ["op", "paths", "data", "level", "msg", "c", "o", "s", "t", "r", "b", "h", "e", "p", "j"]) {

@@ -220,7 +220,10 @@ async def test_a_script_refused_over_a_conflict_loads_once_the_other_lets_go(
 
 BURST = """
 registerWebStream("/burst");
-register("/go", () => { setTimeout(() => { for (let i = 1; i <= 40000; i++) sendStreamMessageToPath("/burst", String(i)); }, 0); return "ok"; });
+register("/go", () => {
+  setTimeout(() => { for (let i = 1; i <= 40000; i++) sendStreamMessageToPath("/burst", String(i)); }, 0);
+  return "ok";
+});
 """
 
 

@@ -68,10 +68,11 @@ def selection_problem(document: DocumentNode, operation_name: str | None, limit:
                 return f"the document has more than {limit} field selections (limits.graphql_max_fields)"
     memo: dict[str, int] = {}
     for d in document.definitions:
-        if isinstance(d, OperationDefinitionNode) and (operation_name is None or (d.name and d.name.value == operation_name)):
-            if _count(d.selection_set, fragments, memo, set(), limit) > limit:
-                return (f"the operation selects more than {limit} fields once its fragments are expanded "
-                        "(limits.graphql_max_fields)")
+        chosen = operation_name is None or (d.name is not None and d.name.value == operation_name)  # type: ignore[attr-defined]
+        if (isinstance(d, OperationDefinitionNode) and chosen
+                and _count(d.selection_set, fragments, memo, set(), limit) > limit):
+            return (f"the operation selects more than {limit} fields once its fragments are expanded "
+                    "(limits.graphql_max_fields)")
     return None
 
 

@@ -112,10 +112,10 @@ def prepare(schema: GraphQLSchema, params: GraphQLParams, limits: LimitsConfig) 
     """Parse, count what it selects, validate. Each step is bounded before the next starts (bytes,
     then tokens, then field selections), and the caller runs all of it off the event loop:
     validation alone can take a second of CPU for a thousand selections of one field."""
-    size = len(params.query)
-    if size > limits.graphql_max_query_bytes or len(params.query.encode("utf-8", "replace")) > limits.graphql_max_query_bytes:
-        return Prepared(errors=[GraphQLError(f"the query is larger than {limits.graphql_max_query_bytes} bytes "
-                                             "(limits.graphql_max_query_bytes)")])
+    most = limits.graphql_max_query_bytes
+    if len(params.query) > most or len(params.query.encode("utf-8", "replace")) > most:
+        too_large = f"the query is larger than {most} bytes (limits.graphql_max_query_bytes)"
+        return Prepared(errors=[GraphQLError(too_large)])
     try:
         document = parse(params.query, max_tokens=limits.graphql_max_tokens)
         too_costly = selection_problem(document, params.operation_name, limits.graphql_max_fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
@@ -27,6 +27,7 @@ from graphql import (
     ObjectTypeDefinitionNode,
     ObjectTypeExtensionNode,
     ScalarTypeDefinitionNode,
+    Token,
     TokenKind,
     TypeDefinitionNode,
     UnionTypeDefinitionNode,
@@ -109,7 +110,8 @@ def declared_types(document: DocumentNode) -> dict[str, dict[str, str]]:
         if kind is None or d.name.value in ROOTS.values() or d.loc is None:  # type: ignore[attr-defined]
             continue
         body = d.loc.source.body
-        token, words = d.loc.start_token, []
+        token: Token | None = d.loc.start_token
+        words: list[str] = []
         while token is not None:
             if token.kind != TokenKind.COMMENT:
                 words.append(body[token.start:token.end])

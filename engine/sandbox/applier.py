@@ -13,6 +13,7 @@ waits on the work must be woken by its owner too (the script context does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -124,9 +125,7 @@ class Applier:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         while self._backlog:
             self._backlog.popleft().close()

@@ -6,8 +6,8 @@ breaking them was forged (a tampered built-in, a bug), and fails the call that p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine import rules
@@ -101,7 +101,8 @@ class _Reader:
             raise self.fail(problem)
 
 
-def size_problem(data: str, limit: int, what: str = "the message", setting: str = "limits.max_message_bytes") -> str | None:
+def size_problem(data: str, limit: int, what: str = "the message",
+                 setting: str = "limits.max_message_bytes") -> str | None:
     """Over `limit` bytes in UTF-8 (as the prelude counts: a lone surrogate is 3 bytes)?"""
     if len(data) * 4 <= limit:
         return None
