@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 
 from engine.app import serve
@@ -29,6 +30,7 @@ class Gaps:
     def __init__(self) -> None:
         self.gaps: list[float] = []
         self.gc_max = 0.0
+        self.gc_worst = ""
         self._gc_start = 0.0
         gc.callbacks.append(self._gc)
 
@@ -36,7 +38,10 @@ class Gaps:
         if phase == "start":
             self._gc_start = time.perf_counter()
         else:
-            self.gc_max = max(self.gc_max, time.perf_counter() - self._gc_start)
+            took = time.perf_counter() - self._gc_start
+            if took > self.gc_max:
+                self.gc_max = took
+                self.gc_worst = f"gen {info['generation']}, {info['collected']} collected, {threading.current_thread().name}"
 
     def take(self) -> dict[str, float]:
         gaps, self.gaps = sorted(self.gaps), []
@@ -44,7 +49,8 @@ class Gaps:
         if not gaps:
             return {"max_ms": 0.0, "p99_ms": 0.0, "ticks": 0, "gc_max_ms": round(gc_max * 1000, 2)}
         return {"max_ms": round(gaps[-1] * 1000, 2), "p99_ms": round(gaps[int(len(gaps) * 0.99)] * 1000, 2),
-                "ticks": len(gaps), "gc_max_ms": round(gc_max * 1000, 2), "gc_objects": len(gc.get_objects())}
+                "ticks": len(gaps), "gc_max_ms": round(gc_max * 1000, 2), "gc_worst": self.gc_worst,
+                "gc_objects": len(gc.get_objects())}
 
 
 async def ticker(gaps: Gaps) -> None:

@@ -8,6 +8,7 @@ import gc
 import logging
 import resource
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -48,6 +49,9 @@ from engine.streams.sse import heartbeat
 from engine.watcher import ScriptWatcher
 
 log = logging.getLogger("engine")
+
+
+SWITCH_INTERVAL = 0.001  # seconds
 
 
 def server_options(config: Config) -> dict[str, Any]:
@@ -170,6 +174,10 @@ def raise_open_file_limit(wanted: int) -> None:
 async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then close connections, stop scripts and return."""
     raise_open_file_limit(config.streams.max_connections + 1024)
+    # Scripts' and GraphQL's threads hold the interpreter lock while they parse and check; the loop
+    # waits for it whenever it comes back from a system call. A thread that holds it is asked to let
+    # go after this long (5 ms by default): the longest the loop waits each time.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     app = build_app(config)
     runner = EngineRunner(
         app,
