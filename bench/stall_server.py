@@ -41,7 +41,8 @@ class Gaps:
             took = time.perf_counter() - self._gc_start
             if took > self.gc_max:
                 self.gc_max = took
-                self.gc_worst = f"gen {info['generation']}, {info['collected']} collected, {threading.current_thread().name}"
+                where = threading.current_thread().name
+                self.gc_worst = f"gen {info['generation']}, {info['collected']} collected, {where}"
 
     def take(self) -> dict[str, float]:
         gaps, self.gaps = sorted(self.gaps), []
