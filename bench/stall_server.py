@@ -47,10 +47,11 @@ class Gaps:
     def take(self) -> dict[str, float]:
         gaps, self.gaps = sorted(self.gaps), []
         gc_max, self.gc_max = self.gc_max, 0.0
+        worst, self.gc_worst = self.gc_worst, ""
         if not gaps:
             return {"max_ms": 0.0, "p99_ms": 0.0, "ticks": 0, "gc_max_ms": round(gc_max * 1000, 2)}
         return {"max_ms": round(gaps[-1] * 1000, 2), "p99_ms": round(gaps[int(len(gaps) * 0.99)] * 1000, 2),
-                "ticks": len(gaps), "gc_max_ms": round(gc_max * 1000, 2), "gc_worst": self.gc_worst,
+                "ticks": len(gaps), "gc_max_ms": round(gc_max * 1000, 2), "gc_worst": worst,
                 "gc_objects": len(gc.get_objects())}
 
 
