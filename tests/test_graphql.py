@@ -226,11 +226,24 @@ async def test_documents_too_costly_to_validate_or_run_are_refused_first(engine_
         "#" + "x" * 1_000_000 + "\n{ items(n: 1) { id } }": "larger than 65536 bytes (limits.graphql_max_query_bytes)",
         # 3,000 aliases of a field
         "{ " + " ".join(f"a{i}:one" for i in range(3000)) + " }":
-            "more than 1000 field selections (limits.graphql_max_fields)",
+            "more than 1000 fields once its fragments are expanded (limits.graphql_max_fields)",
         # a few lines that expand to millions of selections
         "query { items(n: 1) { ...F9 } } " + " ".join(
             f"fragment F{k} on Item {{ children {{ ...F{k - 1} }} children2: children {{ ...F{k - 1} }} }}"
             for k in range(1, 10)) + f" fragment F0 on Item {{ {ITEM_FIELDS} }}":
+            "more than 1000 fields once its fragments are expanded",
+        # the same, in an operation nobody asked to run: validation still walks it
+        "query A { one } query B { items(n: 1) { ...F9 } } " + " ".join(
+            f"fragment F{k} on Item {{ children {{ ...F{k - 1} }} children2: children {{ ...F{k - 1} }} }}"
+            for k in range(1, 10)) + f" fragment F0 on Item {{ {ITEM_FIELDS} }}":
+            "more than 1000 fields once its fragments are expanded",
+        # fragments that spread themselves, and sibling spreads doubling at each level (introspection
+        # depth checks walked them for ever)
+        '{ __type(name: "Query") { ...F40 } } fragment F0 on __Type { ...F0 } ' + " ".join(
+            f"fragment F{k} on __Type {{ ...F{k - 1} ...F{k - 1} }}" for k in range(1, 41)):
+            "fragment F0 spreads itself",
+        '{ __type(name: "Query") { ...F40 } } fragment F0 on __Type { name } ' + " ".join(
+            f"fragment F{k} on __Type {{ ...F{k - 1} ...F{k - 1} }}" for k in range(1, 41)):
             "more than 1000 fields once its fragments are expanded",
     }
     for query, reason in cases.items():

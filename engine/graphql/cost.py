@@ -31,21 +31,27 @@ from graphql import (
 HERE = 2000  # result fields a subscription message may take on the server's loop (about 10 ms)
 
 
+class _Cycle(Exception):
+    """A fragment spreads itself, directly or through others."""
+
+
 def _count(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode],
            memo: dict[str, int], visiting: set[str], limit: int) -> int:
-    """Field selections under `selection_set`, fragments expanded (each once, remembered), stopping
-    once past `limit`. A fragment spread that is unknown or cyclic counts nothing: validation says why."""
+    """Selections under `selection_set` (fields, fragment spreads and inline fragments: what
+    validation and execution walk), fragments expanded (each counted once, remembered), stopping
+    once past `limit`. An unknown fragment counts one: validation says why; a cycle raises `_Cycle`."""
     total = 0
     if selection_set is None:
         return 0
     for sel in selection_set.selections:
-        if isinstance(sel, FieldNode):
-            total += 1 + _count(sel.selection_set, fragments, memo, visiting, limit - total)
-        elif isinstance(sel, InlineFragmentNode):
+        total += 1
+        if isinstance(sel, FieldNode | InlineFragmentNode):
             total += _count(sel.selection_set, fragments, memo, visiting, limit - total)
         elif isinstance(sel, FragmentSpreadNode):
             name = sel.name.value
-            if name not in memo and name not in visiting and name in fragments:
+            if name in visiting:
+                raise _Cycle(name)
+            if name not in memo and name in fragments:
                 visiting.add(name)
                 memo[name] = _count(fragments[name].selection_set, fragments, memo, visiting, limit)
                 visiting.discard(name)
@@ -55,37 +61,27 @@ def _count(selection_set: SelectionSetNode | None, fragments: Mapping[str, Fragm
     return total
 
 
-def selection_problem(document: DocumentNode, operation_name: str | None, limit: int) -> str | None:
-    """Why this document is too costly to validate or run, or None. Counts the document's field
-    nodes as written (what validation works through) and the chosen operation's with fragments
-    expanded (what execution works through)."""
+def selection_problem(document: DocumentNode, limit: int) -> str | None:
+    """Why this document is too costly to validate or run, or None. Validation walks every operation
+    and fragment, some rules through the fragments they spread: so the document's selections are
+    counted with fragments expanded, over all of its operations together, and any fragment alone."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    written = 0
-    for d in document.definitions:
-        if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode):
-            written += _count_written(d.selection_set, limit - written)
-            if written > limit:
-                return f"the document has more than {limit} field selections (limits.graphql_max_fields)"
     memo: dict[str, int] = {}
-    for d in document.definitions:
-        chosen = operation_name is None or (d.name is not None and d.name.value == operation_name)  # type: ignore[attr-defined]
-        if (isinstance(d, OperationDefinitionNode) and chosen
-                and _count(d.selection_set, fragments, memo, set(), limit) > limit):
-            return (f"the operation selects more than {limit} fields once its fragments are expanded "
-                    "(limits.graphql_max_fields)")
-    return None
-
-
-def _count_written(selection_set: SelectionSetNode | None, limit: int) -> int:
     total = 0
-    if selection_set is None:
-        return 0
-    for sel in selection_set.selections:
-        total += (1 if isinstance(sel, FieldNode) else 0) + _count_written(getattr(sel, "selection_set", None),
-                                                                           limit - total)
-        if total > limit:
-            break
-    return total
+    try:
+        for d in document.definitions:
+            if isinstance(d, OperationDefinitionNode):
+                total += _count(d.selection_set, fragments, memo, set(), limit - total)
+            elif isinstance(d, FragmentDefinitionNode) and d.name.value not in memo:
+                memo[d.name.value] = _count(d.selection_set, fragments, memo, {d.name.value}, limit)
+                if memo[d.name.value] > limit:
+                    total = memo[d.name.value]
+            if total > limit:
+                return (f"the document selects more than {limit} fields once its fragments are expanded "
+                        "(limits.graphql_max_fields)")
+    except _Cycle as cycle:
+        return f"fragment {cycle.args[0]} spreads itself (directly or through other fragments)"
+    return None
 
 
 class Budget:

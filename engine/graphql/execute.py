@@ -118,7 +118,7 @@ def prepare(schema: GraphQLSchema, params: GraphQLParams, limits: LimitsConfig) 
         return Prepared(errors=[GraphQLError(too_large)])
     try:
         document = parse(params.query, max_tokens=limits.graphql_max_tokens)
-        too_costly = selection_problem(document, params.operation_name, limits.graphql_max_fields)
+        too_costly = selection_problem(document, limits.graphql_max_fields)
     except GraphQLError as e:
         return Prepared(errors=[e])
     except RecursionError:  # graphql-core before 3.3 recurses once per nesting level, as the count does
