@@ -332,3 +332,27 @@ async def test_json_nested_too_deeply_is_a_400(engine_client: MakeClient) -> Non
     assert r.status == 400 and "nested too deeply" in (await r.json())["error"]["message"]
     r = await client.get("/graphql", params={"query": "{ grid(n: 1) }", "variables": "[" * 2_000})
     assert r.status == 400 and "nested too deeply" in (await r.json())["error"]["message"]
+
+
+async def test_introspection_results_are_bounded_too(engine_client: MakeClient) -> None:
+    """Introspection has resolvers of its own, not the scripts': its lists are charged all the same."""
+    types = " ".join(f"type T{i} {{ " + " ".join(f"f{j}: Int" for j in range(10)) + " }" for i in range(50))
+    big = f'registerGraphQLQuery("t", "type Query {{ t: T0 }} {types}", () => null);'
+    client = await engine_client(extra={"big.js": big}, graphql_max_result_fields=500)
+    small = await gql(client, "{ __schema { queryType { name } } }")
+    assert small["data"]["__schema"]["queryType"]["name"] == "Query"
+    body = await gql(client, " ".join(["{"] + [f"a{i}: __schema {{ types {{ name fields {{ name type {{ name }} }} }} }}"
+                                                for i in range(5)] + ["}"]))
+    codes = {e["extensions"]["code"] for e in body["errors"]}
+    assert codes == {"RESULT_TOO_LARGE"}
+    # Unbounded, this result holds 8,715 fields. Charged are lists (items times the fields below);
+    # what is outside lists, and the null a refused list leaves, comes on top, bounded by the query.
+    assert fields_in(body["data"]) <= 1500
+
+
+def fields_in(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(1 + fields_in(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(fields_in(v) for v in value)
+    return 0

@@ -13,7 +13,8 @@ thread (runner.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from inspect import isawaitable
 from typing import Any
 
 from graphql import (
@@ -135,11 +136,23 @@ def budget_of(info: GraphQLResolveInfo) -> Budget | None:
     return getattr(info.context, "budget", None)
 
 
-def field_resolver(source: Any, info: GraphQLResolveInfo, **_args: Any) -> Any:
-    """The resolver of every field below a script's root field (values are JSON data): it reads the
-    field and charges a list to the execution's budget."""
-    value = source.get(info.field_name) if isinstance(source, Mapping) else None
+def charge_lists(resolve: Callable[..., Any], root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+    """graphql-core middleware around every field's resolver, scripts', the default one and
+    introspection's alike: a list it returns is charged to the execution's budget before it is walked."""
+    value = resolve(root, info, **args)
     budget = budget_of(info)
-    if budget is not None:
-        budget.charge(info, value)
+    if budget is None:
+        return value
+    if isawaitable(value):
+        return _charged_later(value, budget, info)
+    budget.charge(info, value)
     return value
+
+
+async def _charged_later(pending: Awaitable[Any], budget: Budget, info: GraphQLResolveInfo) -> Any:
+    value = await pending
+    budget.charge(info, value)
+    return value
+
+
+MIDDLEWARE = [charge_lists]

@@ -24,7 +24,7 @@ from graphql import (
 
 from engine.config import LimitsConfig
 from engine.errors import HTTPError, ScriptError, ScriptTimeout
-from engine.graphql.cost import Budget, field_resolver, selection_problem
+from engine.graphql.cost import MIDDLEWARE, Budget, selection_problem
 from engine.graphql.schema import FieldRegistration
 from engine.http.middleware import classify, log_script_error
 
@@ -145,7 +145,7 @@ async def run(
     still waiting, and a script's thread never runs one whose caller is gone."""
     result = execute(schema, prepared.document, root_value=root, context_value=context,  # type: ignore[arg-type]
                      variable_values=params.variables, operation_name=params.operation_name,
-                     field_resolver=field_resolver)
+                     middleware=MIDDLEWARE)
     if isawaitable(result):
         try:
             async with asyncio.timeout(context.timeout):

@@ -37,7 +37,6 @@ from graphql import (
     validate_schema,
 )
 
-from engine.graphql.cost import budget_of
 from engine.sandbox.context import UNDEFINED
 
 ROOTS = {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
@@ -264,31 +263,23 @@ def shape(field_type: GraphQLOutputType, value: Any) -> Any:
     return value
 
 
-def _charged(info: GraphQLResolveInfo, value: Any) -> Any:
-    """A root field's value, charged to the execution's budget before graphql-core walks it."""
-    budget = budget_of(info)
-    if budget is not None:
-        budget.charge(info, value)
-    return value
-
-
 def _subscription(reg: FieldRegistration, call: Resolve) -> Callable[..., Any]:
     async def first(root: SubscribeRoot, info: GraphQLResolveInfo, args: dict[str, Any]) -> Any:
         value = await call(reg, args, info.context)
         if value is UNDEFINED:
             root.undefined = True
             return None
-        return _charged(info, shape(info.return_type, value))
+        return shape(info.return_type, value)
 
     def resolve(root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
         if isinstance(root, SubscribeRoot):
             return first(root, info, args)
-        return _charged(info, shape(info.return_type, root[reg.name]))  # an event: the payload is the root value
+        return shape(info.return_type, root[reg.name])  # an event: the payload is the root value
     return resolve
 
 
 def _resolver(reg: FieldRegistration, call: Resolve) -> Callable[..., Awaitable[Any]]:
     async def resolve(_root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
         value = await call(reg, args, info.context)
-        return None if value is UNDEFINED else _charged(info, value)
+        return None if value is UNDEFINED else value
     return resolve

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, execute_sync, validate
 
-from engine.graphql.cost import HERE, Budget, field_resolver
+from engine.graphql.cost import HERE, MIDDLEWARE, Budget
 from engine.graphql.execute import GraphQLParams
 from engine.sandbox.applier import Steps
 from engine.streams.registry import PING, StreamRegistry, Transport, write_all
@@ -185,7 +185,7 @@ def _execute(schema: GraphQLSchema, group: Group, field_name: str, value: Any, b
     """One message through one group's selection, as the `next` event its members get."""
     p = group.params
     result = execute_sync(schema, group.document, root_value={field_name: value}, context_value=EventContext(budget),
-                          variable_values=p.variables, operation_name=p.operation_name, field_resolver=field_resolver)
+                          variable_values=p.variables, operation_name=p.operation_name, middleware=MIDDLEWARE)
     return next_event(dict(result.formatted))
 
 
