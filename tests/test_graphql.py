@@ -341,8 +341,8 @@ async def test_introspection_results_are_bounded_too(engine_client: MakeClient) 
     client = await engine_client(extra={"big.js": big}, graphql_max_result_fields=500)
     small = await gql(client, "{ __schema { queryType { name } } }")
     assert small["data"]["__schema"]["queryType"]["name"] == "Query"
-    body = await gql(client, " ".join(["{"] + [f"a{i}: __schema {{ types {{ name fields {{ name type {{ name }} }} }} }}"
-                                                for i in range(5)] + ["}"]))
+    alias = "a{}: __schema {{ types {{ name fields {{ name type {{ name }} }} }} }}"
+    body = await gql(client, "{ " + " ".join(alias.format(i) for i in range(5)) + " }")
     codes = {e["extensions"]["code"] for e in body["errors"]}
     assert codes == {"RESULT_TOO_LARGE"}
     # Unbounded, this result holds 8,715 fields. Charged are lists (items times the fields below);
