@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import sys
+import threading
+from types import FrameType
 
 import aiohttp
 import pytest
 from conftest import MakeClient
+
+from engine.errors import HTTPError
+from engine.http.request import MAX_FORM_FIELDS, parse_form, parse_off_loop
 
 
 async def test_req_object_has_every_field(engine_client: MakeClient) -> None:
@@ -235,6 +242,98 @@ async def test_multipart_form(engine_client: MakeClient) -> None:
     form.add_field("file", b"file contents", filename="a.txt", content_type="text/plain")
     req = await (await client.post("/echo", data=form)).json()
     assert req["form"] == {"name": "Ada", "file": "file contents"}
+
+
+URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def multipart(n: int, value: bytes = b"v") -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body of `n` fields f0..f{n-1}, and its Content-Type."""
+    parts = (b'--bnd\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n%b\r\n' % (i, value) for i in range(n))
+    return b"".join(parts) + b"--bnd--\r\n", {"Content-Type": "multipart/form-data; boundary=bnd"}
+
+
+def urlencoded(n: int, value: str = "v") -> str:
+    return "&".join(f"f{i}={value}" for i in range(n))
+
+
+async def test_a_form_of_1000_fields_is_parsed_and_more_is_413(engine_client: MakeClient) -> None:
+    client = await engine_client("api_request.js")
+    assert MAX_FORM_FIELDS == 1000
+    fields = {f"f{i}": "v" for i in range(1000)}
+    for value in ("v", "v" * 900):  # a small body is parsed on the loop, a large one on a thread
+        want = {k: value for k in fields}
+        body, headers = multipart(1000, value.encode())
+        req = await (await client.post("/echo", data=body, headers=headers)).json()
+        assert req["form"] == want
+        req = await (await client.post("/echo", data=urlencoded(1000, value), headers=URLENCODED)).json()
+        assert req["form"] == want
+    too_many = [(urlencoded(1001), URLENCODED), (urlencoded(100_000, ""), URLENCODED), multipart(1001),
+                multipart(15_000)]  # about 1 MB each, as an attack would send
+    for body, headers in too_many:
+        data = io.BytesIO(body.encode() if isinstance(body, str) else body)  # aiohttp warns of raw bytes this large
+        resp = await client.post("/echo", data=data, headers=headers)
+        assert resp.status == 413
+        error = (await resp.json())["error"]
+        assert error["code"] == "too_many_fields"
+        assert "holds more than 1000 fields" in error["message"] and "at most 1000" in error["message"]
+
+
+def test_fields_are_counted_before_parsing() -> None:
+    """The count is an upper bound: what it lets through parses to at most that many fields."""
+    with pytest.raises(HTTPError, match="1001 counted"):  # a trailing `&` counts: it is only a bound
+        parse_form("application/x-www-form-urlencoded", "", urlencoded(1000).encode() + b"&")
+    body, headers = multipart(1000)
+    assert len(parse_form("multipart/form-data", headers["Content-Type"], body)) == 1000
+    # a quoted boundary is the same boundary
+    with pytest.raises(HTTPError, match="1001 counted"):
+        parse_form("multipart/form-data", 'multipart/form-data; boundary="bnd"', multipart(1001)[0])
+
+
+def test_which_forms_are_parsed_off_the_loop() -> None:
+    small, _ = multipart(20)
+    assert not parse_off_loop("multipart/form-data", small)
+    assert parse_off_loop("multipart/form-data", multipart(40)[0])  # many parts, however small
+    nested = (b'--o\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n'
+              + b"".join(b"--i\r\n\r\nx\r\n" for _ in range(40)) + b"--i--\r\n--o--\r\n")
+    assert parse_off_loop("multipart/form-data", nested)  # parts inside a part count too
+    assert not parse_off_loop("application/x-www-form-urlencoded", urlencoded(1000).encode())
+    assert parse_off_loop("application/x-www-form-urlencoded", urlencoded(1000, "v" * 70).encode())
+    assert not parse_off_loop("application/json", b"x" * 100_000)
+
+
+def _in(frame: FrameType | None, code: object) -> bool:
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+async def test_a_large_form_is_parsed_while_the_loop_keeps_turning(engine_client: MakeClient) -> None:
+    """A task that looks at every thread on each turn of the loop sees one of them in `parse_form`:
+    the loop turned while the form was parsed. Parsed on the loop, no turn could ever see that."""
+    client = await engine_client("api_request.js")
+    body, headers = multipart(1000, b"v" * 900)
+    loop_thread = threading.get_ident()
+    turns_while_parsing = 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal turns_while_parsing
+        while not done.is_set():
+            frames = sys._current_frames()
+            if any(_in(f, parse_form.__code__) for tid, f in frames.items() if tid != loop_thread):
+                turns_while_parsing += 1
+            del frames
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(watch())
+    resp = await client.post("/echo", data=body, headers=headers)
+    done.set()
+    await task
+    assert resp.status == 200 and len((await resp.json())["form"]) == 1000
+    assert turns_while_parsing >= 2
 
 
 async def test_health(engine_client: MakeClient) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from engine.errors import HTTPError
 from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
 from engine.http.middleware import error_to_response, new_request_id
-from engine.http.request import js_request, read_body
+from engine.http.request import form_json, js_request, parse_off_loop, read_body
 from engine.http.response import js_response
 from engine.routes import Match, RouteTable
 from engine.streams.sse import serve_sse
@@ -44,14 +46,18 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                 return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, rid)
         table = app[ROUTES]
         match = _resolve(table, request)  # 404/405 before reading any body
+        form = None  # parsed on the spot by js_request, unless parsing it here and now would hold the loop
         if request.body_exists:
             body = await read_body(request, app[CONFIG].limits.max_body_bytes)
+            content_type = request.content_type
+            if parse_off_loop(content_type, body):  # before the last match: a thread hop is an await
+                form = await asyncio.to_thread(form_json, content_type, request.headers.get("Content-Type", ""), body)
             # Match again: a reload may have swapped the table while the body arrived. From here
             # to the submit there is no await, so the call lands on the version that matched.
             match = _resolve(table, request)
         else:
             body = b""
-        record = await match.route.target.handle(match.route.handler, js_request(request, body, match.params))
+        record = await match.route.target.handle(match.route.handler, js_request(request, body, match.params, form))
         response = js_response(match.route.owner, record)
     except _Options as o:
         response = web.Response(status=204, headers={"Allow": o.allow})

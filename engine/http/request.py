@@ -17,6 +17,13 @@ from engine.http.keys import CONFIG
 
 _FORM = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
+_PARSER = email.parser.BytesParser(policy=email.policy.HTTP)
+
+MAX_FORM_FIELDS = 1000  # fields (or multipart parts) one form body may hold: parsing costs per field
+# Parsing a form larger than this, or a multipart body with more `--` lines than that, would hold the
+# event loop for milliseconds (a multipart part costs ~0.1 ms): it runs on a thread instead.
+OFF_LOOP_BYTES = 64 * 1024
+OFF_LOOP_DASH_LINES = 32
 
 
 def is_json_type(content_type: str) -> bool:
@@ -47,16 +54,40 @@ def _too_large(limit: int, what: str) -> HTTPError:
                      f"the request body is {what}; the limit is {limit} bytes (limits.max_body_bytes)")
 
 
+def _headers(full_content_type: str) -> bytes:
+    return b"Content-Type: " + full_content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+
+
+def count_fields(content_type: str, full_content_type: str, body: bytes) -> int:
+    """At most how many fields the form holds, counted without parsing it: the `&`s of a urlencoded
+    body, the boundary's occurrences in a multipart one (every part starts with it; so does the end)."""
+    if content_type == _FORM:
+        return body.count(b"&") + 1
+    if content_type == _MULTIPART:
+        boundary = _PARSER.parsebytes(_headers(full_content_type), headersonly=True).get_boundary()
+        if boundary:  # the parser reads the body as ASCII with surrogate escapes: the same bytes back
+            return max(body.count(b"--" + boundary.encode("utf-8", "surrogateescape")) - 1, 0)
+    return 0
+
+
+def check_field_count(content_type: str, full_content_type: str, body: bytes) -> None:
+    """413 for a form of more than `MAX_FORM_FIELDS` fields, before any of it is parsed."""
+    n = count_fields(content_type, full_content_type, body)
+    if n > MAX_FORM_FIELDS:
+        raise HTTPError(413, "too_many_fields", f"the {content_type} body holds more than {MAX_FORM_FIELDS} "
+                        f"fields ({n} counted); a form may hold at most {MAX_FORM_FIELDS}")
+
+
 def parse_form(content_type: str, full_content_type: str, body: bytes) -> dict[str, str]:
-    """Form fields as strings (first value of a repeated name wins); 400 for a broken multipart body."""
+    """Form fields as strings (first value of a repeated name wins); 413 for more than `MAX_FORM_FIELDS`
+    fields, 400 for a broken multipart body."""
+    check_field_count(content_type, full_content_type, body)
     fields: dict[str, str] = {}
     if content_type == _FORM:
         for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
             fields.setdefault(k, v)
     elif content_type == _MULTIPART:
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + full_content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body
-        )
+        msg = _PARSER.parsebytes(_headers(full_content_type) + body)
         if not msg.is_multipart() or msg.defects or not msg.get_boundary():
             problem = "; ".join(type(d).__name__ for d in msg.defects) or "no boundary or no parts"
             raise HTTPError(400, "bad_form", f"the multipart/form-data body is malformed ({problem})")
@@ -70,27 +101,44 @@ def parse_form(content_type: str, full_content_type: str, body: bytes) -> dict[s
     return fields
 
 
+def form_json(content_type: str, full_content_type: str, body: bytes) -> str:
+    """`req.form` as JSON text, "" when the body is no form: safe to run on a thread (no request object)."""
+    if content_type not in (_FORM, _MULTIPART):
+        return ""
+    return json.dumps(parse_form(content_type, full_content_type, body))
+
+
+def parse_off_loop(content_type: str, body: bytes) -> bool:
+    """Would parsing this form hold the event loop too long? Lines starting with `--` bound a
+    multipart body's parts, nested ones included, whatever their boundaries."""
+    if content_type == _MULTIPART:
+        return len(body) > OFF_LOOP_BYTES or body.count(b"\n--") + body.count(b"\r--") > OFF_LOOP_DASH_LINES
+    return content_type == _FORM and len(body) > OFF_LOOP_BYTES
+
+
 # Flags for the prelude's `handle`: strings reach JS as C strings, so NUL needs JSON around it.
 PATH_IS_JSON, BODY_IS_JSON, PARSE_JSON = 1, 2, 4
 
 
-def js_request(request: web.Request, body: bytes, params: dict[str, str]) -> tuple[Any, ...]:
+def js_request(
+    request: web.Request, body: bytes, params: dict[str, str], form: str | None = None
+) -> tuple[Any, ...]:
     """The arguments of the prelude's `handle`: `req` in raw pieces, assembled in JS (off the GIL).
 
     Headers travel as one newline-separated string (HTTP forbids newlines inside them), the query
     string still encoded; `flags` says which pieces are JSON-encoded and whether to set `req.json`.
+    `form` is `form_json`'s answer when the caller already has it (parsed on a thread), else parsed here.
     """
     headers = b"\n".join(chain.from_iterable(request.raw_headers)).decode("utf-8", "replace")
     path = request.path
     flags = 0
     if "\x00" in path:
         path, flags = json.dumps(path), flags | PATH_IS_JSON
-    form = ""
     text = ""
     if body:
         content_type = request.content_type
-        if content_type in (_FORM, _MULTIPART):
-            form = json.dumps(parse_form(content_type, request.headers.get("Content-Type", ""), body))
+        if form is None:
+            form = form_json(content_type, request.headers.get("Content-Type", ""), body)
         if is_json_type(content_type):
             flags |= PARSE_JSON
         text = body.decode("utf-8", "replace")
@@ -103,6 +151,6 @@ def js_request(request: web.Request, body: bytes, params: dict[str, str]) -> tup
         headers,
         text,
         json.dumps(params) if params else "",
-        form,
+        form or "",
         flags,
     )
