@@ -78,7 +78,8 @@ def build_app(config: Config) -> web.Application:
     s = config.streams
     app[STREAMS] = StreamRegistry(s.history, s.max_buffer_bytes, s.max_connections, s.history_bytes,
                                   s.total_history_bytes)
-    app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields)
+    app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
+                                               config.limits.graphql_subscription_fields)
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
     app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], app[GRAPHQL], hub)
     app[STARTED] = time.monotonic()

@@ -67,6 +67,9 @@ class LimitsConfig:
                                       "fragments expanded (checked before validation)", min=1)
     graphql_max_result_fields: int = setting(100000, "fields one GraphQL result may hold, list items counted; "
                                              "an error beyond", min=1)
+    graphql_subscription_fields: int = setting(200000, "field selections all live subscriptions may hold together "
+                                               "(each distinct query once; a parsed query is ~1 KB a field); "
+                                               "503 beyond", min=1)
     graphql_timeout_ms: int = setting(30000, "how long one GraphQL request may run, resolvers included", min=1)
 
 

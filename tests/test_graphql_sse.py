@@ -245,3 +245,54 @@ async def test_a_stalled_subscriber_is_cut_off_and_the_others_get_everything(
     sock.close()
     for r, _ in fast:
         r.close()
+
+
+SLOW_SUBSCRIPTION = """
+registerGraphQLSubscription("news", "type Subscription { news: String }",
+  () => new Promise((resolve) => setTimeout(() => resolve(undefined), 100)));
+register("/news", (req) => { sendSubscriptionMessage("news", req.query.text); return "sent"; }, "POST");
+"""
+
+
+async def test_many_subscribing_at_once_cannot_pass_max_connections(
+    engine_client: MakeClient, scripts_dir: Path
+) -> None:
+    """Each subscription's place is taken before its resolver runs: 60 subscribing at once against
+    room for 10 give 10 subscribers and 50 answers of 503, never more."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_connections=10))
+    client = await engine_client(extra={"news.js": SLOW_SUBSCRIPTION}, config=config)
+    responses = await asyncio.gather(*(client.post("/graphql/sse", json={"query": "subscription { news }"})
+                                       for _ in range(60)))
+    assert sorted(r.status for r in responses) == [200] * 10 + [503] * 50
+    assert client.app[STREAMS].connection_count == 10
+    await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 10, what="the ten to subscribe")
+    for r in responses:
+        r.close()
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="every place to be given back")
+
+
+async def test_live_subscriptions_are_bounded_in_what_they_hold(engine_client: MakeClient) -> None:
+    """Distinct queries each hold their parsed document; past limits.graphql_subscription_fields
+    a new one is refused, while a query held already costs nothing more."""
+    client = await engine_client(extra={"news.js": SLOW_SUBSCRIPTION}, graphql_subscription_fields=30)
+    held = [await subscribe(client, f"subscription {{ a{i}: news }}") for i in range(30)]  # one field each
+    await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 30, what="the subscribers")
+    refused = await client.post("/graphql/sse", json={"query": "subscription { b: news }"})
+    assert refused.status == 503 and "limits.graphql_subscription_fields" in (await refused.json())["error"]["message"]
+    again = await subscribe(client, "subscription { a0: news }")  # the same query as a subscriber's: free
+    await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 31, what="the subscribers")
+    assert client.app[SUBSCRIPTIONS].fields_held == 30
+    for r, _ in [*held, again]:
+        r.close()
+    await wait_for(lambda: client.app[SUBSCRIPTIONS].fields_held == 0, what="the documents to be let go")
+
+
+async def test_subscriptions_through_fragments_get_their_messages(engine_client: MakeClient) -> None:
+    client = await engine_client(extra={"news.js": SLOW_SUBSCRIPTION})
+    _, inline = await subscribe(client, "subscription { ... on Subscription { news } }")
+    _, spread = await subscribe(client, "subscription { ...F } fragment F on Subscription { news }")
+    await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 2, what="both subscribers")
+    await client.post("/news", params={"text": "hi"})
+    assert await next_result(inline) == {"data": {"news": "hi"}}
+    assert await next_result(spread) == {"data": {"news": "hi"}}

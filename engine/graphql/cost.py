@@ -62,10 +62,14 @@ def _count(selection_set: SelectionSetNode | None, fragments: Mapping[str, Fragm
     return total
 
 
-def selection_problem(document: DocumentNode, limit: int) -> str | None:
-    """Why this document is too costly to validate or run, or None. Validation walks every operation
-    and fragment, some rules through the fragments they spread: so the document's selections are
-    counted with fragments expanded, over all of its operations together, and any fragment alone."""
+class TooCostly(Exception):
+    """The document costs too much to validate or run; the message says why."""
+
+
+def count_selections(document: DocumentNode, limit: int) -> int:
+    """The document's selections, or TooCostly past `limit`. Validation walks every operation and
+    fragment, some rules through the fragments they spread: so selections are counted with fragments
+    expanded, over all of its operations together, and any fragment alone."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     memo: dict[str, int] = {}
     total = 0
@@ -75,14 +79,13 @@ def selection_problem(document: DocumentNode, limit: int) -> str | None:
                 total += _count(d.selection_set, fragments, memo, set(), limit - total)
             elif isinstance(d, FragmentDefinitionNode) and d.name.value not in memo:
                 memo[d.name.value] = _count(d.selection_set, fragments, memo, {d.name.value}, limit)
-                if memo[d.name.value] > limit:
-                    total = memo[d.name.value]
+                total = max(total, memo[d.name.value])
             if total > limit:
-                return (f"the document selects more than {limit} fields once its fragments are expanded "
-                        "(limits.graphql_max_fields)")
+                raise TooCostly(f"the document selects more than {limit} fields once its fragments are expanded "
+                                "(limits.graphql_max_fields)")
     except _Cycle as cycle:
-        return f"fragment {cycle.args[0]} spreads itself (directly or through other fragments)"
-    return None
+        raise TooCostly(f"fragment {cycle.args[0]} spreads itself (directly or through other fragments)") from None
+    return total
 
 
 class Budget:

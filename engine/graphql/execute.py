@@ -14,8 +14,13 @@ from typing import Any, TypeVar
 
 from graphql import (
     DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
+    InlineFragmentNode,
+    SelectionSetNode,
     execute,
     get_operation_ast,
     parse,
@@ -24,7 +29,7 @@ from graphql import (
 
 from engine.config import LimitsConfig
 from engine.errors import HTTPError, ScriptError, ScriptTimeout
-from engine.graphql.cost import MIDDLEWARE, Budget, selection_problem
+from engine.graphql.cost import MIDDLEWARE, Budget, TooCostly, count_selections
 from engine.graphql.schema import FieldRegistration
 from engine.http.middleware import classify, log_script_error
 
@@ -63,8 +68,9 @@ class Prepared:
 
     document: DocumentNode | None = None
     operation: str = ""  # query | mutation | subscription
-    root_fields: list[str] = field(default_factory=list)
+    root_fields: list[str] = field(default_factory=list)  # the operation's, through its fragments
     errors: list[GraphQLError] = field(default_factory=list)
+    selections: int = 0  # the document's, fragments expanded (cost.count_selections)
 
     def error_result(self) -> dict[str, Any]:
         return {"errors": [e.formatted for e in self.errors]}
@@ -118,13 +124,13 @@ def prepare(schema: GraphQLSchema, params: GraphQLParams, limits: LimitsConfig) 
         return Prepared(errors=[GraphQLError(too_large)])
     try:
         document = parse(params.query, max_tokens=limits.graphql_max_tokens)
-        too_costly = selection_problem(document, limits.graphql_max_fields)
+        selections = count_selections(document, limits.graphql_max_fields)
     except GraphQLError as e:
         return Prepared(errors=[e])
+    except TooCostly as e:
+        return Prepared(errors=[GraphQLError(str(e))])
     except RecursionError:  # graphql-core before 3.3 recurses once per nesting level, as the count does
         return Prepared(errors=[GraphQLError("Syntax Error: Document is nested too deeply.")])
-    if too_costly:
-        return Prepared(errors=[GraphQLError(too_costly)])
     errors = validate(schema, document)
     if errors:
         return Prepared(errors=list(errors))
@@ -133,8 +139,22 @@ def prepare(schema: GraphQLSchema, params: GraphQLParams, limits: LimitsConfig) 
         message = (f"Unknown operation named '{params.operation_name}'." if params.operation_name
                    else "Must provide operation name if query contains multiple operations.")
         return Prepared(errors=[GraphQLError(message)])
-    fields = [s.name.value for s in op.selection_set.selections if hasattr(s, "name")]
-    return Prepared(document, op.operation.value, fields)
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    return Prepared(document, op.operation.value, _field_names(op.selection_set, fragments), selections=selections)
+
+
+def _field_names(selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode]) -> list[str]:
+    """The fields a selection set selects, through inline fragments and fragment spreads (validated:
+    no cycles)."""
+    names: list[str] = []
+    for s in selection_set.selections:
+        if isinstance(s, FieldNode):
+            names.append(s.name.value)
+        elif isinstance(s, InlineFragmentNode):
+            names += _field_names(s.selection_set, fragments)
+        elif isinstance(s, FragmentSpreadNode) and s.name.value in fragments:
+            names += _field_names(fragments[s.name.value].selection_set, fragments)
+    return names
 
 
 async def run(

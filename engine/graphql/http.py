@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -26,8 +27,8 @@ from engine.graphql.execute import (
     params_from_query,
 )
 from engine.graphql.schema import SubscribeRoot
-from engine.graphql.subscriptions import COMPLETE, next_event
-from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_RUNNER, REQUEST_ID, STREAMS, SUBSCRIPTIONS
+from engine.graphql.subscriptions import COMPLETE, Full, Reservation, Subscriber, next_event
+from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_RUNNER, REQUEST_ID, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.http.response import error_response
 from engine.streams.registry import Transport, ender
@@ -108,51 +109,63 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
     app = request.app
     schema = app[GRAPHQL].schema
     runner = app[GRAPHQL_RUNNER]
+    hub = app[SUBSCRIPTIONS]
     prepared = await runner.prepare(schema, params)
-    streams = app[STREAMS]
-    if prepared.operation == "subscription" and streams.full():
-        raise HTTPError(503, "too_many_connections",
-                        f"the server already has {streams.max_connections} stream readers and subscriptions "
-                        "(streams.max_connections); retry later")
-    response = web.StreamResponse(status=200, headers=sse_headers(app[CONFIG].streams, rid))  # CORS included
-    await response.prepare(request)
-    transport = body_transport(request)  # HTTP/1.0: the events' chunk framing comes off
-    if transport is None or transport.is_closing():
+    reservation = None
+    if prepared.operation == "subscription":  # its place is taken now, before any await
+        try:
+            reservation = hub.reserve(prepared.root_fields[0], params, prepared.selections)
+        except Full as e:
+            raise HTTPError(503, "too_many_connections", str(e)) from None
+    try:
+        response = web.StreamResponse(status=200, headers=sse_headers(app[CONFIG].streams, rid))  # CORS included
+        await response.prepare(request)
+        transport = body_transport(request)  # HTTP/1.0: the events' chunk framing comes off
+        if transport is None or transport.is_closing():
+            return response
+        if prepared.errors:
+            transport.write(next_event(prepared.error_result()) + COMPLETE)
+            return response
+        context = _context(request, prepared.operation)
+        if reservation is None:
+            framed = await runner.execute_encoded(schema, prepared, params, context, next_event)
+            if not transport.is_closing():
+                transport.write(framed + COMPLETE)
+            return response
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        sub = await _subscribe(request, transport, schema, prepared, params, context, reservation, ender(ended))
+        if sub is None:
+            return response
+        reservation = None  # the subscriber holds its place now
+        # While it stays subscribed, hold nothing of the request but the group: each parsed query
+        # is about a kilobyte a field, and subscribers of the same query share the group's.
+        del prepared, params, context, schema
+        try:
+            await ended
+        finally:
+            hub.remove(sub)
         return response
-    if prepared.errors:
-        transport.write(next_event(prepared.error_result()) + COMPLETE)
-        return response
-    context = _context(request, prepared.operation)
-    if prepared.operation != "subscription":
-        framed = await runner.execute_encoded(schema, prepared, params, context, next_event)
-        if not transport.is_closing():
-            transport.write(framed + COMPLETE)
-        return response
-    await _subscribe(request, transport, schema, prepared, params, context)
-    return response
+    finally:
+        if reservation is not None:
+            hub.release(reservation)
 
 
 async def _subscribe(request: web.Request, transport: Transport, schema: GraphQLSchema, prepared: Prepared,
-                     params: GraphQLParams, context: RequestContext) -> None:
-    """Run the subscription's resolver (its value, if any, is the first `next`), then stay subscribed
-    until the client leaves, the field goes away or the server stops."""
+                     params: GraphQLParams, context: RequestContext, reservation: Reservation,
+                     on_end: Callable[[str], None]) -> Subscriber | None:
+    """Run the subscription's resolver (its value, if any, is the first `next`), then subscribe, until
+    the client leaves, the field goes away or the server stops; None if it ended at the first result."""
     root = SubscribeRoot()
     first = await request.app[GRAPHQL_RUNNER].execute(schema, prepared, params, context, root)
     if transport.is_closing():
-        return
+        return None
     if first.get("errors"):  # the resolver failed: report it and complete, as graphql-sse does
         transport.write(next_event(first) + COMPLETE)
-        return
+        return None
     if not root.undefined:
         transport.write(next_event(first))
-    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    hub = request.app[SUBSCRIPTIONS]
-    sub = hub.add(prepared.root_fields[0], params, prepared.document, transport,  # type: ignore[arg-type]
-                  ender(ended))
-    try:
-        await ended
-    finally:
-        hub.remove(sub)
+    return request.app[SUBSCRIPTIONS].add(reservation, params, prepared.document, transport,  # type: ignore[arg-type]
+                                          on_end)
 
 
 async def preflight(request: web.Request) -> web.StreamResponse:

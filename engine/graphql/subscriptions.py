@@ -58,21 +58,42 @@ class EventContext:
     budget: Budget
 
 
+Key = tuple[str, str, str | None]  # what a group's members asked: query, variables, operation
+
+
 @dataclass(eq=False)
 class Group:
     name: str  # the subscription field
-    key: tuple[str, str, str | None]  # what its members asked: query, variables, operation
+    key: Key
     params: GraphQLParams
     document: DocumentNode
+    cost: int  # the field selections its document holds (counted against the hub's bound)
     members: set[Subscriber] = field(default_factory=set)
+
+
+class Full(Exception):
+    """No room for another subscription; the message says which bound."""
+
+
+@dataclass
+class Reservation:
+    """A subscription's place, taken before anything is awaited (so no bound can be overrun by many
+    subscribing at once), then given to `add`, or back with `release`."""
+
+    field_name: str
+    key: Key
+    selections: int
+    cost: int  # selections charged now: none if its query is held already
 
 
 class SubscriptionHub:
     """Every live subscription; counted with stream readers against `streams.max_connections`."""
 
-    def __init__(self, streams: StreamRegistry, max_result_fields: int) -> None:
+    def __init__(self, streams: StreamRegistry, max_result_fields: int, max_fields: int) -> None:
         self.streams = streams
         self.max_result_fields = max_result_fields
+        self.max_fields = max_fields
+        self.fields_held = 0  # selections of every group's document, and of reservations
         self.runner: GraphQLRunner | None = None  # set once the app's GraphQL threads run
         self._schema: GraphQLSchema | None = None  # the latest, against which subscriptions are checked
         self._checks: set[asyncio.Task[None]] = set()
@@ -82,14 +103,36 @@ class SubscriptionHub:
     def count(self) -> int:
         return sum(len(g.members) for groups in self.groups.values() for g in groups.values())
 
-    def add(self, field_name: str, params: GraphQLParams, document: DocumentNode, transport: Transport,
-            on_end: Callable[[str], None]) -> Subscriber:
+    def reserve(self, field_name: str, params: GraphQLParams, selections: int) -> Reservation:
+        """A place for one more subscriber, or Full. A query held already costs no more fields."""
+        if self.streams.full():
+            raise Full(f"the server already has {self.streams.max_connections} stream readers and subscriptions "
+                       "(streams.max_connections); retry later")
         key = (params.query, json.dumps(params.variables, sort_keys=True), params.operation_name)
-        groups = self.groups.setdefault(field_name, {})
-        group = groups.get(key) or groups.setdefault(key, Group(field_name, key, params, document))
+        cost = 0 if key in self.groups.get(field_name, {}) else selections
+        if self.fields_held + cost > self.max_fields:
+            raise Full(f"live subscriptions already hold {self.fields_held} field selections "
+                       f"(limits.graphql_subscription_fields is {self.max_fields}); retry later")
+        self.streams.connection_count += 1
+        self.fields_held += cost
+        return Reservation(field_name, key, selections, cost)
+
+    def release(self, r: Reservation) -> None:
+        """A reservation that never became a subscriber."""
+        self.streams.connection_count -= 1
+        self.fields_held -= r.cost
+
+    def add(self, r: Reservation, params: GraphQLParams, document: DocumentNode, transport: Transport,
+            on_end: Callable[[str], None]) -> Subscriber:
+        groups = self.groups.setdefault(r.field_name, {})
+        group = groups.get(r.key)
+        if group is None:  # charged at reservation, or (its group gone since) now
+            self.fields_held += r.selections - r.cost
+            group = groups[r.key] = Group(r.field_name, r.key, params, document, r.selections)
+        else:  # another subscriber of the same query came first: it holds the document
+            self.fields_held -= r.cost
         sub = Subscriber(transport, on_end, group)
         group.members.add(sub)
-        self.streams.connection_count += 1
         return sub
 
     def remove(self, sub: Subscriber, reason: str = "the client went away") -> None:
@@ -98,6 +141,7 @@ class SubscriptionHub:
             group.members.discard(sub)
             self.streams.connection_count -= 1
             if not group.members:
+                self.fields_held -= group.cost
                 groups = self.groups.get(group.name, {})
                 groups.pop(group.key, None)
                 if not groups:
