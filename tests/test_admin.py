@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, make_config, wait_for
 from sse_client import SSEReader
 
-from engine.http.admin import is_loopback
+from engine.http.admin import is_loopback, is_loopback_host
 from engine.http.keys import SCRIPTS, STREAMS, WATCHER
 
 HELLO = 'register("/hi", () => { writeLog("said hi"); return "hi"; });\n'
@@ -137,3 +138,80 @@ def test_with_no_token_only_loopback_clients_are_let_in() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("127.8.9.10")
     assert not is_loopback("10.0.0.7") and not is_loopback("192.168.1.2") and not is_loopback(None)
     assert not is_loopback("not an address")
+
+
+def test_with_no_token_the_host_must_name_the_loopback() -> None:
+    for host in ("localhost", "localhost:3000", "LocalHost:80", "127.0.0.1", "127.0.0.1:3000", "127.8.9.10",
+                 "[::1]", "[::1]:3000", "app.localhost", "a.b.localhost:3000", "localhost:"):
+        assert is_loopback_host(host), host
+    for host in (None, "", "rebind.attacker.example", "rebind.attacker.example:3000", "localhost.attacker.example",
+                 "127.0.0.1.nip.io", "localhost:80:80", "localhost:x", "[::1", "[::1]x", "::1", "10.0.0.7",
+                 "localhost@evil.example", "[::2]:80", "notlocalhost"):
+        assert not is_loopback_host(host), host
+
+
+ADMIN_ROUTES = [("PUT", "/_engine/scripts/evil.js"), ("GET", "/_engine/scripts/hello.js"),
+                ("DELETE", "/_engine/scripts/hello.js"), ("GET", "/_engine/scripts"),
+                ("GET", "/_engine/scripts/hello.js/logs"), ("GET", "/_engine/logs"), ("GET", "/_engine/streams")]
+EVIL = 'register("/evil", () => "pwned");'
+NEW = 'register("/new", () => "new");'
+
+
+async def test_with_no_token_a_rebound_host_is_refused(engine_client: MakeClient, scripts_dir: Path) -> None:
+    """A page on rebind.attacker.example, its name pointed at 127.0.0.1, reaches the server from
+    loopback; its Host header gives it away."""
+    client = await engine_client(extra={"hello.js": HELLO})
+    for host in ("rebind.attacker.example", f"rebind.attacker.example:{client.port}", "localhost.attacker.example"):
+        for method, path in ADMIN_ROUTES:
+            r = await client.request(method, path, headers={"Host": host}, data=EVIL)
+            assert r.status == 403, (method, path, host)
+            error = (await r.json())["error"]
+            assert error["code"] == "forbidden" and "DNS rebinding" in error["message"], error
+            assert "Set admin.token" in error["message"] and repr(host) in error["message"]
+    assert not (scripts_dir / "evil.js").exists() and (scripts_dir / "hello.js").exists()
+    assert (await client.get("/evil")).status == 404
+    # the loopback's own names are let in, a port or not
+    for host in ("localhost", f"localhost:{client.port}", f"127.0.0.1:{client.port}", "[::1]:3000", "app.localhost"):
+        assert (await client.get("/_engine/scripts", headers={"Host": host})).status == 200, host
+    r = await client.put("/_engine/scripts/new.js", headers={"Host": f"localhost:{client.port}"}, data=NEW)
+    assert r.status == 201
+    assert (await client.delete("/_engine/scripts/new.js", headers={"Host": "app.localhost"})).status == 204
+
+
+async def test_with_no_token_a_request_without_host_is_refused(engine_client: MakeClient) -> None:
+    client = await engine_client(extra={"hello.js": HELLO})
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(b"GET /_engine/scripts HTTP/1.0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 403") and b"no Host header" in body
+
+
+async def test_with_a_token_the_host_does_not_matter(engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await admin_client(engine_client, scripts_dir, "s3cret")
+    rebind = {"Host": "rebind.attacker.example"}
+    for method, path in ADMIN_ROUTES:
+        r = await client.request(method, path, headers=rebind, data=EVIL)
+        assert r.status == 401, (method, path)
+    good = {**rebind, "Authorization": "Bearer s3cret"}
+    assert (await client.get("/_engine/scripts", headers=good)).status == 200
+    assert (await client.put("/_engine/scripts/new.js", headers=good, data=NEW)).status == 201
+    assert (await client.get("/_engine/scripts/new.js", headers=good)).status == 200
+    assert (await client.delete("/_engine/scripts/new.js", headers=good)).status == 204
+
+
+async def test_the_live_log_sends_no_cors_header(engine_client: MakeClient, scripts_dir: Path) -> None:
+    """Any page could read the server's log otherwise; the scripts' own streams keep theirs."""
+    client = await engine_client(extra={"hello.js": HELLO, "s.js": 'registerWebStream("/events");'})
+    for params in ({}, {"script": "hello.js"}):
+        r = await client.get("/_engine/logs", params=params, headers={"Origin": "https://evil.example"})
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        assert "Access-Control-Allow-Origin" not in r.headers
+        r.close()
+    r = await client.get("/events")
+    assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
+    r.close()

@@ -1,6 +1,10 @@
 """The admin API under `/_engine/`: scripts (list, read, create or replace, delete, logs) and the
 live log, behind `admin.token` (a bearer token), or loopback clients only when no token is set.
 
+Without a token, a loopback client must also name the loopback in its Host header: a web page whose
+own name was pointed at 127.0.0.1 (DNS rebinding) reaches this server from loopback, but its browser
+sends that name, not `localhost`. The live log sends no CORS header, so no other site can read it.
+
 The scripts folder stays the single source of truth: a PUT writes the file, then loads it as if
 it had been saved; a DELETE removes the file, then unloads it.
 
@@ -15,6 +19,7 @@ import errno
 import hmac
 import ipaddress
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -51,6 +56,28 @@ def is_loopback(remote: str | None) -> bool:
         return False
 
 
+_PORT = re.compile(r"(?::[0-9]*)?")
+_SHOWN_HOST = 80  # characters of a refused Host header quoted back
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Does a Host header name the loopback: `localhost`, any `*.localhost` (RFC 6761 keeps them on
+    the loopback), a loopback address (`127.0.0.1`, `[::1]`), with or without a port?"""
+    if not host:
+        return False
+    host = host.lower()
+    if host.startswith("["):  # an IPv6 literal
+        name, bracket, port = host[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        name, colon, port = host.partition(":")
+        port = colon + port
+    if not _PORT.fullmatch(port):
+        return False
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
+
+
 def _token(request: web.Request) -> str:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -69,9 +96,19 @@ def admin_only(handler: Handler) -> Handler:
                                 "Authorization: Bearer <admin.token> (or ?token=)", {"WWW-Authenticate": "Bearer"})
         elif not is_loopback(request.remote):
             raise HTTPError(403, "forbidden", "with no admin.token set, the admin API answers loopback clients only")
+        elif not is_loopback_host(request.headers.get("Host")):
+            raise _foreign_host(request.headers.get("Host"))
         return await handler(request)
 
     return guarded
+
+
+def _foreign_host(host: str | None) -> HTTPError:
+    shown = "no Host header" if host is None else f"Host {host[:_SHOWN_HOST]!r}"
+    return HTTPError(403, "forbidden", "with no admin.token set, the admin API answers only requests whose Host "
+                     f"names the loopback (localhost, *.localhost, 127.0.0.1, [::1]), and this one came with {shown}: "
+                     "a web page whose name points at this machine (DNS rebinding) must not reach it. "
+                     "Set admin.token to use it under other names")
 
 
 def script_name(raw: str) -> str:
@@ -184,7 +221,7 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
     script = request.query.get("script")
     stream = request.app[LOGS].stream(script_path(request.app[SCRIPTS].folder, script)[0] if script else None)
     app = request.app
-    return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID])
+    return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID], cors=False)
 
 
 def add_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> None:

@@ -33,14 +33,15 @@ def sse_head(config: StreamsConfig, request_id: str, date: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def sse_headers(config: StreamsConfig, request_id: str) -> dict[str, str]:
+def sse_headers(config: StreamsConfig, request_id: str, cors: bool = True) -> dict[str, str]:
+    """`cors=False` for the engine's own streams (the live log): no other site may read those."""
     headers = {
         "Content-Type": "text/event-stream; charset=utf-8",
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
         "X-Request-Id": request_id,
     }
-    if config.cors_origin:
+    if cors and config.cors_origin:
         headers["Access-Control-Allow-Origin"] = config.cors_origin
     return headers
 
@@ -113,14 +114,15 @@ def begin_reading(
 
 
 async def serve_sse(
-    request: web.Request, stream: Stream, registry: StreamRegistry, config: StreamsConfig, request_id: str
+    request: web.Request, stream: Stream, registry: StreamRegistry, config: StreamsConfig, request_id: str,
+    cors: bool = True,
 ) -> web.StreamResponse:
     if registry.full():
         raise HTTPError(503, "too_many_connections",
                         f"the server already has {registry.max_connections} stream readers "
                         "(streams.max_connections); retry later")
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
-    response = web.StreamResponse(status=200, headers=sse_headers(config, request_id))
+    response = web.StreamResponse(status=200, headers=sse_headers(config, request_id, cors))
     await response.prepare(request)
     transport = body_transport(request)
     if transport is None or transport.is_closing():
