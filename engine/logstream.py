@@ -1,8 +1,9 @@
 """The engine's log as live SSE streams for the admin API: every line, and each script's own.
 
 A logging handler on the `engine` logger turns each record into one JSON event on a private
-stream of the registry (`/_engine/logs`, and `/_engine/logs/<script>` once someone follows that
-script), so following the log costs what any stream reader costs.
+stream of the registry (`/_engine/logs`, and `/_engine/logs/<script>` while someone follows that
+script), so following the log costs what any stream reader costs. A script's stream goes, history
+and all, with its last reader: names followed once cost nothing after.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from engine.streams.registry import Stream, StreamRegistry
@@ -25,10 +28,36 @@ class LogStream(logging.Handler):
         self.loop = loop
         self._loop_thread = threading.get_ident()
         self._publishing = False
+        self._following: dict[str, int] = {}  # a script's stream path -> readers being served from it
 
     def stream(self, script: str | None = None) -> Stream:
         """The stream of every line, or of one script's lines."""
         return self.registry.private_stream(ALL if script is None else f"{ALL}/{script}")
+
+    @contextmanager
+    def following(self, script: str | None) -> Iterator[Stream]:
+        """The stream to serve one reader from, for as long as it is served. Readers are counted from
+        here, not from the stream's connections: a reader not attached yet (its head still being
+        sent) must keep the stream it was given alive."""
+        if script is None:
+            yield self.stream()
+            return
+        path = f"{ALL}/{script}"
+        self._following[path] = self._following.get(path, 0) + 1
+        try:
+            yield self.stream(script)
+        finally:
+            left = self._following.pop(path) - 1
+            if left:
+                self._following[path] = left
+            else:
+                self._free(path)
+
+    def _free(self, path: str) -> None:
+        """Drop a script's stream and its history (kept in the registry's byte accounting too)."""
+        stream = self.registry.private.pop(path, None)
+        if stream is not None:
+            self.registry._forget(stream)  # the registry has no public way to drop a private stream
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

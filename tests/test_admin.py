@@ -215,3 +215,46 @@ async def test_the_live_log_sends_no_cors_header(engine_client: MakeClient, scri
     r = await client.get("/events")
     assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
     r.close()
+
+
+async def test_only_known_scripts_get_a_log_stream_and_it_goes_with_its_last_reader(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Following a name costs a stream while followed, then nothing: the private stream map does not
+    grow as readers come and go, and no history is left behind."""
+    caplog.set_level(logging.INFO, logger="engine")
+    client = await engine_client(extra={"hello.js": HELLO})
+    registry = client.app[STREAMS]
+    path = "/_engine/logs/hello.js"
+
+    def per_script() -> list[str]:
+        return [p for p in registry.private if p.startswith("/_engine/logs/")]
+
+    for name in ("nope.js", "a/b/c.js", "hello2.js"):
+        r = await client.get("/_engine/logs", params={"script": name})
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found", name
+    assert (await client.get("/_engine/logs", params={"script": "../x.js"})).status == 400
+    assert per_script() == []
+
+    # two followers: when one goes, the other keeps the stream and its lines
+    a = SSEReader(await client.get("/_engine/logs", params={"script": "hello.js"}))
+    b = SSEReader(await client.get("/_engine/logs", params={"script": "hello.js"}))
+    await wait_for(lambda: registry.connection_count == 2, what="both followers")
+    assert per_script() == [path]
+    a.response.close()
+    await wait_for(lambda: registry.connection_count == 1, what="the first follower to go")
+    await client.get("/hi")
+    assert json.loads((await b.next()).data)["message"] == "[hello.js] said hi"
+    b.response.close()
+    await wait_for(lambda: per_script() == [], what="the stream to go with its last reader")
+
+    for _ in range(50):  # come and go: nothing stays
+        reader = SSEReader(await client.get("/_engine/logs", params={"script": "hello.js"}))
+        await reader.readline()  # the retry line: attached
+        await client.get("/hi")
+        assert json.loads((await reader.next()).data)["script"] == "hello.js"
+        reader.response.close()
+        await wait_for(lambda: per_script() == [], what="the stream to go")
+    assert registry.connection_count == 0
+    kept = sum(s.history_bytes for s in [*registry.streams.values(), *registry.private.values()])
+    assert registry.kept_bytes == kept  # the freed streams' history left the accounting too

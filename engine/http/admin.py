@@ -217,11 +217,17 @@ async def script_logs(request: web.Request) -> web.Response:
 
 
 async def follow_logs(request: web.Request) -> web.StreamResponse:
-    """Every log line as it happens, as SSE (`?script=name` for one script's)."""
-    script = request.query.get("script")
-    stream = request.app[LOGS].stream(script_path(request.app[SCRIPTS].folder, script)[0] if script else None)
+    """Every log line as it happens, as SSE (`?script=name` for one script's, 404 for a script the
+    engine does not know: each name followed costs a stream while it is followed)."""
     app = request.app
-    return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID], cors=False)
+    script = request.query.get("script")
+    name = None
+    if script:
+        name, _ = script_path(app[SCRIPTS].folder, script)
+        if name not in app[SCRIPTS].records:
+            raise HTTPError(404, "not_found", f"no script named {name}")
+    with app[LOGS].following(name) as stream:
+        return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID], cors=False)
 
 
 def add_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> None:
