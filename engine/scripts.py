@@ -25,12 +25,11 @@ from typing import Any
 from engine.config import Config
 from engine.errors import RouteConflict, ScriptError
 from engine.graphql.schema import (
-    ROOTS,
     SUBSCRIPTION_STREAM,
     FieldRegistration,
+    FragmentMismatch,
     GraphQLRegistry,
     SchemaProblem,
-    TypesMismatch,
     read_fragment,
 )
 from engine.graphql.subscriptions import SubscriptionHub
@@ -95,8 +94,8 @@ def _check_command(ctx: ScriptContext, command: Command) -> None:
         command.route = Route(command.method, command.path, ctx.name, ctx, command.handler)
     elif isinstance(command, AddField):
         try:
-            command.document = read_fragment(f"{ROOTS[command.kind]}.{command.name}", command.sdl, command.types)
-        except TypesMismatch as e:
+            command.document = read_fragment(command.kind, command.name, command.sdl, command.types)
+        except FragmentMismatch as e:
             raise Malformed(str(e)) from None
         except SchemaProblem:
             pass

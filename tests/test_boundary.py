@@ -264,3 +264,43 @@ async def test_failed_loads_dispose_of_their_context_and_thread(engine_client: M
     record = await scripts.load("v.js", 'register("/v", () => "v");')
     assert record.status == "loaded" and js_threads() == baseline + 1
     assert await (await client.get("/v")).text() == "v"
+
+
+async def test_a_fragment_that_lies_about_its_root_fields_fails_that_load_only(engine_client: MakeClient) -> None:
+    """The SDL reader runs in the script's world: with `String` swapped for a moment it checked a
+    harmless fragment while the real one went to the engine with more root fields. Python counts
+    them again, so no field is taken from the script that owns it."""
+    smuggler = """
+        const RealString = String;
+        globalThis.String = function () { return "type Query { innocent: Int }"; };
+        try {
+          registerGraphQLQuery("innocent", "type Query { innocent: Int users: String } " +
+            "type Mutation { addUser(name: String!): String }", () => 1);
+        } finally { globalThis.String = RealString; }
+    """
+    owner = 'registerGraphQLQuery("users", "type Query { users: [String] }", () => ["ada"]);'
+    client = await engine_client(extra={"a_smuggler.js": smuggler, "b_owner.js": owner})
+    records = client.app[SCRIPTS].records
+    assert records["a_smuggler.js"].status == "failed"
+    assert "the SDL declares 3 root fields, not just Query.innocent" in (records["a_smuggler.js"].last_error or "")
+    assert records["b_owner.js"].status == "loaded", records["b_owner.js"].last_error
+    assert await (await client.post("/graphql", json={"query": "{ users }"})).json() == {"data": {"users": ["ada"]}}
+
+
+async def test_stack_trace_hooks_cannot_reach_the_engines_functions(engine_client: MakeClient) -> None:
+    """QuickJS-NG's Error.prepareStackTrace hands out the functions on the stack, the engine's own
+    among them: it is switched off before any script runs."""
+    source = """
+        let seen = "nothing";
+        try {
+          Error.prepareStackTrace = (e, calls) => { seen = calls.map((c) => typeof c.getFunction()).join(); return ""; };
+        } catch (e) { seen = "refused"; }
+        register("/seen", function () {
+          "use strict";
+          try { Error.prepareStackTrace = () => ""; } catch (e) { seen += ", refused in strict code"; }
+          try { register("no slash"); } catch (e) { String(e.stack); }
+          return seen;
+        });
+    """
+    client = await engine_client(extra={"hook.js": source})
+    assert await (await client.get("/seen")).text() == "nothing, refused in strict code"

@@ -62,7 +62,7 @@ class FieldRegistration:
 
     def __post_init__(self) -> None:
         if self.document is None:
-            self.document = read_fragment(self.key, self.sdl, self.types)
+            self.document = read_fragment(self.kind, self.name, self.sdl, self.types)
 
     @property
     def root(self) -> str:
@@ -77,8 +77,8 @@ class SchemaProblem(Exception):
     """The fields cannot make a valid schema; the message says why."""
 
 
-class TypesMismatch(SchemaProblem):
-    """The types a script's JS reported for a fragment are not what its SDL declares: a forgery."""
+class FragmentMismatch(SchemaProblem):
+    """A fragment is not what the script's JS said it is (its root field, its types): a forgery."""
 
 
 _KINDS: dict[type, str] = {
@@ -87,17 +87,28 @@ _KINDS: dict[type, str] = {
 }
 
 
-def read_fragment(key: str, sdl: str, types: dict[str, dict[str, str]]) -> DocumentNode:
+def read_fragment(kind: str, name: str, sdl: str, types: dict[str, dict[str, str]]) -> DocumentNode:
     """Parse a registration's SDL (the script's reader accepted it; graphql-core must agree), and
-    check the types the script's JS reported against it: those are what other scripts' register
-    checks are told this script declares, so they must be what the SDL says."""
+    check it against what the script's JS said, since the reader ran in the script's world: exactly
+    its one root field, and the types it reported (what other scripts' register checks are told
+    this script declares)."""
+    key = f"{ROOTS[kind]}.{name}"
     try:
         document = parse(sdl)
     except GraphQLError as e:
         raise SchemaProblem(f"{key}: {e.message}") from None
+    root_fields = [(d.name.value, f.name.value) for d in document.definitions
+                   if isinstance(d, ObjectTypeDefinitionNode | ObjectTypeExtensionNode) and d.name.value in _ROOT_NAMES
+                   for f in d.fields or ()]
+    if root_fields != [(ROOTS[kind], name)]:
+        raise FragmentMismatch(f"{key}: the SDL declares {len(root_fields)} root fields, not just {key} "
+                               "(was a built-in replaced?)")
     if declared_types(document) != types:
-        raise TypesMismatch(f"{key}: the types handed back do not match the SDL (was a built-in replaced?)")
+        raise FragmentMismatch(f"{key}: the types handed back do not match the SDL (was a built-in replaced?)")
     return document
+
+
+_ROOT_NAMES = frozenset(ROOTS.values())
 
 
 def declared_types(document: DocumentNode) -> dict[str, dict[str, str]]:

@@ -43,6 +43,10 @@
   const promiseThen = uncurry(Promise.prototype.then);
   const fnApply = uncurry(Function.prototype.apply);
 
+  // QuickJS-NG's V8-style Error.prepareStackTrace hands out the functions on the stack
+  // (CallSite.getFunction), the prelude's included: it is switched off for good, before any script.
+  defineProperty(ErrorCtor, "prepareStackTrace", { value: undefined, writable: false, configurable: false });
+
   // Records and lists of the prelude's own: no prototype, so nothing a script adds to
   // Object.prototype or Array.prototype (getters, setters, toJSON) reaches them.
   const rec = (o) => setPrototypeOf(o, null);

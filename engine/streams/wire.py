@@ -6,22 +6,15 @@ chunk: a publish then costs one `transport.write` of shared bytes per connection
 
 from __future__ import annotations
 
-import re
-
-_LINES = re.compile(r"\r\n|\r|\n")
-
 
 def encode_event(data: str, event_id: str | None = None, event: str | None = None) -> bytes:
-    """One SSE event: `id:`, optional `event:`, the data split into `data:` lines on CR, LF and CRLF."""
-    parts = []
-    if event_id is not None:
-        parts.append(f"id: {event_id}\n")
-    if event is not None:
-        parts.append(f"event: {event}\n")
-    for line in _LINES.split(data):
-        parts.append(f"data: {line}\n")
-    parts.append("\n")
-    return "".join(parts).encode("utf-8", "replace")
+    """One SSE event: `id:`, optional `event:`, the data split into `data:` lines on CR, LF and CRLF.
+    Done with `str.replace` in C, not a split into a list: a message of a million line breaks is
+    still a few milliseconds."""
+    if "\r" in data:
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+    head = (f"id: {event_id}\n" if event_id is not None else "") + (f"event: {event}\n" if event is not None else "")
+    return (head + "data: " + data.replace("\n", "\ndata: ") + "\n\n").encode("utf-8", "replace")
 
 
 def encode_retry(ms: int) -> bytes:
