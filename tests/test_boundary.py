@@ -293,7 +293,10 @@ async def test_stack_trace_hooks_cannot_reach_the_engines_functions(engine_clien
     source = """
         let seen = "nothing";
         try {
-          Error.prepareStackTrace = (e, calls) => { seen = calls.map((c) => typeof c.getFunction()).join(); return ""; };
+          Error.prepareStackTrace = (e, calls) => {
+            seen = calls.map((c) => typeof c.getFunction()).join();
+            return "";
+          };
         } catch (e) { seen = "refused"; }
         register("/seen", function () {
           "use strict";
