@@ -9,7 +9,7 @@ builds them from a snapshot, on any thread, and `replace` swaps them in if nothi
 
 from __future__ import annotations
 
-from bisect import insort
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -56,7 +56,7 @@ class Match:
 @dataclass
 class _Pattern:
     shape: Shape
-    sort_key: tuple[int, int, int]
+    rank: tuple[tuple[int, int, int], int]  # the matching order: the shape's, then first made first
     methods: dict[str, Route] = field(default_factory=dict)
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
@@ -78,12 +78,61 @@ class _Pattern:
         return params
 
 
+_made = itertools.count()
+
+
 def _pattern(shape: Shape) -> _Pattern:
-    return _Pattern(shape, shape.order)
+    return _Pattern(shape, (shape.order, next(_made)))
 
 
-def _sort_key(p: _Pattern) -> tuple[int, int, int]:
-    return p.sort_key
+def _rank(p: _Pattern) -> tuple[tuple[int, int, int], int]:
+    return p.rank
+
+
+@dataclass(slots=True)
+class _Node:
+    """A trie of patterns by segment: a request visits only the branches its path can take, so
+    matching costs what the path and its look-alikes cost, not what every pattern costs."""
+
+    literal: dict[str, _Node] = field(default_factory=dict)
+    param: _Node | None = None
+    end: _Pattern | None = None  # a pattern whose last segment is this node's
+    prefix: _Pattern | None = None  # a `/*` pattern whose last fixed segment is this node's
+
+    def insert(self, p: _Pattern) -> None:
+        node = self
+        for seg in p.shape.segments:
+            if seg is None:
+                if node.param is None:
+                    node.param = _Node()
+                node = node.param
+            else:
+                node = node.literal.setdefault(seg, _Node())
+        if p.shape.prefix:
+            node.prefix = p
+        else:
+            node.end = p
+
+    def candidates(self, parts: list[str]) -> list[_Pattern]:
+        """Every pattern that matches `parts` (still-encoded segments), in matching order."""
+        decoded = [unquote(p) for p in parts]
+        found: list[_Pattern] = []
+        stack = [(self, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if node.prefix is not None:
+                found.append(node.prefix)
+            if depth == len(parts):
+                if node.end is not None:
+                    found.append(node.end)
+                continue
+            child = node.literal.get(decoded[depth])
+            if child is not None:
+                stack.append((child, depth + 1))
+            if node.param is not None and parts[depth] != "":
+                stack.append((node.param, depth + 1))
+        found.sort(key=_rank)
+        return found
 
 
 def pattern_key(path: str) -> str:
@@ -107,23 +156,25 @@ def _shape(path: str) -> Shape:
     return Shape(tuple(segments), tuple(names), prefix, (prefix, -literals, -len(segments)))
 
 
-Tables = tuple[dict[str, dict[str, Route]], dict[str, _Pattern], list[_Pattern]]  # static, index, patterns
+Tables = tuple[dict[str, dict[str, Route]], dict[str, _Pattern], _Node]  # static paths, patterns by key, trie
 
 
 def _tables(routes: list[Route]) -> Tables:
     """The lookup tables for `routes` (in owner load order): a pure function, for any thread."""
     static: dict[str, dict[str, Route]] = {}
     index: dict[str, _Pattern] = {}
+    trie = _Node()
     for route in routes:
         if route.shape is not None:
             key = route.key.partition(" ")[2]
             p = index.get(key)
             if p is None:
                 p = index[key] = _pattern(route.shape)
+                trie.insert(p)
             p.methods[route.method] = route
         else:
             static.setdefault(route.path, {})[route.method] = route
-    return static, index, sorted(index.values(), key=_sort_key)
+    return static, index, trie
 
 
 class Plan:
@@ -148,8 +199,8 @@ class RouteTable:
         self._by_owner: dict[str, dict[str, Route]] = {}  # owner -> key -> route
         self._by_key: dict[str, Route] = {}  # every route, by its conflict key
         self._static: dict[str, dict[str, Route]] = {}
-        self._patterns: list[_Pattern] = []
         self._pattern_index: dict[str, _Pattern] = {}
+        self._trie = _Node()
         self._version = 0  # bumped by every change: a plan from an older table is not used
 
     def __len__(self) -> int:
@@ -203,40 +254,35 @@ class RouteTable:
         else:
             self._by_owner.pop(owner, None)
         usable = plan is not None and plan.tables is not None and plan.version == self._version and plan.owner == owner
-        self._static, self._pattern_index, self._patterns = (
+        self._static, self._pattern_index, self._trie = (
             plan.tables if usable else _tables([r for rs in self._by_owner.values() for r in rs.values()]))  # type: ignore[union-attr,misc]
         self._version += 1
 
     def add(self, route: Route) -> None:
-        """One more route for its owner, in constant time (plus placing a new pattern in order)."""
+        """One more route for its owner, in constant time. Among equally specific patterns, a
+        rebuild tries owners in load order; a pattern added later goes after its equals, as if its
+        owner had loaded last."""
         taken = self._by_key.get(route.key)
         if taken is not None:
             whose = "this script" if taken.owner == route.owner else f"script {taken.owner}"
             raise RouteConflict(f"{route.method} {route.path} is already registered by {whose}")
         self._by_owner.setdefault(route.owner, {})[route.key] = route
         self._by_key[route.key] = route
-        self._place(route, self._static, self._pattern_index, self._patterns)
-        self._version += 1
-
-    @staticmethod
-    def _place(route: Route, static: dict[str, dict[str, Route]], index: dict[str, _Pattern],
-               patterns: list[_Pattern]) -> None:
         if route.shape is not None:
             key = route.key.partition(" ")[2]
-            p = index.get(key)
+            p = self._pattern_index.get(key)
             if p is None:
-                p = index[key] = _pattern(route.shape)
-                # Among equally specific patterns, a rebuild tries owners in load order; a pattern
-                # added later goes after its equals, as if its owner had loaded last.
-                insort(patterns, p, key=_sort_key)
+                p = self._pattern_index[key] = _pattern(route.shape)
+                self._trie.insert(p)
             p.methods[route.method] = route
         else:
-            static.setdefault(route.path, {})[route.method] = route
+            self._static.setdefault(route.path, {})[route.method] = route
+        self._version += 1
 
     @property
     def has_patterns(self) -> bool:
         """Whether any route has parameters or a prefix (only then does matching need the raw path)."""
-        return bool(self._patterns)
+        return bool(self._pattern_index)
 
     def match(self, method: str, path: str, raw_path: str | None = None) -> Match | list[str] | None:
         """The route for `method path`; else the methods the path does allow (for 405); else None.
@@ -252,11 +298,11 @@ class RouteTable:
             if route is not None:
                 return Match(route, {})
             allowed += by_method
-        if self._patterns:
+        if self._pattern_index:
             parts = (raw_path or path).split("/")[1:]
-            for p in self._patterns:
+            for p in self._trie.candidates(parts):
                 params = p.match(parts)
-                if params is None:
+                if params is None:  # the trie found it, so it matches: a guard, not a branch
                     continue
                 route = p.methods.get(lookup)
                 if route is not None:

@@ -215,13 +215,14 @@ class ScriptManager:
             streams = [c.path for c in env.commands if isinstance(c, AddStream)]
             streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
             plan = self.routes.plan(name, routes)
-            if len(routes) > _ROUTES_ON_A_THREAD:  # the new lookup tables, built off the loop
+            if len(self.routes) + len(routes) > _ROUTES_ON_A_THREAD:  # the new lookup tables, built off the loop
                 await asyncio.to_thread(plan.build)
             else:
                 plan.build()
+            schema_change = await self.graphql.check_off_loop(name, fields) if env.error is None else None
             # From here to the swap, no await: what is checked is what is swapped in.
-            if env.error is None:
-                schema_change = self.graphql.check(name, fields)
+            if schema_change is not None:
+                schema_change = self.graphql.current(schema_change)
                 problems = self._conflicts(name, routes, streams) + schema_change.problems
                 if problems:
                     env.error = ScriptError(name, "; ".join(problems))
@@ -235,7 +236,7 @@ class ScriptManager:
         before = self._owned(name) if self._any_conflicted() else set()
         self.routes.replace(name, routes, plan)
         self.streams.replace(name, streams)
-        self.graphql.apply(schema_change)
+        self.graphql.apply(schema_change)  # type: ignore[arg-type] # checked above: no error, so a change
         old, record.context = record.context, ctx
         record.status, record.last_error, record.loaded_at = "loaded", None, time.time()
         ctx.apply(self._publish(name, env.commands))  # messages sent at load time, now that its streams exist
@@ -275,10 +276,11 @@ class ScriptManager:
             await self._unload(name)
 
     async def _unload(self, name: str) -> None:
+        change = await self.graphql.check_off_loop(name, [])  # the schema without it, built on a thread
         record = self.records.pop(name, None)
         self.routes.replace(name, [])
         self.streams.replace(name, [])
-        self.graphql.remove(name)
+        self.graphql.apply(self.graphql.current(change))
         if record and record.context:
             self._retire(record.context)
         log.info("unloaded %s", name, extra={"script": name})
@@ -444,7 +446,7 @@ class ScriptManager:
                     self._add_stream(name, c.path)
                 elif isinstance(c, AddField):
                     try:
-                        self._add_field(self._field(name, ctx, c))
+                        yield self._add_field(ctx, self._field(name, ctx, c))  # its schema is built on a thread
                     except SchemaProblem as e:
                         self._script_line(name, "error", f"registerGraphQL refused: invalid SDL for {e}")
                 elif isinstance(c, AddRoute):
@@ -472,11 +474,14 @@ class ScriptManager:
         else:
             self.streams.add(name, path)
 
-    def _add_field(self, field: FieldRegistration) -> None:
+    async def _add_field(self, ctx: ScriptContext, field: FieldRegistration) -> None:
         """registerGraphQL* called after the load (from a handler or timer)."""
         name = field.owner
-        fields = [*self.graphql.owned(name), field]
-        change = self.graphql.check(name, fields)
+        change = await self.graphql.check_off_loop(name, [*self.graphql.owned(name), field])
+        if not self._is_current(ctx):  # replaced while its schema was being built
+            log.warning("%s: a registration from a replaced version was ignored", name)
+            return
+        change = self.graphql.current(change)
         problems = change.problems
         if field.kind == "subscription":
             problems += self._conflicts(name, [], [SUBSCRIPTION_STREAM + field.name])

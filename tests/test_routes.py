@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -123,3 +124,45 @@ def test_adding_one_by_one_matches_like_replacing_at_once() -> None:
             assert (a.route.handler, a.params) == (b.route.handler, b.params) if isinstance(a, Match) else a == b
     with pytest.raises(RouteConflict, match="already registered by this script"):
         one_by_one.add(unique[0])
+
+
+def test_the_pattern_trie_matches_exactly_as_trying_every_pattern_in_order() -> None:
+    """The trie only visits the branches a path can take; the answer must be the one trying every
+    pattern in matching order would give, for literals, parameters, prefixes, empty and
+    percent-encoded segments alike."""
+    rng = random.Random(11)
+    table = RouteTable()
+    routes, seen = [], set()
+    for i in range(400):
+        parts = [rng.choice(["a", "b", "", "a b", f"{{p{j}}}"]) for j in range(rng.randint(1, 4))]
+        path = "/" + "/".join(parts + (["*"] if rng.random() < 0.25 else []))
+        route = r(rng.choice(["GET", "POST"]), path, owner=rng.choice(["a.js", "b.js"]), handler=i)
+        if route.key not in seen:
+            seen.add(route.key)
+            routes.append(route)
+    for owner in ("a.js", "b.js"):
+        table.replace(owner, [x for x in routes if x.owner == owner])
+    ordered = sorted(table._pattern_index.values(), key=lambda p: p.rank)  # noqa: SLF001 - the reference
+
+    def by_scanning(method: str, raw: str) -> Match | list[str] | None:
+        parts, allowed = raw.split("/")[1:], []
+        for p in ordered:
+            params = p.match(parts)
+            if params is not None:
+                if method in p.methods:
+                    return Match(p.methods[method], params)
+                allowed += p.methods
+        return sorted(set(allowed)) + (["HEAD"] if "GET" in allowed else []) if allowed else None
+
+    segments = ["a", "b", "", "c", "a%20b", "%61", "x"]
+    for _ in range(3000):
+        raw = "/" + "/".join(rng.choice(segments) for _ in range(rng.randint(1, 6)))
+        path = unquote(raw)
+        if path in table._static:  # noqa: SLF001 - static paths are looked up first, as before
+            continue
+        for method in ("GET", "POST"):
+            got, want = table.match(method, path, raw), by_scanning(method, raw)
+            if isinstance(want, Match):
+                assert isinstance(got, Match) and (got.route, got.params) == (want.route, want.params), raw
+            else:
+                assert got == want, raw

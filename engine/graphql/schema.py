@@ -8,6 +8,7 @@ schema is rebuilt, as a whole, whenever a script's fields change; `on_change` he
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ class SchemaChange:
     regs: list[FieldRegistration]
     schema: GraphQLSchema | None
     problems: list[str]
+    version: int = -1  # the registry's, when it was checked: only then may it be applied as it is
 
 
 def merge(regs: list[FieldRegistration]) -> GraphQLSchema:
@@ -173,7 +175,11 @@ def merge(regs: list[FieldRegistration]) -> GraphQLSchema:
 
 
 class GraphQLRegistry:
-    """Every script's fields and the schema they make, swapped as a whole on every change."""
+    """Every script's fields and the schema they make, swapped as a whole on every change.
+
+    Building and validating a schema of a few hundred fields takes a good part of a second: a change
+    is checked (and its schema built) on a thread from what the registry holds then, and applied on
+    the loop if nothing changed meanwhile; otherwise it is checked again, there."""
 
     def __init__(self, resolve: Resolve, on_change: Callable[[GraphQLSchema], None] | None = None) -> None:
         self._resolve = resolve
@@ -181,6 +187,7 @@ class GraphQLRegistry:
         self._by_owner: dict[str, list[FieldRegistration]] = {}
         self.fields: dict[str, FieldRegistration] = {}  # "Query.hello" -> registration
         self.schema = self._build([])
+        self._version = 0  # bumped by every change applied
 
     def owned(self, owner: str) -> list[FieldRegistration]:
         return list(self._by_owner.get(owner, ()))
@@ -199,22 +206,38 @@ class GraphQLRegistry:
     def check(self, owner: str, regs: list[FieldRegistration]) -> SchemaChange:
         """Whether `owner` can have exactly these fields (taken? a valid schema alone and merged?),
         with the merged schema ready to `apply` when it can. Nothing changes until then."""
+        if not regs and owner not in self._by_owner:  # no GraphQL before or after: nothing to do
+            return SchemaChange(owner, regs, self.schema, [], self._version)
+        return self._checked(owner, regs, self.fields, self._with(owner, regs), self._version)
+
+    async def check_off_loop(self, owner: str, regs: list[FieldRegistration]) -> SchemaChange:
+        """`check`, the schema built on a thread from what the registry holds now."""
         if not regs and owner not in self._by_owner:
-            return SchemaChange(owner, regs, self.schema, [])  # no GraphQL before or after: nothing to do
-        taken = [f"{r.key} is already registered by script {self.fields[r.key].owner}"
-                 for r in regs if r.key in self.fields and self.fields[r.key].owner != owner]
+            return SchemaChange(owner, regs, self.schema, [], self._version)
+        return await asyncio.to_thread(self._checked, owner, regs, dict(self.fields), self._with(owner, regs),
+                                       self._version)
+
+    def current(self, change: SchemaChange) -> SchemaChange:
+        """`change` if nothing changed since it was checked; else the same change checked again."""
+        return change if change.version == self._version else self.check(change.owner, change.regs)
+
+    def _checked(self, owner: str, regs: list[FieldRegistration], fields: dict[str, FieldRegistration],
+                 merged: list[FieldRegistration], version: int) -> SchemaChange:
+        taken = [f"{r.key} is already registered by script {fields[r.key].owner}"
+                 for r in regs if r.key in fields and fields[r.key].owner != owner]
         if taken:
-            return SchemaChange(owner, regs, None, taken)
+            return SchemaChange(owner, regs, None, taken, version)
         if regs:
             try:
                 merge(regs)
             except SchemaProblem as e:
-                return SchemaChange(owner, regs, None, [f"its GraphQL schema is not valid: {e}"])
+                return SchemaChange(owner, regs, None, [f"its GraphQL schema is not valid: {e}"], version)
         try:
-            schema = self._build(self._with(owner, regs))
+            schema = self._build(merged)
         except SchemaProblem as e:
-            return SchemaChange(owner, regs, None, [f"its GraphQL fields do not merge with the other scripts': {e}"])
-        return SchemaChange(owner, regs, schema, [])
+            return SchemaChange(owner, regs, None, [f"its GraphQL fields do not merge with the other scripts': {e}"],
+                                version)
+        return SchemaChange(owner, regs, schema, [], version)
 
     def apply(self, change: SchemaChange) -> None:
         """Swap in a checked change (no await may come between `check` and this)."""
@@ -228,12 +251,9 @@ class GraphQLRegistry:
             self._by_owner.pop(change.owner, None)
         self.fields = {r.key: r for rs in self._by_owner.values() for r in rs}
         self.schema = change.schema
+        self._version += 1
         if self.on_change:
             self.on_change(change.schema)
-
-    def remove(self, owner: str) -> None:
-        """`owner` goes away with its fields (scripts' fragments stand alone, so the rest still merges)."""
-        self.apply(self.check(owner, []))
 
     def _with(self, owner: str, regs: list[FieldRegistration]) -> list[FieldRegistration]:
         others = [r for o, rs in self._by_owner.items() if o != owner for r in rs]
