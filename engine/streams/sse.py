@@ -102,7 +102,11 @@ def begin_reading(
 ) -> Connection:
     """Attach a reader whose response head is sent: `retry:`, a `reset` notice if its id cannot be
     resumed from, the replay. No await from attach to the last replayed event, so no live event can
-    slip in between: the reader sees history then live, with no gap and no duplicate."""
+    slip in between: the reader sees history then live, with no gap and no duplicate.
+
+    A replay can be the whole history (any unusable id asks for it): if more than `max_buffer_bytes`
+    of it is left unsent, the reader is cut at once, as a publish cuts a slow reader, rather than
+    holding that memory until the next publish looks."""
     conn, replay = registry.attach(stream, transport, last_event_id, on_end)
     transport.write(chunk(encode_retry(retry_ms)))
     if replay.reset is not None:
@@ -110,6 +114,11 @@ def begin_reading(
         transport.write(chunk(encode_event(notice, event="reset")))
     for framed in replay.events:
         transport.write(framed)
+    if transport.get_write_buffer_size() > registry.max_buffer_bytes:
+        log.warning("closed a slow reader of %s: more than %d bytes unsent after its replay",
+                    stream.path, registry.max_buffer_bytes)
+        registry.detach(conn, "slow consumer")
+        transport.abort()  # drop its buffer now: memory stays bounded
     return conn
 
 
