@@ -55,7 +55,8 @@ class Applier:
     def __init__(self, name: str, budget: float = 0.005) -> None:
         self.name = name
         self.budget = budget
-        self._backlog: deque[Work] = deque()
+        self._backlog: deque[tuple[Work, int]] = deque()  # and the size of what each came with
+        self.waiting_bytes = 0  # of what waits in the backlog: the script's owner keeps it bounded
         self._task: asyncio.Task[None] | None = None
         self._inline = False
         self._closed = False
@@ -64,14 +65,14 @@ class Applier:
     def idle(self) -> bool:
         return self._task is None and not self._backlog and not self._inline
 
-    def run(self, steps: Steps) -> None:
-        """Apply `steps`: at once if nothing of this script is waiting, otherwise after what is."""
+    def run(self, steps: Steps, size: int = 0) -> None:
+        """Apply `steps` (what came with `size` bytes): at once if nothing of this script is waiting,
+        otherwise after what is."""
         if self._closed:
             steps.close()
             return
         if not self.idle:
-            self._backlog.append(steps)
-            self._start()
+            self._wait(steps, size)
             return
         self._inline = True
         try:
@@ -79,8 +80,15 @@ class Applier:
         finally:
             self._inline = False
         if rest is not None:
-            self._backlog.appendleft(rest)
-            self._start()
+            self._wait(rest, size, first=True)
+
+    def _wait(self, work: Work, size: int, first: bool = False) -> None:
+        if first:
+            self._backlog.appendleft((work, size))
+        else:
+            self._backlog.append((work, size))
+        self.waiting_bytes += size
+        self._start()
 
     def _apply_inline(self, steps: Steps) -> Work | None:
         """Run steps until the budget is spent or a step must be awaited; return what is left."""
@@ -102,7 +110,7 @@ class Applier:
     async def _drain(self) -> None:
         try:
             while self._backlog:
-                steps = self._backlog[0]
+                steps, size = self._backlog[0]
                 started = time.perf_counter()
                 try:
                     for step in steps:
@@ -115,6 +123,7 @@ class Applier:
                 except Exception:  # noqa: BLE001 - as above
                     log.exception("%s: applying its commands failed", self.name)
                 self._backlog.popleft()
+                self.waiting_bytes -= size
                 steps.close()
         finally:
             self._task = None
@@ -128,4 +137,5 @@ class Applier:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         while self._backlog:
-            self._backlog.popleft().close()
+            self._backlog.popleft()[0].close()
+        self.waiting_bytes = 0

@@ -47,6 +47,8 @@ _LINE = re.compile(r"<input>:(\d+)")
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
 _DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "fire", "retire", "more")
 _MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
+BACKLOG_BYTES = 64 << 20  # what one script may have waiting to be applied before it must wait
+SWAMPED_RETRY = 0.01  # seconds a timer waits for the loop to catch up, before it looks again
 
 Sink = Callable[["ScriptContext", list[Command]], Steps]
 ErrorSink = Callable[["ScriptContext", ScriptError, str], None]
@@ -141,6 +143,9 @@ class ScriptContext:
         if self._inflight >= self._limits.max_pending_calls:
             raise ScriptBusy(self.name, f"{self._inflight} calls already wait on this script "
                              "(limits.max_pending_calls)")
+        if self.swamped:
+            raise ScriptBusy(self.name, f"more than {BACKLOG_BYTES >> 20} MiB of what this script sent is still "
+                             "being applied")
         self._inflight += 1
         try:
             return await self._call_once(dispatcher, what, *args)
@@ -225,11 +230,20 @@ class ScriptContext:
         if self._closed:
             resolve_all(results)
             return
+        size = jobs.size if jobs is not None else 0
         for fut, ok, env in results:
             self._waiting.add(fut)
-            if ok and isinstance(env, Envelope) and env.call and env.pending is not None:
-                self._pending[env.pending] = self._loop.create_future()
-        self._applier.run(self._delivery(results, jobs))
+            if ok and isinstance(env, Envelope):
+                size += env.size
+                if env.call and env.pending is not None:
+                    self._pending[env.pending] = self._loop.create_future()
+        self._applier.run(self._delivery(results, jobs), size)
+
+    @property
+    def swamped(self) -> bool:
+        """Whether what this script sent and the loop has not applied yet passes BACKLOG_BYTES: its
+        next calls are refused, its timers wait, until the loop catches up."""
+        return self._applier.waiting_bytes > BACKLOG_BYTES
 
     def _delivery(self, results: list[Result], jobs: Envelope | None) -> Steps:
         try:
@@ -325,6 +339,9 @@ class ScriptContext:
             return
         if self._next_due is not None and self._next_due / 1000 > time.time() + 0.001:
             self._schedule()  # woken early by the delay's cap: not due yet
+            return
+        if self.swamped:  # the loop has not caught up with what the timers sent: wait for it
+            self._timer = self._loop.call_later(SWAMPED_RETRY, self._fire)
             return
         self._firing = True
         self._worker.submit(self._t_call, "fire").add_done_callback(self._fired)
@@ -451,7 +468,9 @@ class ScriptContext:
         try:
             env = parse_envelope(raw, self._limits)
             for _ in range(env.more):  # a large envelope's commands come in pieces: one parse each
-                env.commands += read_commands(self._rt["more"](), len(env.commands), self._limits)
+                piece = self._rt["more"]()
+                env.commands += read_commands(piece, len(env.commands), self._limits)
+                env.size += len(piece)
             if self._check is not None:
                 for c in env.commands:
                     self._check(self, c)

@@ -36,6 +36,7 @@ class Envelope:
     deferred: bool = False  # a load's envelope: applied by the caller, only if the load is accepted
     call: bool = False  # a handler's or resolver's: only these may leave a Promise to wait on
     more: int = 0  # pieces of commands still to fetch (a large envelope comes in pieces)
+    size: int = 0  # characters it came in, pieces included: what holding it costs, roughly
     job_error: ScriptError | None = None  # a Promise job after the call failed, not the call's own
 
     @property
@@ -60,7 +61,7 @@ def parse_envelope(raw: Any, limits: LimitsConfig) -> Envelope:
         raise Malformed("the call's result is not JSON") from None
     if not isinstance(data, dict):
         raise Malformed("the call's result is not an object")
-    env = Envelope()
+    env = Envelope(size=len(raw))
     if data.get("o") is not None:
         env.out = _outcome(data["o"], limits)
     env.commands = _commands(data.get("c", []), 0, limits)
