@@ -119,6 +119,7 @@ class StreamRegistry:
         self.private: dict[str, Stream] = {}  # the engine's own (admin) streams: not served by path lookup
         self.connection_count = 0
         self.kept_bytes = 0  # history held by every stream together
+        self._read: set[Stream] = set()  # streams with at least one reader
         self._order: OrderedDict[int, Stream] = OrderedDict()  # every kept event, oldest first
         self._next_key = 0
 
@@ -176,6 +177,7 @@ class StreamRegistry:
         replay = self._since(stream, last_event_id)
         conn = Connection(stream, transport, on_end)
         stream.connections.add(conn)
+        self._read.add(stream)
         self.connection_count += 1
         return conn, replay
 
@@ -183,6 +185,8 @@ class StreamRegistry:
         if conn in conn.stream.connections:
             conn.stream.connections.discard(conn)
             self.connection_count -= 1
+            if not conn.stream.connections:
+                self._read.discard(conn.stream)
         conn.end(reason)
 
     def _since(self, stream: Stream, last_event_id: str | None) -> Replay:
@@ -251,8 +255,9 @@ class StreamRegistry:
             conn.transport.abort()  # drop its buffer now: memory stays bounded
 
     def heartbeat(self) -> None:
-        """A `: ping` to every reader; readers whose connection is gone are removed."""
-        for stream in [*self.streams.values(), *self.private.values()]:
+        """A `: ping` to every reader; readers whose connection is gone are removed. Only streams
+        with readers are visited: a script may hold many streams nobody reads."""
+        for stream in list(self._read):
             for conn in [c for c in stream.connections if c.transport.is_closing()]:
                 self.detach(conn)
             self._write_all(stream, PING)
