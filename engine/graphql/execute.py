@@ -32,6 +32,7 @@ from engine.errors import HTTPError, ScriptError, ScriptTimeout
 from engine.graphql.cost import MIDDLEWARE, Budget, TooCostly, count_selections
 from engine.graphql.schema import FieldRegistration
 from engine.http.middleware import classify, log_script_error
+from engine.sandbox.context import UNDEFINED
 
 T = TypeVar("T")
 
@@ -190,7 +191,7 @@ async def call_resolver(reg: FieldRegistration, args: dict[str, Any], context: R
     (graphql-core adds path and locations) whose message is the script's own for a throw, the
     engine's for a broken limit."""
     try:
-        return await on_loop(reg.target.resolve(reg.handler, args, context.for_script(reg)), context.server_loop)
+        text = await on_loop(reg.target.resolve(reg.handler, args, context.for_script(reg)), context.server_loop)
     except ScriptError as e:
         _, code, message = classify(e)
         log_script_error(f"resolver {reg.key}", context.request_id, e)
@@ -199,3 +200,9 @@ async def call_resolver(reg: FieldRegistration, args: dict[str, Any], context: R
         elif isinstance(e, ScriptTimeout):
             message = f"the resolver of {reg.key} ran past its time limit"
         raise GraphQLError(message, extensions={"code": code.upper()}) from None
+    if text is UNDEFINED:
+        return UNDEFINED
+    try:
+        return json.loads(text)  # here, on the GraphQL thread: a large value is a large parse
+    except RecursionError:
+        raise GraphQLError(f"the value of {reg.key} is nested too deeply", extensions={"code": "BAD_RESPONSE"}) from None

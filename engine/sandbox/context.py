@@ -128,10 +128,11 @@ class ScriptContext:
         return self._response(await self._call("handle", "handler", handler, *request))
 
     async def resolve(self, resolver: int, args: dict[str, Any], context: dict[str, Any]) -> Any:
-        """Call a GraphQL resolver. Returns its JSON value (UNDEFINED for undefined) or raises a ScriptError."""
+        """Call a GraphQL resolver. Returns its value as JSON text (UNDEFINED for undefined), for the
+        caller to read where it runs (off the loop), or raises a ScriptError."""
         out = await self._call("resolve", "resolver", resolver, json.dumps(args), json.dumps(context))
         if "j" in out:
-            return json.loads(out["j"])
+            return out["j"]
         if "bad" in out:
             raise ScriptBadResponse(self.name, out["bad"])
         if "e" in out:
