@@ -205,4 +205,5 @@ async def call_resolver(reg: FieldRegistration, args: dict[str, Any], context: R
     try:
         return json.loads(text)  # here, on the GraphQL thread: a large value is a large parse
     except RecursionError:
-        raise GraphQLError(f"the value of {reg.key} is nested too deeply", extensions={"code": "BAD_RESPONSE"}) from None
+        too_deep = f"the value of {reg.key} is nested too deeply"
+        raise GraphQLError(too_deep, extensions={"code": "BAD_RESPONSE"}) from None
