@@ -29,6 +29,7 @@ class LogStream(logging.Handler):
         self._loop_thread = threading.get_ident()
         self._publishing = False
         self._following: dict[str, int] = {}  # a script's stream path -> readers being served from it
+        self._last_seq = 0  # the highest event id any freed script stream gave out
 
     def stream(self, script: str | None = None) -> Stream:
         """The stream of every line, or of one script's lines."""
@@ -45,7 +46,7 @@ class LogStream(logging.Handler):
         path = f"{ALL}/{script}"
         self._following[path] = self._following.get(path, 0) + 1
         try:
-            yield self.stream(script)
+            yield self._open(path)
         finally:
             left = self._following.pop(path) - 1
             if left:
@@ -53,10 +54,21 @@ class LogStream(logging.Handler):
             else:
                 self._free(path)
 
+    def _open(self, path: str) -> Stream:
+        """A script's stream, made anew if it was freed. Its ids go on past every freed stream's, one
+        skipped: a reader resuming from a freed stream's id gets `reset` (the lines logged while no one
+        followed were never kept), not a replay that silently starts later."""
+        stream = self.registry.private.get(path)
+        if stream is None:
+            stream = self.registry.private_stream(path)
+            stream.seq = self._last_seq + 1
+        return stream
+
     def _free(self, path: str) -> None:
         """Drop a script's stream and its history (kept in the registry's byte accounting too)."""
         stream = self.registry.private.pop(path, None)
         if stream is not None:
+            self._last_seq = max(self._last_seq, stream.seq)
             self.registry._forget(stream)  # the registry has no public way to drop a private stream
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -248,6 +248,21 @@ async def test_only_known_scripts_get_a_log_stream_and_it_goes_with_its_last_rea
     b.response.close()
     await wait_for(lambda: per_script() == [], what="the stream to go with its last reader")
 
+    # resuming from a freed stream's id is a reset: the lines logged while no one followed are gone
+    await client.get("/hi")  # logged while no one follows hello.js
+    c = SSEReader(await client.get("/_engine/logs", params={"script": "hello.js"}))
+    await c.readline()  # the retry line: attached, so the next line is kept
+    await client.get("/hi")
+    assert json.loads((await c.next()).data)["script"] == "hello.js"
+    resumed = SSEReader(await client.get("/_engine/logs", params={"script": "hello.js"},
+                                         headers={"Last-Event-ID": b.last_id}))
+    reset = await resumed.next()
+    assert reset.event == "reset" and "has left the history" in json.loads(reset.data)["reason"]
+    assert json.loads((await resumed.next()).data)["script"] == "hello.js"  # then what the new stream kept
+    c.response.close()
+    resumed.response.close()
+    await wait_for(lambda: per_script() == [], what="the stream to go again")
+
     for _ in range(50):  # come and go: nothing stays
         reader = SSEReader(await client.get("/_engine/logs", params={"script": "hello.js"}))
         await reader.readline()  # the retry line: attached
