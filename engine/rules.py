@@ -23,6 +23,8 @@ GRAPHQL_NAME_MAX = 128
 MAX_LOG_LINE = 16384  # characters; a longer line is cut, and says so
 MAX_SDL_CHARS = 65536  # one registerGraphQL* fragment (graphql-core parses it on the event loop)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_HEADERS = 100  # response headers a handler may set
+MAX_HEADER_CHARS = 8192  # one header's name and value together (what clients read as one line)
 ENGINE_STREAMS = "/graphql/"  # GraphQL subscriptions' streams: sendSubscriptionMessage only
 
 _RESERVED = [re.compile(r) for r in RESERVED]
@@ -37,7 +39,8 @@ def for_js() -> dict[str, object]:
     return {"methods": METHODS, "reserved": RESERVED, "reservedText": RESERVED_TEXT, "badPathChars": BAD_PATH_CHARS,
             "routePathMax": ROUTE_PATH_MAX, "streamPathMax": STREAM_PATH_MAX, "eventName": EVENT_NAME,
             "graphqlName": GRAPHQL_NAME, "graphqlNameMax": GRAPHQL_NAME_MAX, "maxLogLine": MAX_LOG_LINE,
-            "maxSdlChars": MAX_SDL_CHARS, "engineStreams": ENGINE_STREAMS}
+            "maxSdlChars": MAX_SDL_CHARS, "engineStreams": ENGINE_STREAMS, "maxHeaders": MAX_HEADERS,
+            "maxHeaderChars": MAX_HEADER_CHARS}
 
 
 def is_reserved(path: str) -> bool:

@@ -208,3 +208,22 @@ async def test_responses_and_resolver_values_are_bounded(engine_client: MakeClie
     over = await (await client.post("/graphql", json={"query": "{ big(n: 2000) }"})).json()
     assert over["data"] == {"big": None} and over["errors"][0]["extensions"]["code"] == "BAD_RESPONSE"
     assert (await client.get("/other")).status == 200
+
+
+HEADERS = """
+register("/h/many", (req) => {
+  const h = {};
+  for (let i = 0; i < Number(req.query.n); i++) h["X-H" + i] = "v";
+  return { body: "ok", headers: h };
+});
+register("/h/long", (req) => ({ body: "ok", headers: { "X-Long": "v".repeat(Number(req.query.n)) } }));
+"""
+
+
+async def test_response_headers_are_bounded(engine_client: MakeClient) -> None:
+    client = await engine_client(extra={"h.js": HEADERS})
+    assert (await client.get("/h/many", params={"n": "100"})).headers["X-H99"] == "v"
+    assert len((await client.get("/h/long", params={"n": "8000"})).headers["X-Long"]) == 8000
+    for path, n in (("/h/many", "101"), ("/h/long", "8200"), ("/h/many", "200000")):
+        resp = await client.get(path, params={"n": n})
+        assert resp.status == 500 and (await resp.json())["error"]["code"] == "bad_response", (path, n)

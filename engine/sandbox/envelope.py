@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import rules
 from engine.config import LimitsConfig
 from engine.errors import ScriptError
 from engine.sandbox.commands import Command, Malformed, read_command, size_problem
@@ -164,5 +165,8 @@ def _response(r: Any) -> dict[str, Any]:
     if headers is not None:
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise Malformed("response headers must be an object of strings")
+        too_long = any(len(k) + len(v) > rules.MAX_HEADER_CHARS for k, v in headers.items())
+        if len(headers) > rules.MAX_HEADERS or too_long:
+            raise Malformed(f"at most {rules.MAX_HEADERS} headers of {rules.MAX_HEADER_CHARS} characters each")
         out["h"] = headers
     return out

@@ -519,6 +519,7 @@
       if (typeof headers !== "object" || isArray(headers)) return rec({ bad: "headers must be an object of strings, got " + describe(headers) });
       const h = rec({});
       const names = keys(headers);
+      if (names.length > RULES.maxHeaders) return rec({ bad: "more than " + RULES.maxHeaders + " headers" });
       for (let i = 0; i < names.length; i++) {
         const k = names[i];
         const hv = headers[k];
@@ -526,6 +527,9 @@
           return rec({ bad: "header " + k + " must be a string, got " + describe(hv) });
         }
         h[k] = toText(hv);
+        if (k.length + h[k].length > RULES.maxHeaderChars) {
+          return rec({ bad: "header " + strSlice(k, 0, 60) + " is longer than " + RULES.maxHeaderChars + " characters" });
+        }
       }
       out.h = h;
     }
