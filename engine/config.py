@@ -77,7 +77,8 @@ class LimitsConfig:
 class StreamsConfig:
     heartbeat_seconds: float = setting(15.0, "how often a `: ping` comment goes to every stream reader", min=0.01)
     history: int = setting(1000, "events each stream keeps for readers that reconnect with Last-Event-ID", min=0)
-    history_bytes: int = setting(4194304, "bytes of events each stream keeps (the oldest go first)", min=0)
+    history_bytes: int = setting(1048576, "bytes of events each stream keeps (the oldest go first); at most "
+                                 "streams.max_buffer_bytes, or a reader resuming from far back is cut as slow", min=0)
     total_history_bytes: int = setting(134217728, "bytes of events all streams keep together (the oldest anywhere "
                                        "go first)", min=0)
     max_buffer_bytes: int = setting(1048576, "unsent bytes after which a slow reader is disconnected", min=1)

@@ -40,7 +40,7 @@ class Answer:
 async def send(client: TestClient, method: str, target: bytes, body: bytes = b"") -> Answer:
     """One request with `target` sent byte for byte (a client library would normalize `%2e%2e` away)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(b"%s %s HTTP/1.1\r\nHost: engine\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+    writer.write(b"%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                  % (method.encode(), target, len(body), body))
     raw = await reader.read()  # until the server closes
     writer.close()

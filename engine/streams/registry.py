@@ -108,7 +108,7 @@ class StreamRegistry:
     """Every stream path, who owns it, and who is reading it."""
 
     def __init__(self, history: int, max_buffer_bytes: int, max_connections: int,
-                 history_bytes: int = 4 << 20, total_history_bytes: int = 128 << 20) -> None:
+                 history_bytes: int = 1 << 20, total_history_bytes: int = 128 << 20) -> None:
         self.history = history
         self.history_bytes = history_bytes
         self.total_history_bytes = total_history_bytes
