@@ -177,6 +177,65 @@ def case_big(s: Server, _: Any) -> dict[str, Any]:
     return {"ok": statuses.count(200), "failed": len(statuses) - statuses.count(200), "rss_mb_after": round(rss / 1024)}
 
 
+PATTERNS_SCRIPT = b'for (let i = 0; i < 30000; i++) register("/p" + i + "/{x}", (req) => "p");'
+
+
+def case_patterns(s: Server, _: Any) -> dict[str, Any]:
+    s.request("/_engine/scripts/patterns.js", "PUT", PATTERNS_SCRIPT)
+    s.gaps()  # the load is another case: from here on
+    statuses = [s.request("/zz/y")[0] for _ in range(200)]
+    return {"statuses": sorted(set(statuses)), "requests": len(statuses)}
+
+
+def case_lines(s: Server, _: Any) -> dict[str, Any]:
+    return {"status": s.request("/stall/lines", "POST")[0]}
+
+
+def _multipart(parts: int) -> tuple[bytes, dict[str, str]]:
+    body = b"".join(b"--B\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nv\r\n" % i for i in range(parts))
+    return body + b"--B--\r\n", {"Content-Type": "multipart/form-data; boundary=B"}
+
+
+def case_form(s: Server, _: Any) -> dict[str, Any]:
+    out = {}
+    for parts in (1000, 18000):
+        body, headers = _multipart(parts)
+        status, answer = s.request("/stall/form", "POST", body, headers)
+        out[f"{parts}_parts"] = f"{status} {answer.decode()[:40]}"
+    return out
+
+
+def case_fragment_bomb(s: Server, _: Any) -> dict[str, Any]:
+    query = ('{ __type(name: "Query") { ...F40 } } fragment F0 on __Type { ...F0 } '
+             + " ".join(f"fragment F{k} on __Type {{ ...F{k - 1} ...F{k - 1} }}" for k in range(1, 41)))
+    status, body = s.graphql(query)
+    return {"status": status, "answer": json.loads(body).get("errors", [{}])[0].get("message", "answered")[:80]}
+
+
+TYPES = " ".join(f"type T{i} {{ " + " ".join(f"f{j}: Int" for j in range(60)) + " }" for i in range(100))
+INTROSPECTION_SCRIPT = ('registerGraphQLQuery("t", "type Query { t: T0 } ' + TYPES + '", () => null);').encode()
+
+
+def case_introspection(s: Server, _: Any) -> dict[str, Any]:
+    s.request("/_engine/scripts/schema.js", "PUT", INTROSPECTION_SCRIPT)
+    s.gaps()
+    alias = "a{}: __schema {{ types {{ fields {{ type {{ fields {{ name }} }} }} }} }}"
+    query = "{ " + " ".join(alias.format(i) for i in range(25)) + " }"
+    status, body = s.graphql(query)
+    return {"status": status, "bytes": len(body)}
+
+
+GQL_SCRIPT = (b'for (let i = 0; i < 300; i++) registerGraphQLQuery("q" + i, "type Query { q" + i + ": Int }", () => i);'
+              )
+
+
+def case_gql_register(s: Server, _: Any) -> dict[str, Any]:
+    s.request("/_engine/scripts/gql.js", "PUT", GQL_SCRIPT)
+    s.gaps()
+    status, body = s.request("/stall/gql-register?n=20")
+    return {"status": status, "registered": body.decode()[:10]}
+
+
 CASES: dict[str, tuple[str, Callable[[Server, Any], dict[str, Any]]]] = {
     "idle": ("nothing but the ticker, 3 s (the floor)", case_idle),
     "logs": ("one call making 50,000 writeLog calls", case_logs),
@@ -189,6 +248,12 @@ CASES: dict[str, tuple[str, Callable[[Server, Any], dict[str, Any]]]] = {
     "load_30000_routes": ("saving a script of 30,000 routes through the admin API", case_load_routes),
     "register_1000_more": ("a handler registering 1,000 routes into a table of 30,000", case_register),
     "big_messages": ("500 messages of 1 MiB to 5 streams, 5 per call (history bounded in bytes)", case_big),
+    "patterns_404": ("200 requests for a missing path, with 30,000 pattern routes", case_patterns),
+    "line_breaks": ("one message of a million line breaks", case_lines),
+    "forms": ("multipart forms of 1,000 and 18,000 parts", case_form),
+    "fragment_bomb": ("a fragment that spreads itself, doubled 40 times (a 1.7 KB query)", case_fragment_bomb),
+    "introspection": ("25 aliases of a deep __schema query on 100 types of 60 fields", case_introspection),
+    "graphql_register_20": ("a handler registering 20 GraphQL fields next to 300", case_gql_register),
 }
 
 

@@ -46,3 +46,16 @@ register("/stall/register", function (req) {
   for (let n = Number(req.query.n); n > 0; n--, more++) register("/more" + more + "/{id}", () => "m");
   return String(more);
 });
+
+registerWebStream("/stall/lines");
+register("/stall/lines", () => { sendStreamMessageToPath("/stall/lines", "\n".repeat(1048575)); return "ok"; }, "POST");
+
+register("/stall/form", (req) => String(Object.keys(req.form).length), "POST");
+
+let gqlMore = 0;
+register("/stall/gql-register", function (req) {
+  for (let n = Number(req.query.n); n > 0; n--, gqlMore++) {
+    registerGraphQLQuery("more" + gqlMore, "type Query { more" + gqlMore + ": Int }", () => 1);
+  }
+  return String(gqlMore);
+});
