@@ -272,7 +272,6 @@ def run_case(name: str, root: Path, timeout: float, ctx: dict[str, Any]) -> dict
         gaps = server.gaps()
         return {"case": what, "finished": True, "seconds": round(took, 2), "max_stall_ms": gaps["max_ms"],
                 "p99_tick_ms": gaps["p99_ms"], "gc_max_ms": gaps["gc_max_ms"], "gc_worst": gaps.get("gc_worst"),
-                "gc_objects": gaps["gc_objects"],
                 **detail}
     finally:
         server.stop()

@@ -51,8 +51,7 @@ class Gaps:
         if not gaps:
             return {"max_ms": 0.0, "p99_ms": 0.0, "ticks": 0, "gc_max_ms": round(gc_max * 1000, 2)}
         return {"max_ms": round(gaps[-1] * 1000, 2), "p99_ms": round(gaps[int(len(gaps) * 0.99)] * 1000, 2),
-                "ticks": len(gaps), "gc_max_ms": round(gc_max * 1000, 2), "gc_worst": worst,
-                "gc_objects": len(gc.get_objects())}
+                "ticks": len(gaps), "gc_max_ms": round(gc_max * 1000, 2), "gc_worst": worst}
 
 
 async def ticker(gaps: Gaps) -> None:
