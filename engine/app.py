@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.broker.memory import MemoryBroker
 from engine.config import Config
 from engine.graphql.execute import call_resolver
 from engine.graphql.http import graphql, graphql_sse, preflight
@@ -29,6 +30,7 @@ from engine.http.front import EngineRunner
 from engine.http.health import health
 from engine.http.introspect import streams_info
 from engine.http.keys import (
+    BROKER,
     CONFIG,
     GRAPHQL,
     GRAPHQL_RUNNER,
@@ -76,12 +78,12 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[ROUTES] = RouteTable()
     s = config.streams
-    app[STREAMS] = StreamRegistry(s.history, s.max_buffer_bytes, s.max_connections, s.history_bytes,
-                                  s.total_history_bytes)
+    app[BROKER] = broker = MemoryBroker(s.history, s.history_bytes, s.total_history_bytes)
+    app[STREAMS] = StreamRegistry(broker, s.max_buffer_bytes, s.max_connections)
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
                                                config.limits.graphql_subscription_fields)
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
-    app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], app[GRAPHQL], hub)
+    app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_log_stream)
     app.cleanup_ctx.append(_graphql_runner)
@@ -104,7 +106,7 @@ def build_app(config: Config) -> web.Application:
 
 async def _log_stream(app: web.Application) -> AsyncIterator[None]:
     """The engine's log as live streams (the admin API's /_engine/logs), for as long as the app runs."""
-    handler = LogStream(app[STREAMS], asyncio.get_running_loop())
+    handler = LogStream(app[STREAMS], app[BROKER], asyncio.get_running_loop())
     app[LOGS] = handler
     logger = logging.getLogger("engine")
     logger.addHandler(handler)

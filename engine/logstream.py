@@ -16,20 +16,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from engine.broker.base import Broker
 from engine.streams.registry import Stream, StreamRegistry
 
 ALL = "/_engine/logs"
 
 
 class LogStream(logging.Handler):
-    def __init__(self, registry: StreamRegistry, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, registry: StreamRegistry, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.registry = registry
+        self.broker = broker
         self.loop = loop
         self._loop_thread = threading.get_ident()
         self._publishing = False
         self._following: dict[str, int] = {}  # a script's stream path -> readers being served from it
-        self._last_seq = 0  # the highest event id any freed script stream gave out
 
     def stream(self, script: str | None = None) -> Stream:
         """The stream of every line, or of one script's lines."""
@@ -46,30 +47,13 @@ class LogStream(logging.Handler):
         path = f"{ALL}/{script}"
         self._following[path] = self._following.get(path, 0) + 1
         try:
-            yield self._open(path)
+            yield self.registry.private_stream(path)
         finally:
             left = self._following.pop(path) - 1
             if left:
                 self._following[path] = left
-            else:
-                self._free(path)
-
-    def _open(self, path: str) -> Stream:
-        """A script's stream, made anew if it was freed. Its ids go on past every freed stream's, one
-        skipped: a reader resuming from a freed stream's id gets `reset` (the lines logged while no one
-        followed were never kept), not a replay that silently starts later."""
-        stream = self.registry.private.get(path)
-        if stream is None:
-            stream = self.registry.private_stream(path)
-            stream.seq = self._last_seq + 1
-        return stream
-
-    def _free(self, path: str) -> None:
-        """Drop a script's stream and its history (kept in the registry's byte accounting too)."""
-        stream = self.registry.private.pop(path, None)
-        if stream is not None:
-            self._last_seq = max(self._last_seq, stream.seq)
-            self.registry._forget(stream)  # the registry has no public way to drop a private stream
+            else:  # the broker numbers a freed path's next stream past its old ids: a resume is a reset
+                self.registry.drop_private(path)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -94,9 +78,8 @@ class LogStream(logging.Handler):
             return
         self._publishing = True
         try:
-            self.registry.publish(self.stream(), data)
-            per_script = self.registry.private.get(f"{ALL}/{script}") if script else None
-            if per_script is not None:
-                self.registry.publish(per_script, data)
+            self.broker.publish(ALL, data)
+            if script and f"{ALL}/{script}" in self.registry.private:
+                self.broker.publish(f"{ALL}/{script}", data)
         finally:
             self._publishing = False

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.broker.base import Broker
 from engine.config import Config
 from engine.errors import RouteConflict, ScriptError
 from engine.graphql.schema import (
@@ -116,12 +117,13 @@ def discover(folder: Path) -> list[str]:
 class ScriptManager:
     """Owns every script's context and registrations."""
 
-    def __init__(self, config: Config, routes: RouteTable, streams: StreamRegistry, graphql: GraphQLRegistry,
-                 subscriptions: SubscriptionHub) -> None:
+    def __init__(self, config: Config, routes: RouteTable, streams: StreamRegistry, broker: Broker,
+                 graphql: GraphQLRegistry, subscriptions: SubscriptionHub) -> None:
         self.config = config
         self.folder = config.scripts_dir
         self.routes = routes
         self.streams = streams
+        self.broker = broker
         self.graphql = graphql
         self.subscriptions = subscriptions
         self._sharing = True  # off while load_all runs: it shares once at the end
@@ -380,7 +382,7 @@ class ScriptManager:
 
     def _send(self, command: Send) -> Steps:
         for stream in self.streams.targets(command.paths):
-            self.streams.publish(stream, command.data, command.event)
+            self.broker.publish(stream.path, command.data, command.event)
             yield None
 
     def _send_subscription(self, script: str, command: SendSubscription) -> Steps:
@@ -392,9 +394,8 @@ class ScriptManager:
             self._script_line(script, "error", f"sendSubscriptionMessage({name!r}): the message is nested too deeply")
             return
         yield from self.subscriptions.publish(self.graphql.schema, name, value)
-        stream = self.streams.streams.get(SUBSCRIPTION_STREAM + name)
-        if stream is not None:
-            self.streams.publish(stream, text)
+        if SUBSCRIPTION_STREAM + name in self.streams.streams:
+            self.broker.publish(SUBSCRIPTION_STREAM + name, text)
 
     # ---- state ---------------------------------------------------------------------------
 

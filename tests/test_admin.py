@@ -14,7 +14,7 @@ from conftest import MakeClient, make_config, wait_for
 from sse_client import SSEReader
 
 from engine.http.admin import is_loopback, is_loopback_host
-from engine.http.keys import SCRIPTS, STREAMS, WATCHER
+from engine.http.keys import BROKER, SCRIPTS, STREAMS, WATCHER
 
 HELLO = 'register("/hi", () => { writeLog("said hi"); return "hi"; });\n'
 
@@ -271,5 +271,6 @@ async def test_only_known_scripts_get_a_log_stream_and_it_goes_with_its_last_rea
         reader.response.close()
         await wait_for(lambda: per_script() == [], what="the stream to go")
     assert registry.connection_count == 0
-    kept = sum(s.history_bytes for s in [*registry.streams.values(), *registry.private.values()])
-    assert registry.kept_bytes == kept  # the freed streams' history left the accounting too
+    broker = client.app[BROKER]
+    assert path not in broker.channels  # nothing of the freed stream is kept
+    assert broker.kept_bytes == sum(c.history_bytes for c in broker.channels.values())

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, wait_for
 from sse_client import SSEReader
 
-from engine.http.keys import ROUTES, SCRIPTS, STREAMS
+from engine.http.keys import BROKER, ROUTES, SCRIPTS, STREAMS
 
 # What every tampering script does after its tampering: the engine must still understand it exactly.
 STANDARD = r"""
@@ -117,7 +117,7 @@ async def test_a_script_that_replaces_built_ins_still_talks_to_the_engine_exactl
     assert {(r.method, r.path) for r in client.app[ROUTES].routes("tamper.js")} == {
         ("GET", "/t/hello"), ("POST", "/t/send"), ("GET", "/t/async"), ("GET", "/t/headers"), ("GET", "/t/errors"),
         ("GET", "/t/rt")}
-    resp = await client.get("/t/stream", headers={"Last-Event-ID": f"{client.app[STREAMS].epoch}-0"})
+    resp = await client.get("/t/stream", headers={"Last-Event-ID": f"{client.app[BROKER].epoch}-0"})
     reader = SSEReader(resp)
     first = await reader.next()  # the timer's, sent at load
     assert (first.data, first.event) == ("from a timer", None)
@@ -126,7 +126,7 @@ async def test_a_script_that_replaces_built_ins_still_talks_to_the_engine_exactl
     assert await sent.text() == "sent"
     m1, m2 = await reader.take(2)
     assert (m1.data, m1.event) == ("m1", "tick") and (m2.data, m2.event) == ("m2", None)
-    assert [first.id, m1.id, m2.id] == [f"{client.app[STREAMS].epoch}-{n}" for n in (1, 2, 3)]
+    assert [first.id, m1.id, m2.id] == [f"{client.app[BROKER].epoch}-{n}" for n in (1, 2, 3)]
     async_resp = await client.get("/t/async")
     assert (async_resp.status, await async_resp.text()) == (201, "async ok")
     headers = await client.get("/t/headers")

@@ -106,7 +106,7 @@ async def test_a_huge_batch_of_commands_is_applied_in_order_in_slices(engine_cli
 
     async def watch() -> None:
         while not done.is_set():
-            seen.add(stream.seq)
+            seen.add(stream.sent)
             await asyncio.sleep(0)
 
     task = asyncio.create_task(watch())
@@ -114,7 +114,7 @@ async def test_a_huge_batch_of_commands_is_applied_in_order_in_slices(engine_cli
     done.set()
     await task
     assert await answer.text() == "sent 20000"
-    assert stream.seq == 20000  # all applied before the response
+    assert stream.sent == 20000  # all applied before the response
     events = await reader.take(20000)
     assert [e.data for e in events] == [str(i) for i in range(1, 20001)]
     assert len([n for n in seen if 0 < n < 20000]) >= 2, sorted(seen)

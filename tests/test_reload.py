@@ -234,11 +234,11 @@ async def test_messages_still_being_applied_when_a_save_lands_are_not_dropped(en
     readers = [SSEReader(await client.get("/burst")) for _ in range(10)]
     stream = client.app[STREAMS].streams["/burst"]
     assert await (await client.get("/go")).text() == "ok"
-    await wait_for(lambda: stream.seq > 0, what="the burst to start")
+    await wait_for(lambda: stream.sent > 0, what="the burst to start")
     record = await client.app[SCRIPTS].save("b.js", BURST + "// v2\n")
     assert record.status == "loaded"
-    assert 0 < stream.seq < 40000 or pytest.fail("the burst was over before the save landed: nothing tested")
+    assert 0 < stream.sent < 40000 or pytest.fail("the burst was over before the save landed: nothing tested")
     await wait_for(lambda: client.app[SCRIPTS].background == 0, what="the old version to close")
-    assert stream.seq == 40000  # all of it applied, none dropped with the old version
+    assert stream.sent == 40000  # all of it applied, none dropped with the old version
     for reader in readers:
         assert [e.data for e in await reader.take(40000, timeout=20)] == [str(i) for i in range(1, 40001)]

@@ -14,7 +14,7 @@ from conftest import MakeClient, make_config, stalled_client, wait_for
 from sse_client import SSEReader
 
 from engine.config import Config
-from engine.http.keys import STREAMS
+from engine.http.keys import BROKER, STREAMS
 
 MAX_BUFFER = 256 * 1024
 HISTORY = 8 << 20  # well past what the kernel takes at once on loopback (about 3 MB): the rest stays unsent
@@ -51,10 +51,10 @@ async def test_a_reader_that_cannot_take_its_replay_is_cut_at_once(
     """A reader with a tiny receive window that never reads asks for 8 MB of history (an unusable
     id, or an old one): more than max_buffer_bytes is left unsent, so it is cut before any publish."""
     client = await engine_client("api_streams.js")
-    registry = client.app[STREAMS]
-    epoch = registry.epoch
+    registry, broker = client.app[STREAMS], client.app[BROKER]
+    epoch = broker.epoch
     await client.get("/s/big", params={"paths": "/s/a", "n": "160", "kb": "50"})
-    assert len(registry.streams["/s/a"].history) == 160  # 8 MB, all kept
+    assert len(broker.channels["/s/a"].history) == 160  # 8 MB, all kept
     for last_id in (b"garbage", b"%s-1" % epoch.encode()):
         caplog.clear()
         sock = await stalled_client(client.host, client.port,

@@ -16,7 +16,7 @@ from conftest import MakeClient, make_config, stalled_client, wait_for
 from sse_client import SSEReader
 
 from engine.config import Config
-from engine.http.keys import SCRIPTS, STREAMS
+from engine.http.keys import BROKER, SCRIPTS, STREAMS
 
 
 @pytest.fixture(params=[True, False], ids=["lean", "aiohttp"])
@@ -77,7 +77,7 @@ async def test_seed_era_scripts(engine_client: MakeClient) -> None:
         assert fragment in results[label], (label, results[label])
     # the message sent at load time is in both streams' history
     for path in ("/notifications", "/chat/room1"):
-        reader = await open_stream(client, path, {"Last-Event-ID": f"{client.app[STREAMS].epoch}-0"})
+        reader = await open_stream(client, path, {"Last-Event-ID": f"{client.app[BROKER].epoch}-0"})
         assert json.loads((await reader.next()).data) == {"type": "loaded", "message": "sent at load time"}
     a = await open_stream(client, "/notifications")
     b = await open_stream(client, "/chat/room1")
@@ -328,13 +328,13 @@ async def test_history_is_bounded_in_bytes_per_stream_and_in_all(engine_client: 
     config = make_config(scripts_dir)
     config = replace(config, streams=replace(config.streams, history_bytes=8 * 1024, total_history_bytes=20 * 1024))
     client = await engine_client("api_streams.js", config=config)
-    registry = client.app[STREAMS]
-    epoch = registry.epoch
+    broker = client.app[BROKER]
+    epoch = broker.epoch
     await client.get("/s/big", params={"paths": "/s/a", "n": "3", "kb": "1"})
-    assert len(registry.streams["/s/a"].history) == 3
+    assert len(broker.channels["/s/a"].history) == 3
     # 20 more to /s/a: it keeps what fits in 8 KiB (each event is a little over 1 KiB framed)
     await client.get("/s/big", params={"paths": "/s/a", "n": "20", "kb": "1"})
-    a = registry.streams["/s/a"]
+    a = broker.channels["/s/a"]
     assert a.history_bytes <= 8 * 1024 and len(a.history) == 7
     resumed = await open_stream(client, "/s/a", {"Last-Event-ID": f"{epoch}-1"})
     reset = await resumed.next()
@@ -346,15 +346,15 @@ async def test_history_is_bounded_in_bytes_per_stream_and_in_all(engine_client: 
     assert [e.data.rstrip(".") for e in await tail.take(2)] == ["19", "20"]
     # now the other streams: together they pass 20 KiB, and the oldest events anywhere go first
     await client.get("/s/big", params={"paths": "/s/b,/s/c1,/s/c2,/s/c3", "n": "4", "kb": "1"})
-    assert registry.kept_bytes <= 20 * 1024
-    assert sum(s.history_bytes for s in registry.streams.values()) == registry.kept_bytes
+    assert broker.kept_bytes <= 20 * 1024
+    assert sum(c.history_bytes for c in broker.channels.values()) == broker.kept_bytes
     assert len(a.history) < 7  # /s/a held the oldest events, so it gave them up first
-    assert len(registry.streams["/s/c3"].history) == 4  # the newest stream kept all of its own
+    assert len(broker.channels["/s/c3"].history) == 4  # the newest stream kept all of its own
     # an event larger than a stream may hold is sent, and takes the older history with it
     big = await open_stream(client, "/s/b")
     await client.get("/s/big", params={"paths": "/s/b", "n": "1", "kb": "9"})
     assert (await big.next()).data.startswith("1.")
-    assert len(registry.streams["/s/b"].history) == 0
+    assert len(broker.channels["/s/b"].history) == 0
     resumed_b = await open_stream(client, "/s/b", {"Last-Event-ID": f"{epoch}-1"})
     assert (await resumed_b.next()).event == "reset"  # never a silent skip over the event not kept
 
@@ -378,7 +378,7 @@ async def test_options_are_read_once(engine_client: MakeClient) -> None:
     assert counts == {"events": 1, "paths": 2}  # each getter read exactly once
     first, second = await a.take(2)
     assert (first.data, first.event) == ("via getters", "ok") and second.data == "via a list"
-    assert first.id == f"{client.app[STREAMS].epoch}-1"
+    assert first.id == f"{client.app[BROKER].epoch}-1"
     with pytest.raises(asyncio.TimeoutError):
         await b.next(timeout=0.2)  # /s/b was never asked for when the options were checked
 
@@ -388,7 +388,7 @@ async def test_options_are_read_once(engine_client: MakeClient) -> None:
 async def test_an_unusable_last_event_id_is_a_reset_never_an_error(engine_client: MakeClient, last_id: str) -> None:
     client = await engine_client("api_streams.js")
     await client.get("/s/burst", params={"n": "2"})
-    reader = await open_stream(client, "/s/a", {"Last-Event-ID": last_id.format(epoch=client.app[STREAMS].epoch)})
+    reader = await open_stream(client, "/s/a", {"Last-Event-ID": last_id.format(epoch=client.app[BROKER].epoch)})
     reset = await reader.next()
     assert reset.event == "reset"
     reason = json.loads(reset.data)["reason"]

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from engine.broker.memory import MemoryBroker
 from engine.config import Config
 from engine.routes import RouteTable
 from engine.streams.registry import StreamRegistry
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from engine.watcher import ScriptWatcher
 
 CONFIG = web.AppKey("config", Config)
+BROKER = web.AppKey("broker", MemoryBroker)
 ROUTES = web.AppKey("routes", RouteTable)
 STREAMS = web.AppKey("streams", StreamRegistry)
 SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")

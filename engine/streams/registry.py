@@ -1,38 +1,28 @@
-"""The stream registry: paths and their owners, connections, event ids, bounded history, fan-out.
+"""The stream registry: paths and their owners, this node's readers, and the fan-out to them.
 
-It knows nothing of aiohttp: a connection is anything with an asyncio-transport-like `write`. A
-message is encoded and framed once per stream, then written to every connection's transport
-without a task switch; a connection whose unsent bytes pass `max_buffer_bytes` is cut off instead
-of slowing anyone else.
-
-Event ids are `<epoch>-<n>`: `n` counts per stream, `epoch` is this process's start, so an id from
-before a restart is recognised as unknown rather than mistaken for a different event.
-
-History is bounded three ways: events per stream, bytes per stream, and bytes across every stream,
-the oldest event anywhere going first. Replay only ever starts after an id still held, so a reader
-whose id has been evicted is told (`reset`) rather than silently missing what went.
+It knows nothing of aiohttp: a connection is anything with an asyncio-transport-like `write`. Ids
+and history are the broker's (engine/broker/): it hands each event, framed once, to `deliver`,
+which writes the same bytes to every reader's transport without a task switch; a reader whose
+unsent bytes pass `max_buffer_bytes` is cut off instead of slowing anyone else. The registry never
+knows which broker runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from engine.broker.base import Broker, Replay
 from engine.errors import RouteConflict
 from engine.rules import ENGINE_STREAMS
-from engine.streams.wire import chunk, encode_comment, encode_event
+from engine.streams.wire import chunk, encode_comment
 
 log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
-_EVENT_ID = re.compile(r"([0-9a-f]{1,16})-([0-9]{1,19})")
-_SHOWN_ID = 80  # characters of a client's unusable Last-Event-ID quoted back in the reset notice
 
 
 class Transport(Protocol):
@@ -57,23 +47,12 @@ class Connection:
             self.on_end(reason)
 
 
-@dataclass(frozen=True)
-class Replay:
-    """What a (re)connecting reader gets before live events: a reset notice, then history."""
-
-    reset: str | None  # why the given id could not be resumed from, or None
-    events: list[bytes]
-
-
 @dataclass(eq=False)
 class Stream:
     path: str
     owner: str
     broadcast: bool = True  # reached by sendStreamMessage without a path (GraphQL's are not)
-    seq: int = 0
-    sent: int = 0
-    history: deque[tuple[int, bytes, int]] = field(default_factory=deque)  # (seq, framed, order key)
-    history_bytes: int = 0
+    sent: int = 0  # events delivered to it on this node
     connections: set[Connection] = field(default_factory=set)
 
 
@@ -107,21 +86,15 @@ def write_all(readers: Iterable[R], framed: bytes, limit: int) -> list[R]:
 class StreamRegistry:
     """Every stream path, who owns it, and who is reading it."""
 
-    def __init__(self, history: int, max_buffer_bytes: int, max_connections: int,
-                 history_bytes: int = 1 << 20, total_history_bytes: int = 128 << 20) -> None:
-        self.history = history
-        self.history_bytes = history_bytes
-        self.total_history_bytes = total_history_bytes
+    def __init__(self, broker: Broker, max_buffer_bytes: int, max_connections: int) -> None:
+        self.broker = broker
         self.max_buffer_bytes = max_buffer_bytes
         self.max_connections = max_connections
-        self.epoch = format(time.time_ns() // 1_000_000, "x")
         self.streams: dict[str, Stream] = {}
         self.private: dict[str, Stream] = {}  # the engine's own (admin) streams: not served by path lookup
         self.connection_count = 0
-        self.kept_bytes = 0  # history held by every stream together
         self._read: set[Stream] = set()  # streams with at least one reader
-        self._order: OrderedDict[int, Stream] = OrderedDict()  # every kept event, oldest first
-        self._next_key = 0
+        broker.subscribe(self.deliver)
 
     # ---- ownership -------------------------------------------------------------------------
 
@@ -143,7 +116,7 @@ class StreamRegistry:
         for path, stream in list(self.streams.items()):
             if stream.owner == owner and path not in wanted:
                 del self.streams[path]
-                self._forget(stream)
+                self.broker.forget(path)
                 for conn in list(stream.connections):
                     self.detach(conn, "the stream was removed")
         for path in paths:
@@ -165,6 +138,14 @@ class StreamRegistry:
             stream = self.private[path] = Stream(path, "engine", broadcast=False)
         return stream
 
+    def drop_private(self, path: str) -> None:
+        """An engine stream nobody reads any more: gone, history and all."""
+        stream = self.private.pop(path, None)
+        if stream is not None:
+            for conn in list(stream.connections):
+                self.detach(conn, "the stream was removed")
+            self.broker.forget(path)
+
     # ---- readers -----------------------------------------------------------------------------
 
     def full(self) -> bool:
@@ -174,7 +155,7 @@ class StreamRegistry:
         self, stream: Stream, transport: Transport, last_event_id: str | None, on_end: Callable[[str], None]
     ) -> tuple[Connection, Replay]:
         """Add a reader. Write the returned replay before any await, so no live event slips in between."""
-        replay = self._since(stream, last_event_id)
+        replay = self.broker.since(stream.path, last_event_id)
         conn = Connection(stream, transport, on_end)
         stream.connections.add(conn)
         self._read.add(stream)
@@ -189,25 +170,6 @@ class StreamRegistry:
                 self._read.discard(conn.stream)
         conn.end(reason)
 
-    def _since(self, stream: Stream, last_event_id: str | None) -> Replay:
-        """What a reader resuming after `last_event_id` gets. Whatever the client sent, this answers:
-        an id that is not one of ours is a `reset`, never an error."""
-        if last_event_id is None:
-            return Replay(None, [])
-        events = [framed for _, framed, _ in stream.history]
-        shown = repr(last_event_id[:_SHOWN_ID]) + ("..." if len(last_event_id) > _SHOWN_ID else "")
-        m = _EVENT_ID.fullmatch(last_event_id)
-        if m is None or m.group(1) != self.epoch:
-            return Replay(f"unknown event id {shown} (from another server run?)", events)
-        seq = int(m.group(2))
-        oldest = stream.history[0][0] if stream.history else stream.seq + 1
-        if seq > stream.seq:
-            return Replay(f"event id {shown} is ahead of this stream", events)
-        if seq + 1 < oldest:
-            return Replay(f"event id {shown} has left the history (it holds the last {len(events)} events; "
-                          "streams.history, streams.history_bytes, streams.total_history_bytes)", events)
-        return Replay(None, [framed for s, framed, _ in stream.history if s > seq])
-
     # ---- fan-out -----------------------------------------------------------------------------
 
     def targets(self, paths: tuple[str, ...] | list[str] | None) -> list[Stream]:
@@ -216,37 +178,12 @@ class StreamRegistry:
             return [s for s in self.streams.values() if s.broadcast]
         return [self.streams[p] for p in paths if p in self.streams]
 
-    def publish(self, stream: Stream, data: str, event: str | None = None) -> None:
-        """Number, encode and frame the event once; keep it in history; write it to every reader."""
-        stream.seq += 1
-        framed = chunk(encode_event(data, f"{self.epoch}-{stream.seq}", event))
-        self._keep(stream, framed)
-        stream.sent += 1
-        self._write_all(stream, framed)
-
-    def _keep(self, stream: Stream, framed: bytes) -> None:
-        """Add the event to history, then drop the oldest until every bound holds again. An event too
-        large to keep takes the stream's older history with it, so no replay can skip over it."""
-        key = self._next_key
-        self._next_key += 1
-        stream.history.append((stream.seq, framed, key))
-        stream.history_bytes += len(framed)
-        self.kept_bytes += len(framed)
-        self._order[key] = stream
-        while stream.history and (len(stream.history) > self.history or stream.history_bytes > self.history_bytes):
-            self._evict(stream)
-        while self.kept_bytes > self.total_history_bytes:
-            self._evict(next(iter(self._order.values())))
-
-    def _evict(self, stream: Stream) -> None:
-        _, framed, key = stream.history.popleft()
-        stream.history_bytes -= len(framed)
-        self.kept_bytes -= len(framed)
-        del self._order[key]
-
-    def _forget(self, stream: Stream) -> None:
-        while stream.history:
-            self._evict(stream)
+    def deliver(self, path: str, framed: bytes) -> None:
+        """What the broker hands over: one event, framed once, for every reader of `path` here."""
+        stream = self.streams.get(path) or self.private.get(path)
+        if stream is not None:
+            stream.sent += 1
+            self._write_all(stream, framed)
 
     def _write_all(self, stream: Stream, framed: bytes) -> None:
         for conn in write_all(stream.connections, framed, self.max_buffer_bytes):

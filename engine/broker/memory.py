@@ -1,0 +1,112 @@
+"""The broker of one process (the default): ids, bounded history and delivery, all in memory.
+
+Event ids are `<epoch>-<n>`: `n` counts per channel, `epoch` is this process's start, so an id from
+before a restart is recognised as unknown rather than mistaken for a different event.
+
+History is bounded three ways: events per channel, bytes per channel, and bytes across every
+channel, the oldest event anywhere going first. Replay only ever starts after an id still held, so
+a reader whose id has been evicted is told (`reset`) rather than silently missing what went.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from engine.broker.base import Deliver, Replay
+from engine.streams.wire import chunk, encode_event
+
+_EVENT_ID = re.compile(r"([0-9a-f]{1,16})-([0-9]{1,19})")
+_SHOWN_ID = 80  # characters of a client's unusable Last-Event-ID quoted back in the reset notice
+
+
+@dataclass(eq=False)
+class Channel:
+    seq: int = 0
+    history: deque[tuple[int, bytes, int]] = field(default_factory=deque)  # (seq, framed, order key)
+    history_bytes: int = 0
+
+
+class MemoryBroker:
+    def __init__(self, history: int, history_bytes: int, total_history_bytes: int) -> None:
+        self.history = history
+        self.history_bytes = history_bytes
+        self.total_history_bytes = total_history_bytes
+        self.epoch = format(time.time_ns() // 1_000_000, "x")
+        self.channels: dict[str, Channel] = {}
+        self.kept_bytes = 0  # history held by every channel together
+        self._floor = 0  # every forgotten channel's last seq: new channels number from above it
+        self._order: OrderedDict[int, Channel] = OrderedDict()  # every kept event, oldest first
+        self._next_key = 0
+        self._deliver: list[Deliver] = []
+
+    def subscribe(self, deliver: Deliver) -> None:
+        self._deliver.append(deliver)
+
+    def publish(self, channel: str, data: str, event: str | None = None) -> None:
+        """Number, encode and frame the event once; keep it in history; deliver it."""
+        ch = self.channels.get(channel)
+        if ch is None:
+            ch = self.channels[channel] = Channel(self._floor)
+        ch.seq += 1
+        framed = chunk(encode_event(data, f"{self.epoch}-{ch.seq}", event))
+        self._keep(ch, framed)
+        for deliver in self._deliver:
+            deliver(channel, framed)
+
+    def since(self, channel: str, last_event_id: str | None) -> Replay:
+        """Whatever the client sent, this answers: an id that is not one of ours is a `reset`."""
+        if last_event_id is None:
+            return Replay(None, [])
+        ch = self.channels.get(channel) or Channel(self._floor)
+        events = [framed for _, framed, _ in ch.history]
+        shown = repr(last_event_id[:_SHOWN_ID]) + ("..." if len(last_event_id) > _SHOWN_ID else "")
+        m = _EVENT_ID.fullmatch(last_event_id)
+        if m is None or m.group(1) != self.epoch:
+            return Replay(f"unknown event id {shown} (from another server run?)", events)
+        seq = int(m.group(2))
+        oldest = ch.history[0][0] if ch.history else ch.seq + 1
+        if seq > ch.seq:
+            return Replay(f"event id {shown} is ahead of this stream", events)
+        if seq + 1 < oldest:
+            return Replay(f"event id {shown} has left the history (it holds the last {len(events)} events; "
+                          "streams.history, streams.history_bytes, streams.total_history_bytes)", events)
+        return Replay(None, [framed for s, framed, _ in ch.history if s > seq])
+
+    def forget(self, channel: str) -> None:
+        """The channel goes, history and all; nothing of it is kept. Whatever channel takes its path
+        later numbers from above every id it gave out, one skipped: a reader resuming from an old id
+        gets `reset`, never a replay that silently starts later."""
+        ch = self.channels.pop(channel, None)
+        if ch is not None:
+            while ch.history:
+                self._evict(ch)
+            self._floor = max(self._floor, ch.seq + 1)
+
+    def describe(self, channel: str) -> tuple[int, str | None]:
+        ch = self.channels.get(channel)
+        if ch is None or not ch.seq:
+            return 0, None
+        return len(ch.history), f"{self.epoch}-{ch.seq}"
+
+    def _keep(self, ch: Channel, framed: bytes) -> None:
+        """Add the event to history, then drop the oldest until every bound holds again. An event too
+        large to keep takes the channel's older history with it, so no replay can skip over it."""
+        key = self._next_key
+        self._next_key += 1
+        ch.history.append((ch.seq, framed, key))
+        ch.history_bytes += len(framed)
+        self.kept_bytes += len(framed)
+        self._order[key] = ch
+        while ch.history and (len(ch.history) > self.history or ch.history_bytes > self.history_bytes):
+            self._evict(ch)
+        while self.kept_bytes > self.total_history_bytes:
+            self._evict(next(iter(self._order.values())))
+
+    def _evict(self, ch: Channel) -> None:
+        _, framed, key = ch.history.popleft()
+        ch.history_bytes -= len(framed)
+        self.kept_bytes -= len(framed)
+        del self._order[key]
