@@ -79,7 +79,8 @@ def build_app(config: Config) -> web.Application:
     app[ROUTES] = RouteTable()
     s = config.streams
     app[BROKER] = broker = MemoryBroker(s.history, s.history_bytes, s.total_history_bytes)
-    app[STREAMS] = StreamRegistry(broker, s.max_buffer_bytes, s.max_connections)
+    app[STREAMS] = StreamRegistry(broker, s.max_buffer_bytes, s.max_connections, s.max_channels,
+                                  s.history_ttl_seconds)
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
                                                config.limits.graphql_subscription_fields)
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)

@@ -83,6 +83,12 @@ class StreamsConfig:
                                        "go first)", min=0)
     max_buffer_bytes: int = setting(1048576, "unsent bytes after which a slow reader is disconnected", min=1)
     max_connections: int = setting(10000, "stream readers at once, across all streams (503 beyond)", min=1)
+    max_channels: int = setting(100000, "channels at once, plain streams and each live path of a pattern together "
+                                "(beyond: 503 to a reader, an error in the sender's log)", min=1)
+    history_ttl_seconds: float = setting(300.0, "how long a pattern's channel nobody reads lives after its last "
+                                         "message (or its last reader); then it goes, history and all", min=0)
+    max_client_messages: int = setting(16, "messages from one connection waiting for its stream's onMessage "
+                                       "(429 beyond)", min=1)
     retry_ms: int = setting(2000, "the `retry:` reconnection delay sent to every reader", min=0)
     cors_origin: str = setting("*", "Access-Control-Allow-Origin on streams; empty for none")
     lean_readers: bool = setting(True, "serve a fresh connection's stream reader below aiohttp (a few KB each)")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from engine.broker.base import Broker
-from engine.streams.registry import Stream, StreamRegistry
+from engine.streams.registry import Channel, StreamRegistry
 
 ALL = "/_engine/logs"
 
@@ -32,12 +32,12 @@ class LogStream(logging.Handler):
         self._publishing = False
         self._following: dict[str, int] = {}  # a script's stream path -> readers being served from it
 
-    def stream(self, script: str | None = None) -> Stream:
+    def stream(self, script: str | None = None) -> Channel:
         """The stream of every line, or of one script's lines."""
         return self.registry.private_stream(ALL if script is None else f"{ALL}/{script}")
 
     @contextmanager
-    def following(self, script: str | None) -> Iterator[Stream]:
+    def following(self, script: str | None) -> Iterator[Channel]:
         """The stream to serve one reader from, for as long as it is served. Readers are counted from
         here, not from the stream's connections: a reader not attached yet (its head still being
         sent) must keep the stream it was given alive."""

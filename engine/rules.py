@@ -32,6 +32,7 @@ _BAD_PATH = re.compile(BAD_PATH_CHARS)
 _EVENT = re.compile(EVENT_NAME)
 _GRAPHQL_NAME = re.compile(GRAPHQL_NAME)
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_NOT_IN_CHANNEL = re.compile(r"[%{}*]")
 
 
 def for_js() -> dict[str, object]:
@@ -60,9 +61,9 @@ def path_text_problem(path: str, max_length: int) -> str | None:
     return None
 
 
-def route_problem(path: str) -> str | None:
+def route_problem(path: str, max_length: int = ROUTE_PATH_MAX) -> str | None:
     """A route path: the text rules, then `{name}` segments and one trailing `*`."""
-    problem = path_text_problem(path, ROUTE_PATH_MAX)
+    problem = path_text_problem(path, max_length)
     if problem:
         return problem
     segments = path.split("/")[1:]
@@ -87,7 +88,28 @@ def route_problem(path: str) -> str | None:
 
 
 def stream_problem(path: str) -> str | None:
-    return path_text_problem(path, STREAM_PATH_MAX)
+    """A stream path as registered: a plain path, or a pattern of `{name}` segments (no `*`)."""
+    problem = route_problem(path, STREAM_PATH_MAX)
+    if problem:
+        return problem
+    if path.endswith("/*"):
+        return f"a stream path cannot end in '/*' (a pattern takes {{name}} segments): {path}"
+    if "%" in path:
+        return f"a stream path must not contain '%' (give it as it reads, not encoded): {path[:60]}"
+    return None
+
+
+def channel_problem(path: str) -> str | None:
+    """A concrete channel path (what a reader asks for, what a send names): no pattern syntax, no
+    '%' (it would be read twice), no empty segment."""
+    problem = path_text_problem(path, STREAM_PATH_MAX)
+    if problem:
+        return problem
+    if _NOT_IN_CHANNEL.search(path):
+        return f"a channel path must not contain '%', '{{', '}}' or '*', got {path[:60]!r}"
+    if "//" in path:
+        return f"path has an empty segment ('//'): {path[:60]}"
+    return None
 
 
 def event_problem(name: str) -> str | None:

@@ -34,7 +34,8 @@ from engine.graphql.schema import (
     read_fragment,
 )
 from engine.graphql.subscriptions import SubscriptionHub
-from engine.routes import Route, RouteTable
+from engine.outbox import MESSAGES, Outbox
+from engine.routes import Route, RouteTable, pattern_key
 from engine.sandbox.applier import Steps
 from engine.sandbox.commands import (
     REGISTRATIONS,
@@ -44,12 +45,10 @@ from engine.sandbox.commands import (
     Command,
     Log,
     Malformed,
-    Send,
-    SendSubscription,
 )
 from engine.sandbox.context import ScriptContext
 from engine.sandbox.envelope import Envelope
-from engine.streams.registry import StreamRegistry
+from engine.streams.registry import StreamRegistry, StreamSpec
 
 log = logging.getLogger("engine.scripts")
 _ROUTES_ON_A_THREAD = 1000  # a load with more routes builds the new route lookup tables on a thread
@@ -123,9 +122,8 @@ class ScriptManager:
         self.folder = config.scripts_dir
         self.routes = routes
         self.streams = streams
-        self.broker = broker
         self.graphql = graphql
-        self.subscriptions = subscriptions
+        self.outbox = Outbox(streams, broker, graphql, subscriptions, self._script_line)
         self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -214,8 +212,8 @@ class ScriptManager:
                 fields = [self._field(name, ctx, c) for c in env.commands if isinstance(c, AddField)]
             except SchemaProblem as e:
                 fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
-            streams = [c.path for c in env.commands if isinstance(c, AddStream)]
-            streams += [SUBSCRIPTION_STREAM + f.name for f in fields if f.kind == "subscription"]
+            streams = [self._stream(c) for c in env.commands if isinstance(c, AddStream)]
+            streams += [StreamSpec(SUBSCRIPTION_STREAM + f.name) for f in fields if f.kind == "subscription"]
             plan = self.routes.plan(name, routes)
             if len(self.routes) + len(routes) > _ROUTES_ON_A_THREAD:  # the new lookup tables, built off the loop
                 await asyncio.to_thread(plan.build)
@@ -225,7 +223,7 @@ class ScriptManager:
             # From here to the swap, no await: what is checked is what is swapped in.
             if schema_change is not None:
                 schema_change = self.graphql.current(schema_change)
-                problems = self._conflicts(name, routes, streams) + schema_change.problems
+                problems = self._conflicts(name, routes, [s.path for s in streams]) + schema_change.problems
                 if problems:
                     env.error = ScriptError(name, "; ".join(problems))
         except Exception as e:  # noqa: BLE001 - an engine bug: the script fails, the engine does not
@@ -297,7 +295,7 @@ class ScriptManager:
     def _owned(self, name: str) -> set[str]:
         """Everything `name` claims, as comparable keys."""
         return ({r.key for r in self.routes.routes(name)}
-                | {p for p, st in self.streams.streams.items() if st.owner == name}
+                | {pattern_key(p) for p, st in self.streams.streams.items() if st.owner == name}
                 | {f.key for f in self.graphql.owned(name)})
 
     def _retry_conflicted(self) -> None:
@@ -335,16 +333,17 @@ class ScriptManager:
         """Why `name` cannot own these: taken by another script, or a path both a stream and a GET
         route. The cost is in what is asked for, not in what exists."""
         problems = self.routes.conflicts(name, routes) + self.streams.conflicts(name, streams)
-        new_streams = set(streams)
+        new_streams = {pattern_key(p) for p in streams}
         for r in routes:
-            stream = self.streams.streams.get(r.path)
-            if r.method == "GET" and (r.path in new_streams or (stream is not None and stream.owner != name)):
+            owner = self.streams.owner_of(r.path)
+            if r.method == "GET" and (pattern_key(r.path) in new_streams or (owner is not None and owner != name)):
                 problems.append(f"GET {r.path} is a stream; a path cannot be both a stream and a GET route")
-        new_gets = {r.path for r in routes if r.method == "GET"}
+        new_gets = {pattern_key(r.path) for r in routes if r.method == "GET"}
         for path in streams:
             # Its own GET routes count only as asked for now: its old version's are being replaced.
-            owner = name if path in new_gets else self.routes.owner_of("GET", path)
-            if owner is not None and (owner != name or path in new_gets):
+            key = pattern_key(path)
+            owner = name if key in new_gets else self.routes.owner_of("GET", path)
+            if owner is not None and (owner != name or key in new_gets):
                 problems.append(f"stream {path} is a GET route of script {owner}; "
                                 "a path cannot be both a stream and a GET route")
         return problems
@@ -375,27 +374,8 @@ class ScriptManager:
     def _publish(self, script: str, commands: list[Command]) -> Steps:
         """The messages a load sent, once its streams exist."""
         for c in commands:
-            if isinstance(c, Send):
-                yield from self._send(c)
-            elif isinstance(c, SendSubscription):
-                yield from self._send_subscription(script, c)
-
-    def _send(self, command: Send) -> Steps:
-        for stream in self.streams.targets(command.paths):
-            self.broker.publish(stream.path, command.data, command.event)
-            yield None
-
-    def _send_subscription(self, script: str, command: SendSubscription) -> Steps:
-        """sendSubscriptionMessage: to the field's subscribers, and as sent to its plain stream."""
-        name, text = command.name, command.data
-        try:
-            value = json.loads(text) if command.json else text
-        except (ValueError, RecursionError):
-            self._script_line(script, "error", f"sendSubscriptionMessage({name!r}): the message is nested too deeply")
-            return
-        yield from self.subscriptions.publish(self.graphql.schema, name, value)
-        if SUBSCRIPTION_STREAM + name in self.streams.streams:
-            self.broker.publish(SUBSCRIPTION_STREAM + name, text)
+            if isinstance(c, MESSAGES):
+                yield from self.outbox.apply(script, c)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -437,14 +417,12 @@ class ScriptManager:
             try:
                 if isinstance(c, Log):
                     self._script_line(name, c.level, c.msg, from_js=True)
-                elif isinstance(c, Send):
-                    yield from self._send(c)
-                elif isinstance(c, SendSubscription):
-                    yield from self._send_subscription(name, c)
+                elif isinstance(c, MESSAGES):
+                    yield from self.outbox.apply(name, c)
                 elif isinstance(c, REGISTRATIONS) and not self._is_current(ctx):
                     log.warning("%s: a registration from a replaced version was ignored", name)
                 elif isinstance(c, AddStream):
-                    self._add_stream(name, c.path)
+                    self._add_stream(name, self._stream(c))
                 elif isinstance(c, AddField):
                     try:
                         yield self._add_field(ctx, self._field(name, ctx, c))  # its schema is built on a thread
@@ -467,13 +445,17 @@ class ScriptManager:
         record = self.records.get(ctx.name)
         return record is not None and record.context is ctx
 
-    def _add_stream(self, name: str, path: str) -> None:
+    def _add_stream(self, name: str, spec: StreamSpec) -> None:
         """registerWebStream called after the load (from a handler or timer)."""
-        problems = self._conflicts(name, [], [path])
+        problems = self._conflicts(name, [], [spec.path])
         if problems:
             self._script_line(name, "error", f"registerWebStream refused: {'; '.join(problems)}")
         else:
-            self.streams.add(name, path)
+            self.streams.add(name, spec)
+
+    @staticmethod
+    def _stream(c: AddStream) -> StreamSpec:
+        return StreamSpec(c.path)
 
     async def _add_field(self, ctx: ScriptContext, field: FieldRegistration) -> None:
         """registerGraphQL* called after the load (from a handler or timer)."""
@@ -490,7 +472,7 @@ class ScriptManager:
             self._script_line(name, "error", f"registerGraphQL refused: {'; '.join(problems)}")
             return
         if field.kind == "subscription":
-            self._add_stream(name, SUBSCRIPTION_STREAM + field.name)
+            self._add_stream(name, StreamSpec(SUBSCRIPTION_STREAM + field.name))
         self.graphql.apply(change)
 
     def _log_lines(self, name: str, commands: list[Command]) -> None:

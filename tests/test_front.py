@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, make_config, wait_for
 
 from engine.http.keys import STREAMS
+from engine.streams.registry import CONNECTION_ID
 
 STREAM_GET = b"GET /s/a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
 
@@ -70,9 +71,12 @@ async def test_both_paths_send_the_same_headers(engine_client: MakeClient) -> No
     assert status == "HTTP/1.1 200 OK"
     await read_until(r2, b"retry: 2000\n\n\r\n")
     assert aiohttp_handlers(client) == 1 and client.app[STREAMS].connection_count == 2
+    ids = []
     for h in (lean, served):
         h.pop("date"), h.pop("x-request-id")
+        ids.append(h.pop("x-connection-id"))
     assert lean == served
+    assert all(CONNECTION_ID.fullmatch(i) for i in ids) and ids[0] != ids[1]
     await client.post("/s/send", data="both")
     for r in (lean_reader, r2):
         assert b"data: both\n" in await read_until(r, b"\n\n\r\n")

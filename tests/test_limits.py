@@ -100,7 +100,7 @@ async def test_a_huge_batch_of_commands_is_applied_in_order_in_slices(engine_cli
     client = await engine_client("limits.js")
     resp = await client.get("/limits/stream")
     reader = SSEReader(resp)
-    stream = client.app[STREAMS].streams["/limits/stream"]
+    stream = client.app[STREAMS].channels["/limits/stream"]
     seen: set[int] = set()
     done = asyncio.Event()
 

@@ -232,7 +232,7 @@ async def test_messages_still_being_applied_when_a_save_lands_are_not_dropped(en
     way waits for them before the old version closes."""
     client = await engine_client(extra={"b.js": BURST})
     readers = [SSEReader(await client.get("/burst")) for _ in range(10)]
-    stream = client.app[STREAMS].streams["/burst"]
+    stream = client.app[STREAMS].channels["/burst"]
     assert await (await client.get("/go")).text() == "ok"
     await wait_for(lambda: stream.sent > 0, what="the burst to start")
     record = await client.app[SCRIPTS].save("b.js", BURST + "// v2\n")

@@ -66,7 +66,7 @@ async def test_a_reader_that_cannot_take_its_replay_is_cut_at_once(
             assert await asyncio.wait_for(closed_by_server(sock), 10)
         finally:
             sock.close()
-    assert not registry.streams["/s/a"].connections
+    assert not registry.channels["/s/a"].connections
 
     # A reader that reads, resuming with a replay within the bound, gets it, then live events.
     resp = await client.get("/s/a", headers={"Last-Event-ID": f"{epoch}-156"})

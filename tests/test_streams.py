@@ -119,7 +119,7 @@ async def test_bad_messages_throw_and_send_nothing(engine_client: MakeClient) ->
     # of all those calls, only the one that fits was sent
     ev = await b.next()
     assert len(ev.data) == 500 * 1024
-    assert client.app[STREAMS].streams["/s/b"].sent == 1
+    assert client.app[STREAMS].channels["/s/b"].sent == 1
 
 
 async def test_replay_after_reconnect_has_no_gap_and_no_duplicate(engine_client: MakeClient) -> None:
@@ -220,7 +220,7 @@ async def test_slow_reader_is_cut_off_and_never_slows_the_others(
     assert received == [messages] * 50  # every fast reader got everything
     assert any("closed a slow reader of /s/b" in r.getMessage() for r in caplog.records)
     assert registry.connection_count == 50  # the stalled one is gone; its buffer was dropped
-    for conn in registry.streams["/s/b"].connections:
+    for conn in registry.channels["/s/b"].connections:
         assert conn.transport.get_write_buffer_size() <= 64 * 1024 + 8200
     sock.close()
 
@@ -251,7 +251,7 @@ async def test_connect_disconnect_cycles_leave_nothing_behind(engine_client: Mak
         tasks = len(asyncio.all_tasks())
         first = await batch(500)  # warms every cache and pool
         second = await batch(500)
-    assert not registry.streams["/s/a"].connections
+    assert not registry.channels["/s/a"].connections
     assert second - first < 500, f"objects grew by {second - first} over 500 connections"
 
 

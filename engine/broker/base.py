@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-Deliver = Callable[[str, bytes], None]  # a channel's path, and one event framed for the wire
 
 
 @dataclass(frozen=True)
@@ -17,15 +14,34 @@ class Replay:
     events: list[bytes]
 
 
+class Node(Protocol):
+    """A registry of readers (one per engine process): where the broker hands what it numbered."""
+
+    def deliver(self, path: str, framed: bytes) -> None:
+        """One event of channel `path`, framed for the wire, for every reader of it here."""
+
+    def deliver_to(self, connection: str, framed: bytes) -> bool:
+        """One event for one reader, if it is here (True)."""
+
+    def close_connection(self, connection: str, framed: bytes, reason: str) -> bool:
+        """A last event for one reader, then its end, if it is here (True)."""
+
+
 class Broker(Protocol):
     """Numbers each message in its channel, keeps the channel's history, hands the framed event to
-    every registry that subscribed (every node's, with a broker that crosses processes)."""
+    every node that subscribed (every process's, with a broker that crosses processes)."""
 
-    def subscribe(self, deliver: Deliver) -> None:
-        """`deliver` gets every event published from now on."""
+    def subscribe(self, node: Node) -> None:
+        """`node` gets every event published from now on."""
 
     def publish(self, channel: str, data: str, event: str | None = None) -> None:
         """Number, frame and keep one message, and deliver it."""
+
+    def send_to(self, connection: str, data: str, event: str | None = None) -> bool:
+        """One message to one connection, wherever it is; not numbered, not kept. False if no node has it."""
+
+    def close(self, connection: str, reason: str) -> bool:
+        """End one connection, wherever it is, with a `close` event saying why. False if no node has it."""
 
     def since(self, channel: str, last_event_id: str | None) -> Replay:
         """What a reader resuming after `last_event_id` gets; a reset rather than an error for any id."""

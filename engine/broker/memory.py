@@ -10,12 +10,13 @@ a reader whose id has been evicted is told (`reset`) rather than silently missin
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from engine.broker.base import Deliver, Replay
+from engine.broker.base import Node, Replay
 from engine.streams.wire import chunk, encode_event
 
 _EVENT_ID = re.compile(r"([0-9a-f]{1,16})-([0-9]{1,19})")
@@ -40,10 +41,10 @@ class MemoryBroker:
         self._floor = 0  # every forgotten channel's last seq: new channels number from above it
         self._order: OrderedDict[int, Channel] = OrderedDict()  # every kept event, oldest first
         self._next_key = 0
-        self._deliver: list[Deliver] = []
+        self._nodes: list[Node] = []
 
-    def subscribe(self, deliver: Deliver) -> None:
-        self._deliver.append(deliver)
+    def subscribe(self, node: Node) -> None:
+        self._nodes.append(node)
 
     def publish(self, channel: str, data: str, event: str | None = None) -> None:
         """Number, encode and frame the event once; keep it in history; deliver it."""
@@ -53,8 +54,16 @@ class MemoryBroker:
         ch.seq += 1
         framed = chunk(encode_event(data, f"{self.epoch}-{ch.seq}", event))
         self._keep(ch, framed)
-        for deliver in self._deliver:
-            deliver(channel, framed)
+        for node in self._nodes:
+            node.deliver(channel, framed)
+
+    def send_to(self, connection: str, data: str, event: str | None = None) -> bool:
+        framed = chunk(encode_event(data, None, event))
+        return any(node.deliver_to(connection, framed) for node in self._nodes)
+
+    def close(self, connection: str, reason: str) -> bool:
+        framed = chunk(encode_event(json.dumps({"reason": reason}), None, "close"))
+        return any(node.close_connection(connection, framed, reason) for node in self._nodes)
 
     def since(self, channel: str, last_event_id: str | None) -> Replay:
         """Whatever the client sent, this answers: an id that is not one of ours is a `reset`."""

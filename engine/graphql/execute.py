@@ -31,7 +31,7 @@ from engine.config import LimitsConfig
 from engine.errors import HTTPError, ScriptError, ScriptTimeout
 from engine.graphql.cost import MIDDLEWARE, Budget, TooCostly, count_selections
 from engine.graphql.schema import FieldRegistration
-from engine.http.middleware import classify, log_script_error
+from engine.http.script_errors import classify, log_script_error
 from engine.sandbox.context import UNDEFINED
 
 T = TypeVar("T")

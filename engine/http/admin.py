@@ -226,8 +226,8 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
         name, _ = script_path(app[SCRIPTS].folder, script)
         if name not in app[SCRIPTS].records:
             raise HTTPError(404, "not_found", f"no script named {name}")
-    with app[LOGS].following(name) as stream:
-        return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID], cors=False)
+    with app[LOGS].following(name) as channel:
+        return await serve_sse(request, channel, app[STREAMS], app[CONFIG].streams, request[REQUEST_ID], cors=False)
 
 
 def add_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> None:

@@ -7,12 +7,12 @@ import asyncio
 from aiohttp import web
 
 from engine.errors import HTTPError
+from engine.http.channels import read_channel
 from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
 from engine.http.middleware import error_to_response, new_request_id
 from engine.http.request import form_json, js_request, parse_off_loop, read_body
 from engine.http.response import js_response
 from engine.routes import Match, RouteTable
-from engine.streams.sse import serve_sse
 
 
 def _resolve(table: RouteTable, request: web.Request) -> Match:
@@ -41,9 +41,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     try:
         app = request.app
         if request.method == "GET":
-            stream = app[STREAMS].streams.get(request.path)
-            if stream is not None:  # streams are exact paths, looked up before routes
-                return await serve_sse(request, stream, app[STREAMS], app[CONFIG].streams, rid)
+            found = app[STREAMS].match(request.path)
+            if found is not None:  # streams are looked up before routes
+                return await read_channel(request, found[0], rid)
         table = app[ROUTES]
         match = _resolve(table, request)  # 404/405 before reading any body
         form = None  # parsed on the spot by js_request, unless parsing it here and now would hold the loop

@@ -28,7 +28,7 @@ from engine.config import Config
 from engine.http.keys import CONFIG, STREAMS
 from engine.http.middleware import new_request_id
 from engine.streams.lean_reader import LeanReader
-from engine.streams.registry import Stream, StreamRegistry
+from engine.streams.registry import StreamRegistry
 from engine.streams.sse import sse_head
 
 access_log = logging.getLogger("aiohttp.access")
@@ -42,7 +42,6 @@ _PREFIX = b"GET /"
 
 @dataclass(frozen=True, slots=True)
 class StreamRequest:
-    stream: Stream
     path: str
     last_event_id: str | None
     request_id: str | None
@@ -67,8 +66,11 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
         path = raw_path.decode("ascii")
     except UnicodeDecodeError:
         return HAND_OVER
-    stream = streams.streams.get(path)  # "%" forms of a path are left to aiohttp's decoding
-    if stream is None or streams.full():  # aiohttp answers 404s, routes and 503s
+    # "%" forms of a path are left to aiohttp's decoding; aiohttp answers 404s, routes and 503s, and
+    # serves streams whose readers need a token checked or a script asked.
+    found = streams.match(path)
+    if found is None or not found[0].plain or streams.full() or (
+            path not in streams.channels and len(streams.channels) >= streams.max_channels):
         return HAND_OVER
     head_end = buf.find(b"\r\n\r\n", line_end)
     if head_end < 0:
@@ -89,7 +91,7 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
             request_id = value.decode("latin-1")
     if not last_event_id and query:
         last_event_id = parse_qs(query.decode("latin-1")).get("lastEventId", [None])[0]
-    return StreamRequest(stream, path, last_event_id or None, request_id)
+    return StreamRequest(path, last_event_id or None, request_id)
 
 
 def head_ended(buf: bytes | bytearray, start: int = 0) -> bool:
@@ -206,7 +208,10 @@ class FrontProtocol(asyncio.Protocol):
         assert transport is not None
         rid = new_request_id(req.request_id)
         s = self._config.streams
-        head = sse_head(s, rid, email.utils.formatdate(usegmt=True))
+        channel = self._streams.open(req.path)  # read_head found its stream, and room for it, this turn
+        assert channel is not None
+        cid = self._streams.new_id()
+        head = sse_head(s, rid, email.utils.formatdate(usegmt=True), cid)
         log_line = None
         if self._config.logs.access:
             peer = transport.get_extra_info("peername")
@@ -214,7 +219,7 @@ class FrontProtocol(asyncio.Protocol):
             log_line = f'{peer[0] if peer else "-"} "GET {req.path} HTTP/1.1" 200 stream'
         reader = LeanReader(self._streams, log_line)
         transport.set_protocol(reader)
-        reader.start(transport, req.stream, head, req.last_event_id, s.retry_ms)
+        reader.start(transport, channel, head, req.last_event_id, s.retry_ms, cid)
 
 
 class EngineRunner(web.AppRunner):

@@ -1,21 +1,41 @@
-"""`GET /_engine/streams`: what each stream is doing."""
+"""`GET /_engine/streams`: what each stream, and each live channel of a pattern, is doing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+from engine.broker.base import Broker
 from engine.http.keys import BROKER, STREAMS
+from engine.streams.registry import Channel
+
+SHOWN_CHANNELS = 1000  # per pattern: the rest are counted, not listed
+
+
+def _channel(broker: Broker, channel: Channel) -> dict[str, Any]:
+    history, last_id = broker.describe(channel.path)
+    return {"connections": len(channel.connections), "messages_sent": channel.sent, "history": history,
+            "last_id": last_id}
 
 
 async def streams_info(request: web.Request) -> web.Response:
     registry, broker = request.app[STREAMS], request.app[BROKER]
-    streams = {}
+    streams: dict[str, Any] = {}
     for path, s in sorted(registry.streams.items()):
-        history, last_id = broker.describe(path)
-        streams[path] = {"owner": s.owner, "connections": len(s.connections), "messages_sent": s.sent,
-                         "history": history, "last_id": last_id}
+        entry: dict[str, Any] = {"owner": s.owner, "hooks": s.hooks is not None, "auth": s.auth}
+        if s.pattern:
+            channels = list(s.channels.values())
+            entry.update(connections=sum(len(c.connections) for c in channels),
+                         messages_sent=sum(c.sent for c in channels), channel_count=len(channels),
+                         channels={c.path: _channel(broker, c) for c in channels[:SHOWN_CHANNELS]})
+        else:
+            entry.update(_channel(broker, s.channels[path]))
+        streams[path] = entry
     return web.json_response({
         "connections": registry.connection_count,
         "max_connections": registry.max_connections,
+        "channels": len(registry.channels),
+        "max_channels": registry.max_channels,
         "streams": streams,
     })

@@ -15,33 +15,16 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from engine.errors import (
-    HTTPError,
-    ScriptBadResponse,
-    ScriptBusy,
-    ScriptError,
-    ScriptGone,
-    ScriptMemoryError,
-    ScriptTimeout,
-)
+from engine.errors import HTTPError, ScriptError
 from engine.http.keys import REQUEST_ID
 from engine.http.response import error_response
+from engine.http.script_errors import classify, log_script_error
 
 log = logging.getLogger("engine.http")
 
 _PREFIX = os.urandom(4).hex()
 _counter = itertools.count(1)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-# ScriptError subclass -> (status, code, what the client is told). The details go to the log only.
-_SCRIPT_ERRORS: list[tuple[type[ScriptError], int, str, str]] = [
-    (ScriptTimeout, 504, "script_timeout", "the script ran past its time limit"),
-    (ScriptMemoryError, 500, "script_memory", "the script ran past its memory limit"),
-    (ScriptBadResponse, 500, "bad_response", "the script returned an invalid response"),
-    (ScriptGone, 503, "script_unavailable", "the script was reloaded or removed; retry"),
-    (ScriptBusy, 503, "script_busy", "the script has too many calls waiting (limits.max_pending_calls); retry"),
-    (ScriptError, 500, "script_error", "the script failed while handling this request"),
-]
 
 _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
@@ -83,20 +66,6 @@ def error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Res
         raise exc
     log.error("internal error on %s %s (request %s)", request.method, request.path, rid, exc_info=exc)
     return error_response(500, "internal_error", f"internal server error (request id {rid})", rid)
-
-
-def classify(e: ScriptError) -> tuple[int, str, str]:
-    """(status, code, what the client is told) for a script's failure."""
-    for cls, status, code, message in _SCRIPT_ERRORS:
-        if isinstance(e, cls):
-            return status, code, message
-    raise AssertionError("unreachable: ScriptError is the last row")
-
-
-def log_script_error(what: str, rid: str, e: ScriptError) -> None:
-    log.error("%s (request %s): %s", what, rid, e.describe())
-    if e.stack:
-        log.error("%s stack (request %s):\n%s", e.script, rid, e.stack)
 
 
 def _script_error(request: web.Request, rid: str, e: ScriptError) -> web.Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from engine.streams.registry import Connection, Stream, StreamRegistry
+from engine.streams.registry import Channel, Connection, StreamRegistry
 from engine.streams.sse import begin_reading
 
 access_log = logging.getLogger("aiohttp.access")
@@ -29,11 +29,13 @@ class LeanReader(asyncio.Protocol):
         self._log_line = log_line  # the access-log line, when access logging is on
 
     def start(
-        self, transport: asyncio.Transport, stream: Stream, head: bytes, last_event_id: str | None, retry_ms: int
+        self, transport: asyncio.Transport, channel: Channel, head: bytes, last_event_id: str | None, retry_ms: int,
+        connection_id: str,
     ) -> None:
         self._transport = transport
         transport.write(head)
-        self._conn = begin_reading(self._registry, stream, transport, last_event_id, retry_ms, self._ended)
+        self._conn = begin_reading(self._registry, channel, transport, last_event_id, retry_ms, self._ended,
+                                   connection_id)
 
     def data_received(self, data: bytes) -> None:
         """A reader has nothing more to say: anything it sends is dropped."""

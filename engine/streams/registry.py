@@ -1,28 +1,39 @@
-"""The stream registry: paths and their owners, this node's readers, and the fan-out to them.
+"""The stream registry: stream paths and patterns, their owners, their channels, this node's readers.
 
-It knows nothing of aiohttp: a connection is anything with an asyncio-transport-like `write`. Ids
-and history are the broker's (engine/broker/): it hands each event, framed once, to `deliver`,
-which writes the same bytes to every reader's transport without a task switch; a reader whose
-unsent bytes pass `max_buffer_bytes` is cut off instead of slowing anyone else. The registry never
-knows which broker runs.
+A registration is a `Stream`: a plain path, or a pattern such as `/rooms/{room}`. Each concrete path
+that matches one is a `Channel` with its own readers (ids and history are the broker's). A plain
+stream has one channel for as long as it is registered; a pattern's channels come when first read
+or sent to, and go `history_ttl` seconds after their last message once nobody reads them, so
+`max_channels` bounds a map that readers and senders could otherwise grow without end.
+
+It knows nothing of aiohttp: a connection is anything with an asyncio-transport-like `write`. The
+broker hands each event, framed once, to `deliver`, which writes the same bytes to every reader's
+transport without a task switch; a reader whose unsent bytes pass `max_buffer_bytes` is cut off
+instead of slowing anyone else. The registry never knows which broker runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from engine import rules
 from engine.broker.base import Broker, Replay
 from engine.errors import RouteConflict
-from engine.rules import ENGINE_STREAMS
+from engine.routes import Match, Route, RouteTable, pattern_key
 from engine.streams.wire import chunk, encode_comment
 
 log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
+CONNECTION_ID = re.compile(r"[0-9a-f]{8}\.[A-Za-z0-9_-]{16}")
 
 
 class Transport(Protocol):
@@ -32,28 +43,61 @@ class Transport(Protocol):
     def abort(self) -> None: ...
 
 
+class TooManyChannels(Exception):
+    """A new channel would pass `streams.max_channels`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What a script asks for when it registers a stream: the path, its hooks (opaque here), auth."""
+
+    path: str
+    hooks: Any = None
+    auth: bool = False
+
+
+@dataclass(eq=False)
+class Stream:
+    """One registration: a plain path (one channel) or a pattern (a channel per concrete path)."""
+
+    path: str
+    owner: str
+    broadcast: bool = True  # reached by sendStreamMessage without a path (GraphQL's are not)
+    pattern: bool = False
+    hooks: Any = None  # the script's connection handlers, for whoever serves them
+    auth: bool = False  # readers need a valid token
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    @property
+    def plain(self) -> bool:
+        """Readers need nothing but attaching: no token to check, no script to ask."""
+        return self.hooks is None and not self.auth
+
+
+@dataclass(eq=False)
+class Channel:
+    path: str  # concrete: "/rooms/general"
+    stream: Stream
+    params: dict[str, str]
+    sent: int = 0  # events delivered to it on this node
+    connections: set[Connection] = field(default_factory=set)
+
+
 @dataclass(eq=False, slots=True)
 class Connection:
-    """One reader of one stream. `on_end` is told once, with the reason, when the reader is dropped."""
+    """One reader of one channel. `on_end` is told once, with the reason, when the reader is dropped."""
 
-    stream: Stream
+    channel: Channel
     transport: Transport
     on_end: Callable[[str], None]
+    id: str
     ended: bool = False
+    info: Any = None  # what the hooks' server keeps for a connection its stream's onConnect accepted
 
     def end(self, reason: str) -> None:
         if not self.ended:
             self.ended = True
             self.on_end(reason)
-
-
-@dataclass(eq=False)
-class Stream:
-    path: str
-    owner: str
-    broadcast: bool = True  # reached by sendStreamMessage without a path (GraphQL's are not)
-    sent: int = 0  # events delivered to it on this node
-    connections: set[Connection] = field(default_factory=set)
 
 
 def ender(fut: asyncio.Future[str]) -> Callable[[str], None]:
@@ -84,122 +128,265 @@ def write_all(readers: Iterable[R], framed: bytes, limit: int) -> list[R]:
 
 
 class StreamRegistry:
-    """Every stream path, who owns it, and who is reading it."""
+    """Every stream path and pattern, who owns it, its live channels, and who is reading them."""
 
-    def __init__(self, broker: Broker, max_buffer_bytes: int, max_connections: int) -> None:
+    def __init__(self, broker: Broker, max_buffer_bytes: int, max_connections: int, max_channels: int = 100_000,
+                 history_ttl: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.broker = broker
         self.max_buffer_bytes = max_buffer_bytes
         self.max_connections = max_connections
-        self.streams: dict[str, Stream] = {}
-        self.private: dict[str, Stream] = {}  # the engine's own (admin) streams: not served by path lookup
-        self.connection_count = 0
-        self._read: set[Stream] = set()  # streams with at least one reader
-        broker.subscribe(self.deliver)
+        self.max_channels = max_channels
+        self.history_ttl = history_ttl
+        self.clock = clock
+        self.node = secrets.token_hex(4)  # this process, in every connection id it gives out
+        self.streams: dict[str, Stream] = {}  # by the path as registered
+        self.channels: dict[str, Channel] = {}  # by concrete path; counted against max_channels
+        self.private: dict[str, Channel] = {}  # the engine's own (admin) streams: not served by path lookup
+        self.connections: dict[str, Connection] = {}  # by id
+        self.connection_count = 0  # readers here and GraphQL subscriptions (the hub counts its own in)
+        self.on_detach: Callable[[Connection, str], None] | None = None  # for connections with `info`
+        self._by_key: dict[str, Stream] = {}  # "/rooms/{}" -> its stream: parameter names do not matter
+        self._table = RouteTable()  # matches concrete paths to patterns
+        self._read: set[Channel] = set()  # channels with at least one reader
+        self._idle: OrderedDict[Channel, float] = OrderedDict()  # pattern channels nobody reads, oldest first
+        broker.subscribe(self)
 
     # ---- ownership -------------------------------------------------------------------------
 
     def claims(self, exclude: str | None) -> dict[str, str]:
-        """Stream path -> owner, for streams not owned by `exclude`."""
+        """Stream path (as registered) -> owner, for streams not owned by `exclude`."""
         return {p: s.owner for p, s in self.streams.items() if s.owner != exclude}
 
-    def conflicts(self, owner: str, paths: list[str]) -> list[str]:
-        return [f"stream {p} is already registered by script {self.streams[p].owner}"
-                for p in paths if p in self.streams and self.streams[p].owner != owner]
+    def owner_of(self, path: str) -> str | None:
+        """Who registered `path`, or a pattern of its shape (parameter names aside)."""
+        stream = self._by_key.get(pattern_key(path))
+        return stream.owner if stream is not None else None
 
-    def replace(self, owner: str, paths: list[str]) -> None:
-        """Give `owner` exactly these stream paths. Kept paths keep their readers, ids and history;
-        dropped ones close their readers cleanly. Raises RouteConflict (changing nothing) if taken."""
-        problems = self.conflicts(owner, paths)
+    def conflicts(self, owner: str, paths: Iterable[str]) -> list[str]:
+        problems = []
+        for p in paths:
+            taken = self._by_key.get(pattern_key(p))
+            if taken is not None and taken.owner != owner:
+                problems.append(f"stream {p} is already registered by script {taken.owner}"
+                                + ("" if taken.path == p else f" (as {taken.path})"))
+        return problems
+
+    def replace(self, owner: str, specs: list[StreamSpec]) -> None:
+        """Give `owner` exactly these streams. Kept paths keep their channels, readers, ids and
+        history (and take the new hooks); dropped ones close their readers cleanly. Raises
+        RouteConflict (changing nothing) if one is taken."""
+        problems = self.conflicts(owner, [s.path for s in specs])
         if problems:
             raise RouteConflict("; ".join(problems))
-        wanted = set(paths)
+        wanted = {s.path for s in specs}
         for path, stream in list(self.streams.items()):
             if stream.owner == owner and path not in wanted:
-                del self.streams[path]
-                self.broker.forget(path)
-                for conn in list(stream.connections):
-                    self.detach(conn, "the stream was removed")
-        for path in paths:
-            if path not in self.streams:
-                self.streams[path] = Stream(path, owner, broadcast=not path.startswith(ENGINE_STREAMS))
+                self._remove(stream)
+        for spec in specs:
+            kept = self.streams.get(spec.path)
+            if kept is None:
+                self._make(owner, spec)
+            else:
+                kept.hooks, kept.auth = spec.hooks, spec.auth
+        self._table.replace(owner, [Route("GET", s.path, owner, self.streams[s.path], 0) for s in specs
+                                    if self.streams[s.path].pattern])
 
-    def add(self, owner: str, path: str) -> None:
-        """One more stream path for `owner` (a registration after its load): O(1), whatever else exists."""
-        problems = self.conflicts(owner, [path])
+    def add(self, owner: str, spec: StreamSpec) -> None:
+        """One more stream for `owner` (a registration after its load): O(1), whatever else exists."""
+        problems = self.conflicts(owner, [spec.path])
         if problems:
             raise RouteConflict("; ".join(problems))
-        if path not in self.streams:
-            self.streams[path] = Stream(path, owner, broadcast=not path.startswith(ENGINE_STREAMS))
+        if spec.path not in self.streams:
+            stream = self._make(owner, spec)
+            if stream.pattern:
+                self._table.add(Route("GET", spec.path, owner, stream, 0))
 
-    def private_stream(self, path: str) -> Stream:
-        """A stream of the engine's own, which only its handler serves (after its own checks)."""
-        stream = self.private.get(path)
-        if stream is None:
-            stream = self.private[path] = Stream(path, "engine", broadcast=False)
+    def _make(self, owner: str, spec: StreamSpec) -> Stream:
+        pattern = "{" in spec.path
+        stream = Stream(spec.path, owner, broadcast=not spec.path.startswith(rules.ENGINE_STREAMS), pattern=pattern,
+                        hooks=spec.hooks, auth=spec.auth)
+        self.streams[spec.path] = stream
+        self._by_key[pattern_key(spec.path)] = stream
+        if not pattern:  # its one channel, for as long as it is registered (not counted as made on demand)
+            self.channels[spec.path] = stream.channels[spec.path] = Channel(spec.path, stream, {})
         return stream
+
+    def _remove(self, stream: Stream) -> None:
+        del self.streams[stream.path]
+        del self._by_key[pattern_key(stream.path)]
+        for channel in list(stream.channels.values()):
+            self._free(channel, "the stream was removed")
+
+    def private_stream(self, path: str) -> Channel:
+        """A stream of the engine's own, which only its handler serves (after its own checks)."""
+        channel = self.private.get(path)
+        if channel is None:
+            channel = self.private[path] = Channel(path, Stream(path, "engine", broadcast=False), {})
+        return channel
 
     def drop_private(self, path: str) -> None:
         """An engine stream nobody reads any more: gone, history and all."""
-        stream = self.private.pop(path, None)
-        if stream is not None:
-            for conn in list(stream.connections):
+        channel = self.private.pop(path, None)
+        if channel is not None:
+            for conn in list(channel.connections):
                 self.detach(conn, "the stream was removed")
             self.broker.forget(path)
+
+    # ---- channels ----------------------------------------------------------------------------
+
+    def match(self, path: str) -> tuple[Stream, dict[str, str]] | None:
+        """The stream a concrete path belongs to, and its parameters; None if no stream has it (or
+        it is no channel path at all: `%`, braces, `*`, empty segments)."""
+        channel = self.channels.get(path)
+        if channel is not None:
+            return channel.stream, channel.params
+        if not self._table.has_patterns or rules.channel_problem(path):
+            return None
+        found = self._table.match("GET", path)
+        if not isinstance(found, Match):
+            return None
+        return found.route.target, found.params
+
+    def open(self, path: str) -> Channel | None:
+        """The channel at `path`, made if need be; None if no stream has it. Raises TooManyChannels."""
+        channel = self.channels.get(path)
+        if channel is not None:
+            return channel
+        found = self.match(path)
+        if found is None:
+            return None
+        stream, params = found
+        if len(self.channels) >= self.max_channels:
+            raise TooManyChannels(f"{self.max_channels} channels are open (streams.max_channels)")
+        channel = self.channels[path] = stream.channels[path] = Channel(path, stream, params)
+        self._idle[channel] = self.clock()
+        return channel
+
+    def targets(self, paths: tuple[str, ...] | list[str] | None) -> list[Channel]:
+        """The channels a send reaches: every channel of every broadcast stream, or for each of
+        `paths` all channels of the stream registered at it, else the channel at it (made if need
+        be). A path no stream has is skipped; TooManyChannels if one cannot be made."""
+        if paths is None:
+            return [c for s in self.streams.values() if s.broadcast for c in s.channels.values()]
+        out: list[Channel] = []
+        for p in paths:
+            stream = self.streams.get(p)
+            if stream is not None:
+                out.extend(stream.channels.values())
+            else:
+                channel = self.open(p)
+                if channel is not None:
+                    out.append(channel)
+        return out
+
+    def sweep(self) -> int:
+        """Free the pattern channels nobody has read or sent to for `history_ttl` seconds."""
+        cutoff = self.clock() - self.history_ttl
+        freed = 0
+        while self._idle:
+            channel, since = next(iter(self._idle.items()))
+            if since > cutoff:
+                break
+            self._free(channel, "idle")
+            freed += 1
+        return freed
+
+    def _free(self, channel: Channel, reason: str) -> None:
+        for conn in list(channel.connections):
+            self.detach(conn, reason)
+        self._idle.pop(channel, None)
+        self.channels.pop(channel.path, None)
+        channel.stream.channels.pop(channel.path, None)
+        self.broker.forget(channel.path)
 
     # ---- readers -----------------------------------------------------------------------------
 
     def full(self) -> bool:
         return self.connection_count >= self.max_connections
 
+    def new_id(self) -> str:
+        """A connection id: this node, then 96 random bits, so an id is no one else's to guess."""
+        return f"{self.node}.{secrets.token_urlsafe(12)}"
+
     def attach(
-        self, stream: Stream, transport: Transport, last_event_id: str | None, on_end: Callable[[str], None]
+        self, channel: Channel, transport: Transport, last_event_id: str | None, on_end: Callable[[str], None],
+        connection_id: str | None = None, info: Any = None,
     ) -> tuple[Connection, Replay]:
         """Add a reader. Write the returned replay before any await, so no live event slips in between."""
-        replay = self.broker.since(stream.path, last_event_id)
-        conn = Connection(stream, transport, on_end)
-        stream.connections.add(conn)
-        self._read.add(stream)
+        replay = self.broker.since(channel.path, last_event_id)
+        conn = Connection(channel, transport, on_end, connection_id or self.new_id(), info=info)
+        channel.connections.add(conn)
+        self.connections[conn.id] = conn
+        self._read.add(channel)
+        self._idle.pop(channel, None)
         self.connection_count += 1
         return conn, replay
 
     def detach(self, conn: Connection, reason: str = "the client went away") -> None:
-        if conn in conn.stream.connections:
-            conn.stream.connections.discard(conn)
+        channel = conn.channel
+        if conn in channel.connections:
+            channel.connections.discard(conn)
+            del self.connections[conn.id]
             self.connection_count -= 1
-            if not conn.stream.connections:
-                self._read.discard(conn.stream)
+            if not channel.connections:
+                self._read.discard(channel)
+                if channel.stream.pattern and channel.path in self.channels:
+                    self._idle[channel] = self.clock()
+            if conn.info is not None and self.on_detach is not None:
+                self.on_detach(conn, reason)
         conn.end(reason)
 
-    # ---- fan-out -----------------------------------------------------------------------------
-
-    def targets(self, paths: tuple[str, ...] | list[str] | None) -> list[Stream]:
-        """The streams a send reaches: every broadcast stream, or those of `paths` that exist."""
-        if paths is None:
-            return [s for s in self.streams.values() if s.broadcast]
-        return [self.streams[p] for p in paths if p in self.streams]
+    # ---- fan-out (what the broker calls) -------------------------------------------------------
 
     def deliver(self, path: str, framed: bytes) -> None:
-        """What the broker hands over: one event, framed once, for every reader of `path` here."""
-        stream = self.streams.get(path) or self.private.get(path)
-        if stream is not None:
-            stream.sent += 1
-            self._write_all(stream, framed)
+        """One event, framed once, for every reader of channel `path` here."""
+        channel = self.channels.get(path) or self.private.get(path)
+        if channel is not None:
+            channel.sent += 1
+            if channel in self._idle:
+                self._idle.move_to_end(channel)
+                self._idle[channel] = self.clock()
+            self._write_all(channel, framed)
 
-    def _write_all(self, stream: Stream, framed: bytes) -> None:
-        for conn in write_all(stream.connections, framed, self.max_buffer_bytes):
-            log.warning("closed a slow reader of %s: more than %d bytes unsent", stream.path, self.max_buffer_bytes)
-            self.detach(conn, "slow consumer")
-            conn.transport.abort()  # drop its buffer now: memory stays bounded
+    def deliver_to(self, connection: str, framed: bytes) -> bool:
+        """One event for one reader only, if it is here."""
+        conn = self.connections.get(connection)
+        if conn is None:
+            return False
+        conn.transport.write(framed)
+        if conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
+            self._cut(conn)
+        return True
+
+    def close_connection(self, connection: str, framed: bytes, reason: str) -> bool:
+        """Send `framed` (the notice), then end the reader, if it is here."""
+        conn = self.connections.get(connection)
+        if conn is None:
+            return False
+        conn.transport.write(framed)
+        self.detach(conn, reason)
+        return True
+
+    def _write_all(self, channel: Channel, framed: bytes) -> None:
+        for conn in write_all(channel.connections, framed, self.max_buffer_bytes):
+            self._cut(conn)
+
+    def _cut(self, conn: Connection) -> None:
+        log.warning("closed a slow reader of %s: more than %d bytes unsent", conn.channel.path, self.max_buffer_bytes)
+        self.detach(conn, "slow consumer")
+        conn.transport.abort()  # drop its buffer now: memory stays bounded
 
     def heartbeat(self) -> None:
-        """A `: ping` to every reader; readers whose connection is gone are removed. Only streams
-        with readers are visited: a script may hold many streams nobody reads."""
-        for stream in list(self._read):
-            for conn in [c for c in stream.connections if c.transport.is_closing()]:
+        """A `: ping` to every reader; readers whose connection is gone are removed; idle channels
+        past their time are freed. Only channels with readers are visited: a script may hold many
+        streams nobody reads."""
+        for channel in list(self._read):
+            for conn in [c for c in channel.connections if c.transport.is_closing()]:
                 self.detach(conn)
-            self._write_all(stream, PING)
+            self._write_all(channel, PING)
+        self.sweep()
 
     def close_all(self, reason: str = "the server is shutting down") -> None:
-        for stream in [*self.streams.values(), *self.private.values()]:
-            for conn in list(stream.connections):
+        for channel in [*self.channels.values(), *self.private.values()]:
+            for conn in list(channel.connections):
                 self.detach(conn, reason)

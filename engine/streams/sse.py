@@ -13,27 +13,29 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
 from engine.config import StreamsConfig
 from engine.errors import HTTPError
-from engine.streams.registry import Connection, Stream, StreamRegistry, Transport, ender
+from engine.streams.registry import Channel, Connection, StreamRegistry, TooManyChannels, Transport, ender
 from engine.streams.wire import chunk, encode_event, encode_retry
 
 log = logging.getLogger("engine.streams")
 
 
-def sse_head(config: StreamsConfig, request_id: str, date: str) -> bytes:
+def sse_head(config: StreamsConfig, request_id: str, date: str, connection_id: str) -> bytes:
     """The whole response head, for readers served below aiohttp: the same headers as `sse_headers`."""
-    lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in sse_headers(config, request_id).items()),
+    lines = ["HTTP/1.1 200 OK",
+             *(f"{k}: {v}" for k, v in sse_headers(config, request_id, connection_id=connection_id).items()),
              "Transfer-Encoding: chunked", f"Date: {date}", f"Server: {SERVER_SOFTWARE}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def sse_headers(config: StreamsConfig, request_id: str, cors: bool = True) -> dict[str, str]:
+def sse_headers(config: StreamsConfig, request_id: str, cors: bool = True,
+                connection_id: str | None = None) -> dict[str, str]:
     """`cors=False` for the engine's own streams (the live log): no other site may read those."""
     headers = {
         "Content-Type": "text/event-stream; charset=utf-8",
@@ -41,8 +43,12 @@ def sse_headers(config: StreamsConfig, request_id: str, cors: bool = True) -> di
         "X-Accel-Buffering": "no",
         "X-Request-Id": request_id,
     }
+    if connection_id is not None:
+        headers["X-Connection-Id"] = connection_id
     if cors and config.cors_origin:
         headers["Access-Control-Allow-Origin"] = config.cors_origin
+        if connection_id is not None:
+            headers["Access-Control-Expose-Headers"] = "X-Connection-Id"
     return headers
 
 
@@ -94,51 +100,89 @@ def body_transport(request: web.Request) -> Transport | None:
 
 def begin_reading(
     registry: StreamRegistry,
-    stream: Stream,
+    channel: Channel,
     transport: Transport,
     last_event_id: str | None,
     retry_ms: int,
     on_end: Callable[[str], None],
+    connection_id: str,
+    first: tuple[bytes, ...] = (),
+    info: Any = None,
+    implicit: bool = False,
 ) -> Connection:
-    """Attach a reader whose response head is sent: `retry:`, a `reset` notice if its id cannot be
-    resumed from, the replay. No await from attach to the last replayed event, so no live event can
-    slip in between: the reader sees history then live, with no gap and no duplicate.
+    """Attach a reader whose response head is sent: `retry:`, what goes to this reader first (its
+    `connected` event and onConnect's, framed), a `reset` notice if its id cannot be resumed from,
+    the replay. No await from attach to the last replayed event, so no live event can slip in
+    between: the reader sees history then live, with no gap and no duplicate.
 
     A replay can be the whole history (any unusable id asks for it): if more than `max_buffer_bytes`
     of it is left unsent, the reader is cut at once, as a publish cuts a slow reader, rather than
-    holding that memory until the next publish looks."""
-    conn, replay = registry.attach(stream, transport, last_event_id, on_end)
+    holding that memory until the next publish looks.
+
+    `implicit`: the id is the engine's own (where the channel stood when onConnect began), not the
+    client's: if it cannot be resumed from, the reader starts live, as a fresh reader does."""
+    conn, replay = registry.attach(channel, transport, last_event_id, on_end, connection_id, info)
     transport.write(chunk(encode_retry(retry_ms)))
+    for framed in first:
+        transport.write(framed)
+    events = replay.events
     if replay.reset is not None:
-        notice = json.dumps({"reason": replay.reset, "lastEventId": last_event_id})
-        transport.write(chunk(encode_event(notice, event="reset")))
-    for framed in replay.events:
+        if implicit:
+            events = []
+        else:
+            notice = json.dumps({"reason": replay.reset, "lastEventId": last_event_id})
+            transport.write(chunk(encode_event(notice, event="reset")))
+    for framed in events:
         transport.write(framed)
     if transport.get_write_buffer_size() > registry.max_buffer_bytes:
         log.warning("closed a slow reader of %s: more than %d bytes unsent after its replay",
-                    stream.path, registry.max_buffer_bytes)
+                    channel.path, registry.max_buffer_bytes)
         registry.detach(conn, "slow consumer")
         transport.abort()  # drop its buffer now: memory stays bounded
     return conn
 
 
-async def serve_sse(
-    request: web.Request, stream: Stream, registry: StreamRegistry, config: StreamsConfig, request_id: str,
-    cors: bool = True,
-) -> web.StreamResponse:
+def check_room(registry: StreamRegistry) -> None:
+    """503 unless one more reader fits."""
     if registry.full():
         raise HTTPError(503, "too_many_connections",
                         f"the server already has {registry.max_connections} stream readers "
                         "(streams.max_connections); retry later")
-    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
-    response = web.StreamResponse(status=200, headers=sse_headers(config, request_id, cors))
+
+
+def open_channel(registry: StreamRegistry, path: str) -> Channel:
+    """The channel a reader asked for, made if need be: 404 if no stream has it, 503 past max_channels."""
+    try:
+        channel = registry.open(path)
+    except TooManyChannels as e:
+        raise HTTPError(503, "too_many_channels", f"{e}; retry later") from None
+    if channel is None:
+        raise HTTPError(404, "not_found", f"nothing is registered at {path}")
+    return channel
+
+
+def last_event_id(request: web.Request) -> str | None:
+    return request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
+
+
+async def serve_sse(
+    request: web.Request, channel: Channel, registry: StreamRegistry, config: StreamsConfig, request_id: str,
+    cors: bool = True, first: tuple[bytes, ...] = (), info: Any = None, resume_from: str | None = None,
+    connection_id: str | None = None,
+) -> web.StreamResponse:
+    """Serve one reader until it or the server ends it. `resume_from`: where to replay from when the
+    client gave no id (a reader whose onConnect ran gets what was sent while it ran)."""
+    check_room(registry)
+    cid = connection_id or registry.new_id()
+    response = web.StreamResponse(status=200, headers=sse_headers(config, request_id, cors, cid))
     await response.prepare(request)
     transport = body_transport(request)
     if transport is None or transport.is_closing():
         return response
     ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    conn = begin_reading(registry, stream, transport, last_event_id, config.retry_ms,
-                         ender(ended))
+    given = last_event_id(request)
+    conn = begin_reading(registry, channel, transport, given or resume_from, config.retry_ms,
+                         ender(ended), cid, first, info, implicit=given is None and resume_from is not None)
     try:
         await ended
     finally:

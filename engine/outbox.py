@@ -1,0 +1,63 @@
+"""Where a script's messages go once the sandbox has read and checked them: to the broker (a
+channel's readers, on every node), to GraphQL subscribers, to one connection.
+
+Each is checked again here against what exists now (a stream may have gone since JS looked), and
+what cannot be done is said in the sender's log, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from engine.broker.base import Broker
+from engine.graphql.schema import SUBSCRIPTION_STREAM, GraphQLRegistry
+from engine.graphql.subscriptions import SubscriptionHub
+from engine.sandbox.applier import Steps
+from engine.sandbox.commands import Send, SendSubscription
+from engine.streams.registry import StreamRegistry, TooManyChannels
+
+ScriptLine = Callable[[str, str, str], None]  # (script, level, message): a line in the script's log
+
+MESSAGES = (Send, SendSubscription)
+Message = Send | SendSubscription
+
+
+class Outbox:
+    def __init__(self, streams: StreamRegistry, broker: Broker, graphql: GraphQLRegistry,
+                 subscriptions: SubscriptionHub, script_line: ScriptLine) -> None:
+        self.streams = streams
+        self.broker = broker
+        self.graphql = graphql
+        self.subscriptions = subscriptions
+        self.script_line = script_line
+
+    def apply(self, script: str, command: Message) -> Steps:
+        """One message, a step per channel, so the applier can hand the loop to others between any two."""
+        if isinstance(command, Send):
+            yield from self._send(script, command)
+        else:
+            yield from self._send_subscription(script, command)
+
+    def _send(self, script: str, command: Send) -> Steps:
+        try:
+            channels = self.streams.targets(command.paths)
+        except TooManyChannels as e:
+            paths = ", ".join(command.paths or ())
+            self.script_line(script, "error", f"a message to {paths[:200]} was not sent: {e}")
+            return
+        for channel in channels:
+            self.broker.publish(channel.path, command.data, command.event)
+            yield None
+
+    def _send_subscription(self, script: str, command: SendSubscription) -> Steps:
+        """sendSubscriptionMessage: to the field's subscribers, and as sent to its plain stream."""
+        name, text = command.name, command.data
+        try:
+            value = json.loads(text) if command.json else text
+        except (ValueError, RecursionError):
+            self.script_line(script, "error", f"sendSubscriptionMessage({name!r}): the message is nested too deeply")
+            return
+        yield from self.subscriptions.publish(self.graphql.schema, name, value)
+        if SUBSCRIPTION_STREAM + name in self.streams.streams:
+            self.broker.publish(SUBSCRIPTION_STREAM + name, text)
