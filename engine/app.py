@@ -15,8 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.auth import Verifier
 from engine.broker.memory import MemoryBroker
 from engine.config import Config
+from engine.connections import ConnectionHooks
 from engine.graphql.execute import call_resolver
 from engine.graphql.http import graphql, graphql_sse, preflight
 from engine.graphql.runner import GraphQLRunner
@@ -30,10 +32,12 @@ from engine.http.front import EngineRunner
 from engine.http.health import health
 from engine.http.introspect import streams_info
 from engine.http.keys import (
+    AUTH,
     BROKER,
     CONFIG,
     GRAPHQL,
     GRAPHQL_RUNNER,
+    HOOKS,
     LOGS,
     ROUTES,
     SCRIPTS,
@@ -84,7 +88,9 @@ def build_app(config: Config) -> web.Application:
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
                                                config.limits.graphql_subscription_fields)
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
-    app[SCRIPTS] = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub)
+    app[SCRIPTS] = scripts = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub)
+    app[AUTH] = verifier = Verifier(config.auth)
+    app[HOOKS] = ConnectionHooks(app[STREAMS], broker, verifier, s.max_client_messages, scripts.background_error)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_log_stream)
     app.cleanup_ctx.append(_graphql_runner)
@@ -160,9 +166,11 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_streams(app: web.Application) -> None:
-    """First step of shutdown: end every stream reader, so their handlers return and the server can close."""
+    """First step of shutdown: end every stream reader, so their handlers return and the server can
+    close; the onDisconnect this owes scripts runs before they close."""
     app[STREAMS].close_all()
     app[SUBSCRIPTIONS].close_all()
+    await app[HOOKS].settle(app[CONFIG].limits.handler_timeout_ms / 1000)
 
 
 def raise_open_file_limit(wanted: int) -> None:

@@ -107,6 +107,17 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    jwt_secret: str = setting("", "HS256 secret that stream tokens are signed with; empty: none accepted that way")
+    jwt_public_key: str = setting("", "RS256 or ES256 public key for stream tokens: PEM text, or the path of a PEM "
+                                  "file; empty: none accepted that way")
+    audience: str = setting("", "the `aud` a token must carry; empty: not checked")
+    issuer: str = setting("", "the `iss` a token must carry; empty: not checked")
+    cookie: str = setting("token", "the cookie a stream token may come in (besides `Authorization: Bearer` and "
+                          "`?token=`)")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
@@ -114,6 +125,7 @@ class Config:
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def scripts_dir(self) -> Path:

@@ -14,13 +14,13 @@ from engine.broker.base import Broker
 from engine.graphql.schema import SUBSCRIPTION_STREAM, GraphQLRegistry
 from engine.graphql.subscriptions import SubscriptionHub
 from engine.sandbox.applier import Steps
-from engine.sandbox.commands import Send, SendSubscription
+from engine.sandbox.commands import Close, Send, SendSubscription, SendTo
 from engine.streams.registry import StreamRegistry, TooManyChannels
 
 ScriptLine = Callable[[str, str, str], None]  # (script, level, message): a line in the script's log
 
-MESSAGES = (Send, SendSubscription)
-Message = Send | SendSubscription
+MESSAGES = (Send, SendSubscription, SendTo, Close)
+Message = Send | SendSubscription | SendTo | Close
 
 
 class Outbox:
@@ -36,8 +36,15 @@ class Outbox:
         """One message, a step per channel, so the applier can hand the loop to others between any two."""
         if isinstance(command, Send):
             yield from self._send(script, command)
-        else:
+        elif isinstance(command, SendSubscription):
             yield from self._send_subscription(script, command)
+        elif isinstance(command, SendTo):
+            if not self.broker.send_to(command.connection, command.data, command.event):
+                self.script_line(script, "warning", f"sendToConnection: no connection {command.connection} is open "
+                                 "(it ended); the message was not sent")
+        elif not self.broker.close(command.connection, command.reason):
+            self.script_line(script, "warning", f"closeConnection: no connection {command.connection} is open "
+                             "(it ended already)")
 
     def _send(self, script: str, command: Send) -> Steps:
         try:

@@ -26,6 +26,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_HEADERS = 100  # response headers a handler may set
 MAX_HEADER_CHARS = 8192  # one header's name and value together (what clients read as one line)
 ENGINE_STREAMS = "/graphql/"  # GraphQL subscriptions' streams: sendSubscriptionMessage only
+CONNECTION_ID = "^[0-9a-f]{8}\\.[A-Za-z0-9_-]{16}$"  # this node, then 96 random bits
+MAX_REASON = 200  # characters of a closeConnection reason
 
 _RESERVED = [re.compile(r) for r in RESERVED]
 _BAD_PATH = re.compile(BAD_PATH_CHARS)
@@ -33,6 +35,7 @@ _EVENT = re.compile(EVENT_NAME)
 _GRAPHQL_NAME = re.compile(GRAPHQL_NAME)
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _NOT_IN_CHANNEL = re.compile(r"[%{}*]")
+_CONNECTION_ID = re.compile(CONNECTION_ID)
 
 
 def for_js() -> dict[str, object]:
@@ -41,7 +44,7 @@ def for_js() -> dict[str, object]:
             "routePathMax": ROUTE_PATH_MAX, "streamPathMax": STREAM_PATH_MAX, "eventName": EVENT_NAME,
             "graphqlName": GRAPHQL_NAME, "graphqlNameMax": GRAPHQL_NAME_MAX, "maxLogLine": MAX_LOG_LINE,
             "maxSdlChars": MAX_SDL_CHARS, "engineStreams": ENGINE_STREAMS, "maxHeaders": MAX_HEADERS,
-            "maxHeaderChars": MAX_HEADER_CHARS}
+            "maxHeaderChars": MAX_HEADER_CHARS, "connectionId": CONNECTION_ID, "maxReason": MAX_REASON}
 
 
 def is_reserved(path: str) -> bool:
@@ -123,3 +126,9 @@ def graphql_name_problem(name: str) -> str | None:
             and not name.startswith("__")):
         return None
     return f"a GraphQL name must be letters, digits and _ (not starting with a digit or __), got {name[:60]!r}"
+
+
+def connection_id_problem(value: str) -> str | None:
+    if _CONNECTION_ID.fullmatch(value):
+        return None
+    return f"not a connection id: {value[:40]!r}"

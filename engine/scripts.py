@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.broker.base import Broker
 from engine.config import Config
+from engine.connections import Hooks
 from engine.errors import RouteConflict, ScriptError
 from engine.graphql.schema import (
     SUBSCRIPTION_STREAM,
@@ -194,7 +195,7 @@ class ScriptManager:
         is closed and its thread joined."""
         record = self._record(name)
         record.attempted = _digest(source)
-        ctx = ScriptContext(name, self.config.limits, self._apply, self._background_error, _check_command)
+        ctx = ScriptContext(name, self.config.limits, self._apply, self.background_error, _check_command)
         try:
             return await self._load_into(record, ctx, source)
         finally:
@@ -212,7 +213,7 @@ class ScriptManager:
                 fields = [self._field(name, ctx, c) for c in env.commands if isinstance(c, AddField)]
             except SchemaProblem as e:
                 fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
-            streams = [self._stream(c) for c in env.commands if isinstance(c, AddStream)]
+            streams = [self._stream(ctx, c) for c in env.commands if isinstance(c, AddStream)]
             streams += [StreamSpec(SUBSCRIPTION_STREAM + f.name) for f in fields if f.kind == "subscription"]
             plan = self.routes.plan(name, routes)
             if len(self.routes) + len(routes) > _ROUTES_ON_A_THREAD:  # the new lookup tables, built off the loop
@@ -422,7 +423,7 @@ class ScriptManager:
                 elif isinstance(c, REGISTRATIONS) and not self._is_current(ctx):
                     log.warning("%s: a registration from a replaced version was ignored", name)
                 elif isinstance(c, AddStream):
-                    self._add_stream(name, self._stream(c))
+                    self._add_stream(name, self._stream(ctx, c))
                 elif isinstance(c, AddField):
                     try:
                         yield self._add_field(ctx, self._field(name, ctx, c))  # its schema is built on a thread
@@ -454,8 +455,9 @@ class ScriptManager:
             self.streams.add(name, spec)
 
     @staticmethod
-    def _stream(c: AddStream) -> StreamSpec:
-        return StreamSpec(c.path)
+    def _stream(ctx: ScriptContext, c: AddStream) -> StreamSpec:
+        hooked = c.connect is not None or c.message is not None or c.disconnect is not None
+        return StreamSpec(c.path, Hooks(ctx, c.connect, c.message, c.disconnect) if hooked else None, c.auth)
 
     async def _add_field(self, ctx: ScriptContext, field: FieldRegistration) -> None:
         """registerGraphQL* called after the load (from a handler or timer)."""
@@ -486,7 +488,7 @@ class ScriptManager:
         if record is not None:
             record.logs.append(msg if from_js else f"[{level}] {msg}")
 
-    def _background_error(self, ctx: ScriptContext, error: ScriptError, during: str) -> None:
+    def background_error(self, ctx: ScriptContext, error: ScriptError, during: str) -> None:
         self._script_line(ctx.name, "error", f"{during} failed: {error.describe()}")
         if error.stack:
             log.debug("%s stack:\n%s", ctx.name, error.stack)

@@ -46,6 +46,10 @@ class Broker(Protocol):
     def since(self, channel: str, last_event_id: str | None) -> Replay:
         """What a reader resuming after `last_event_id` gets; a reset rather than an error for any id."""
 
+    def cursor(self, channel: str) -> str:
+        """An id meaning "after everything so far" (also before a channel's first event): resuming
+        from it later gives what was published in between."""
+
     def forget(self, channel: str) -> None:
         """Drop the channel's history; an id from before can only ever be a reset from now on."""
 

@@ -84,6 +84,10 @@ class MemoryBroker:
                           "streams.history, streams.history_bytes, streams.total_history_bytes)", events)
         return Replay(None, [framed for s, framed, _ in ch.history if s > seq])
 
+    def cursor(self, channel: str) -> str:
+        ch = self.channels.get(channel)
+        return f"{self.epoch}-{self._floor if ch is None else ch.seq}"
+
     def forget(self, channel: str) -> None:
         """The channel goes, history and all; nothing of it is kept. Whatever channel takes its path
         later numbers from above every id it gave out, one skipped: a reader resuming from an old id

@@ -1,17 +1,133 @@
-"""`GET <channel path>` served by aiohttp (a reader the front left to it, or whose stream asks for a
-token or a script's say), and `POST <channel path>` with `X-Connection-Id`: a client's message."""
+"""A channel path over HTTP, where aiohttp serves it: `GET` a reader (the front leaves to aiohttp
+every reader whose stream checks a token or asks a script), `POST` with `X-Connection-Id` a client's
+message to its connection's `onMessage`, and `OPTIONS` for browsers on another origin.
+
+Every refusal is the engine's JSON error shape, before any event: 401 (and `WWW-Authenticate`) for
+a missing or bad token, 403 for a token that does not cover the channel or an onConnect that says
+no, 503 past `streams.max_connections` or `streams.max_channels`.
+"""
 
 from __future__ import annotations
 
+from urllib.parse import unquote_plus
+
 from aiohttp import web
 
-from engine.http.keys import CONFIG, STREAMS
+from engine import rules
+from engine.auth import SECRET_PARAMS, Claims, Forbidden, Unauthorized, Verifier
+from engine.connections import NoHandler, Refused, TooManyMessages
+from engine.errors import HTTPError
+from engine.http.keys import AUTH, CONFIG, HOOKS, STREAMS
+from engine.http.request import read_body
 from engine.streams.registry import Stream
-from engine.streams.sse import open_channel, serve_sse
+from engine.streams.sse import check_room, open_channel, serve_sse
+
+_JSON_TYPES = ("application/json", "text/json")
+_ALLOW = "GET, POST, OPTIONS"
+_CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-Connection-Id, X-Request-Id"
+
+
+def _query_for_scripts(request: web.Request) -> str:
+    """The raw query less any token in it: a script sees `conn.user`, never the token itself."""
+    raw = request.rel_url.raw_query_string
+    if not raw:
+        return raw
+    return "&".join(p for p in raw.split("&") if unquote_plus(p.partition("=")[0]).lower() not in SECRET_PARAMS)
+
+
+def _user(request: web.Request, stream: Stream, path: str) -> Claims | None:
+    """The verified claims of the reader's token (None when the stream does not need one and none
+    came). A token that came and does not verify is refused even where none is needed."""
+    verifier: Verifier = request.app[AUTH]
+    token = verifier.token_from(request.headers, request.query, request.cookies)
+    try:
+        if token is None:
+            if stream.auth:
+                raise Unauthorized("this stream needs a token: `Authorization: Bearer <jwt>`, `?token=<jwt>` "
+                                   f"or the `{verifier.cookie}` cookie")
+            return None
+        claims = verifier.verify(token)
+        if not verifier.may_read(claims, path):
+            raise Forbidden(f"the token's channels claim does not cover {path}")
+        return claims
+    except Unauthorized as e:
+        desc = str(e).replace('"', "'").encode("ascii", "replace").decode()  # a header: ASCII, no quotes
+        challenge = f'Bearer realm="rtengine", error="invalid_token", error_description="{desc}"'
+        raise HTTPError(401, "unauthorized", str(e), {"WWW-Authenticate": challenge}) from None
+    except Forbidden as e:
+        raise HTTPError(403, "forbidden", str(e)) from None
 
 
 async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.StreamResponse:
     app = request.app
     registry = app[STREAMS]
-    channel = open_channel(registry, request.path)
-    return await serve_sse(request, channel, registry, app[CONFIG].streams, rid)
+    config = app[CONFIG].streams
+    path = request.path
+    if stream.plain:
+        return await serve_sse(request, open_channel(registry, path), registry, config, rid)
+    check_room(registry)
+    user = _user(request, stream, path) if stream.auth or stream.hooks is not None else None
+    channel = open_channel(registry, path)
+    cid = registry.new_id()
+    hooks = app[HOOKS]
+    try:
+        accepted = await hooks.connect(stream, channel, cid, _query_for_scripts(request), "sse", user)
+    except Refused as e:
+        raise HTTPError(403, "refused", f"the stream refused this connection: {e}") from None
+    try:
+        return await serve_sse(request, channel, registry, config, rid, first=accepted.first, info=accepted.info,
+                               resume_from=accepted.cursor, connection_id=cid)
+    finally:
+        hooks.release(accepted.info, "the client went away")
+
+
+async def post_message(request: web.Request, cid: str, rid: str) -> web.Response:
+    """`POST <channel path>` with `X-Connection-Id`: the body is one message to that connection's
+    onMessage; what it returns is the response."""
+    app = request.app
+    registry = app[STREAMS]
+    if rules.connection_id_problem(cid):
+        raise HTTPError(400, "bad_connection_id", "X-Connection-Id is not a connection id (it comes from the "
+                        "stream's `connected` event or its X-Connection-Id response header)")
+    conn = registry.connections.get(cid)
+    if conn is None:
+        raise HTTPError(404, "unknown_connection", f"no connection {cid} is open on this server (it ended, or "
+                        "was never this server's)")
+    if conn.channel.path != request.path:
+        raise HTTPError(403, "wrong_channel", f"connection {cid} reads {conn.channel.path}, not {request.path}")
+    body = await read_body(request, app[CONFIG].limits.max_body_bytes)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "bad_message", "a message must be UTF-8 text") from None
+    content_type = request.content_type if "Content-Type" in request.headers else ""
+    as_json = content_type in _JSON_TYPES or content_type.endswith("+json") or not content_type
+    if conn.ended:  # it went while the body arrived
+        raise HTTPError(404, "unknown_connection", f"connection {cid} ended while its message arrived")
+    try:
+        answer = await app[HOOKS].message(conn, text, as_json)
+    except NoHandler as e:
+        raise HTTPError(405, "no_message_handler", str(e), {"Allow": "GET"}) from None
+    except TooManyMessages as e:
+        raise HTTPError(429, "too_many_messages", str(e)) from None
+    headers = _cors(request)
+    if answer.text is None:
+        return web.Response(status=204, headers=headers)
+    content = "application/json" if answer.json else "text/plain"
+    return web.Response(text=answer.text, content_type=content, charset="utf-8", headers=headers)
+
+
+def preflight(request: web.Request) -> web.Response:
+    """OPTIONS on a channel path: what a browser on another origin asks before a POST with headers."""
+    headers = {"Allow": _ALLOW, **_cors(request)}
+    if "Access-Control-Allow-Origin" in headers:
+        headers["Access-Control-Allow-Methods"] = _ALLOW
+        headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+        headers["Access-Control-Max-Age"] = "600"
+    return web.Response(status=204, headers=headers)
+
+
+def _cors(request: web.Request) -> dict[str, str]:
+    origin = request.app[CONFIG].streams.cors_origin
+    return {"Access-Control-Allow-Origin": origin} if origin else {}
+

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from engine.errors import HTTPError
-from engine.http.channels import read_channel
+from engine.http.channels import post_message, preflight, read_channel
 from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
 from engine.http.middleware import error_to_response, new_request_id
 from engine.http.request import form_json, js_request, parse_off_loop, read_body
@@ -40,12 +40,29 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     request[REQUEST_ID] = rid
     try:
         app = request.app
-        if request.method == "GET":
+        method = request.method
+        if method == "GET":
             found = app[STREAMS].match(request.path)
             if found is not None:  # streams are looked up before routes
                 return await read_channel(request, found[0], rid)
+        elif method == "POST" and "X-Connection-Id" in request.headers and app[STREAMS].match(request.path):
+            response = await post_message(request, request.headers["X-Connection-Id"], rid)
+            response.headers["X-Request-Id"] = rid
+            return response
+        elif method == "OPTIONS" and app[STREAMS].match(request.path):
+            response = preflight(request)
+            response.headers["X-Request-Id"] = rid
+            return response
         table = app[ROUTES]
-        match = _resolve(table, request)  # 404/405 before reading any body
+        try:
+            match = _resolve(table, request)  # 404/405 before reading any body
+        except HTTPError as e:
+            if method == "POST" and e.status in (404, 405) and app[STREAMS].match(request.path):
+                raise HTTPError(400, "missing_connection_id",
+                                f"a POST to the stream {request.path} is a message from one of its connections: "
+                                "send X-Connection-Id (from its `connected` event or X-Connection-Id header)"
+                                ) from None
+            raise
         form = None  # parsed on the spot by js_request, unless parsing it here and now would hold the loop
         if request.body_exists:
             body = await read_body(request, app[CONFIG].limits.max_body_bytes)

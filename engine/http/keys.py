@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from engine.auth import Verifier
 from engine.broker.memory import MemoryBroker
 from engine.config import Config
 from engine.routes import RouteTable
 from engine.streams.registry import StreamRegistry
 
 if TYPE_CHECKING:
+    from engine.connections import ConnectionHooks
     from engine.graphql.runner import GraphQLRunner
     from engine.graphql.schema import GraphQLRegistry
     from engine.graphql.subscriptions import SubscriptionHub
@@ -23,6 +25,8 @@ CONFIG = web.AppKey("config", Config)
 BROKER = web.AppKey("broker", MemoryBroker)
 ROUTES = web.AppKey("routes", RouteTable)
 STREAMS = web.AppKey("streams", StreamRegistry)
+AUTH = web.AppKey("auth", Verifier)
+HOOKS: web.AppKey[ConnectionHooks] = web.AppKey("hooks")
 SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")
 GRAPHQL: web.AppKey[GraphQLRegistry] = web.AppKey("graphql")
 SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")

@@ -37,6 +37,10 @@ class AddRoute:
 @dataclass(frozen=True, slots=True)
 class AddStream:
     path: str
+    connect: int | None = None  # handler indexes of its hooks
+    message: int | None = None
+    disconnect: int | None = None
+    auth: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +61,26 @@ class AddField:
 
 
 @dataclass(frozen=True, slots=True)
+class SendTo:
+    connection: str
+    data: str
+    event: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    connection: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SendSubscription:
     name: str
     data: str
     json: bool  # data is JSON text of a non-string value
 
 
-Command = Log | AddRoute | AddStream | Send | AddField | SendSubscription
+Command = Log | AddRoute | AddStream | Send | SendTo | Close | AddField | SendSubscription
 REGISTRATIONS = (AddRoute, AddStream, AddField)
 # A check the engine adds to these, run on the script's thread like them, with the script's context
 # and the command: it raises Malformed, and may attach what it worked out (a parsed SDL, a route).
@@ -95,6 +112,22 @@ class _Reader:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _HANDLER_MAX:
             raise self.fail(f"{key} must be a handler index")
         return value
+
+    def hook(self, key: str) -> int | None:
+        """A hook's handler index, or None (-1, or left out) when the script gave none."""
+        return None if self.raw.get(key, -1) == -1 else self.index(key)
+
+    def flag(self, key: str) -> bool:
+        value = self.raw.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(f"{key} must be true or false")
+        return value
+
+    def event(self) -> str | None:
+        event = self.text("event", optional=True)
+        if event is not None:
+            self.check(rules.event_problem(event))
+        return event
 
     def check(self, problem: str | None) -> None:
         if problem:
@@ -140,9 +173,7 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
     if op == "send":
         data = r.text("data")
         r.check(size_problem(data, limits.max_message_bytes))
-        event = r.text("event", optional=True)
-        if event is not None:
-            r.check(rules.event_problem(event))
+        event = r.event()
         paths = raw.get("paths")
         if paths is not None:
             if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
@@ -150,8 +181,22 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
             for p in paths:
                 if rules.is_reserved(p):
                     raise r.fail(f"{p[:60]!r} is reserved by the engine; it cannot be sent to")
+                r.check(rules.stream_problem(p))
             paths = tuple(dict.fromkeys(paths))  # each stream once, in order
         return Send(data, event, paths)
+    if op == "sendto":
+        connection = r.text("id")
+        r.check(rules.connection_id_problem(connection))
+        data = r.text("data")
+        r.check(size_problem(data, limits.max_message_bytes))
+        return SendTo(connection, data, r.event())
+    if op == "close":
+        connection = r.text("id")
+        r.check(rules.connection_id_problem(connection))
+        reason = r.text("reason")
+        if len(reason) > rules.MAX_REASON:
+            raise r.fail(f"reason is longer than {rules.MAX_REASON} characters")
+        return Close(connection, reason)
     if op == "route":
         method = r.text("method")
         if method not in rules.METHODS:
@@ -162,7 +207,7 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
     if op == "stream":
         path = r.text("path")
         r.check(rules.stream_problem(path))
-        return AddStream(path)
+        return AddStream(path, r.hook("connect"), r.hook("message"), r.hook("disconnect"), r.flag("auth"))
     if op == "gql":
         kind = r.text("kind")
         if kind not in ("query", "mutation", "subscription"):

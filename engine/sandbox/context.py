@@ -15,7 +15,8 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -33,7 +34,7 @@ from engine.errors import (
     ScriptTimeout,
 )
 from engine.sandbox.applier import Applier, Steps
-from engine.sandbox.commands import Check, Command, Malformed
+from engine.sandbox.commands import Check, Command, Malformed, size_problem
 from engine.sandbox.envelope import UNCHANGED, Envelope, Outcome, parse_envelope, read_commands
 from engine.sandbox.host_api import HOST_NAMES
 from engine.sandbox.worker import Result, Worker, resolve_all
@@ -45,12 +46,21 @@ UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()
 _LINE = re.compile(r"<input>:(\d+)")
 # Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
-_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "fire", "retire", "more")
+_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "hook", "fire", "retire", "more")
 _MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
 BACKLOG_BYTES = 64 << 20  # what one script may have waiting to be applied before it must wait
 SWAMPED_RETRY = 0.01  # seconds a timer waits for the loop to catch up, before it looks again
 
 Sink = Callable[["ScriptContext", list[Command]], Steps]
+
+
+@dataclass(frozen=True, slots=True)
+class HookAnswer:
+    """What a connection hook returned: a refusal (onConnect's false), a message, or nothing."""
+
+    refused: bool = False
+    text: str | None = None  # the message as it goes on the wire
+    json: bool = False  # `text` is JSON of a non-string value
 ErrorSink = Callable[["ScriptContext", ScriptError, str], None]
 
 
@@ -139,6 +149,25 @@ class ScriptContext:
             return self._raise_js(out["e"])
         return UNDEFINED
 
+    async def hook(self, index: int, what: str, conn: str, arg: str, parse: bool = False) -> HookAnswer:
+        """Call a connection hook with `conn` and `arg`, both JSON text; with `parse`, `arg` is a string
+        the hook gets parsed if it is JSON (a client's message). Raises a ScriptError for a throw, a
+        limit or a value that cannot be a message."""
+        out = await self._call("hook", what, index, conn, arg, 1 if parse else 0)
+        if "f" in out:
+            return HookAnswer(refused=True)
+        text = out.get("t", out.get("j"))
+        if text is not None:
+            problem = size_problem(text, self._limits.max_message_bytes, f"the {what}'s value")
+            if problem:
+                raise ScriptBadResponse(self.name, problem)
+            return HookAnswer(text=text, json="j" in out)
+        if "bad" in out:
+            raise ScriptBadResponse(self.name, out["bad"])
+        if "e" in out:
+            return self._raise_js(out["e"])  # type: ignore[no-any-return]
+        return HookAnswer()
+
     async def _call(self, dispatcher: str, what: str, *args: Any) -> dict[str, Any]:
         """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one."""
         if self._inflight >= self._limits.max_pending_calls:
@@ -147,9 +176,16 @@ class ScriptContext:
         if self.swamped:
             raise ScriptBusy(self.name, f"more than {BACKLOG_BYTES >> 20} MiB of what this script sent is still "
                              "being applied")
+        with self.held():
+            return await self._call_once(dispatcher, what, *args)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Counts as one call in flight while it lasts: a retiring version waits for it before it
+        closes (work owed to this version, such as connections' onDisconnect, is done on it)."""
         self._inflight += 1
         try:
-            return await self._call_once(dispatcher, what, *args)
+            yield
         finally:
             self._inflight -= 1
             if self._inflight == 0 and self._idle is not None:

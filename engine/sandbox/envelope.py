@@ -123,7 +123,7 @@ def _check_size(text: str, limits: LimitsConfig, what: str) -> None:
 
 def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
     """A call's outcome: a response `r`, a pending Promise `p`, an error `e`, a bad value `bad`, a
-    resolver's JSON `j`, or nothing (a resolver's undefined)."""
+    resolver's or hook's JSON `j`, a hook's text `t` or refusal `f`, or nothing (undefined)."""
     if not isinstance(o, dict):
         raise Malformed("an outcome must be an object")
     if "r" in o:
@@ -146,6 +146,15 @@ def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
             raise Malformed("a resolver's value must be JSON text")
         _check_size(o["j"], limits, "a resolver's value")
         return {"j": o["j"]}
+    if "t" in o:
+        if not isinstance(o["t"], str):
+            raise Malformed("a hook's message must be a string")
+        _check_size(o["t"], limits, "a hook's message")
+        return {"t": o["t"]}
+    if "f" in o:
+        if o["f"] != 1 or len(o) != 1:
+            raise Malformed("a refusal must be {f: 1}")
+        return {"f": 1}
     if o:
         raise Malformed("an outcome with unknown fields")
     return {}

@@ -33,6 +33,7 @@
   const strSlice = uncurry(String.prototype.slice);
   const strIndexOf = uncurry(String.prototype.indexOf);
   const strStartsWith = uncurry(String.prototype.startsWith);
+  const strEndsWith = uncurry(String.prototype.endsWith);
   const toUpper = uncurry(String.prototype.toUpperCase);
   const toLower = uncurry(String.prototype.toLowerCase);
   const charCodeAt = uncurry(String.prototype.charCodeAt);
@@ -97,7 +98,9 @@
   let logLines = list();
   let logMax = 500;
   let claims = rec({}); // "GET /a/{}" -> script that owns it (other scripts only)
-  let streamClaims = rec({}); // "/events" -> script that owns it (other scripts only)
+  let streamClaims = rec({}); // "/events", "/rooms/{room}" -> script that owns it (other scripts only)
+  let streamKeys = rec({}); // "/rooms/{}" -> {owner, path}: every stream, this script's too (owner null)
+  let streamPatterns = list(); // the patterns among them, as segment lists ({} for a parameter)
   let gqlFields = rec({}); // "Query.hello" -> script that owns it (other scripts only)
   let gqlTypes = rec({}); // "User" -> {kind, text, owner}: types other scripts declare
   let maxMessageBytes = 1048576;
@@ -106,7 +109,7 @@
   const ownFields = rec({});
   const ownTypes = rec({}); // "User" -> {kind, text}: types this script declared
   const ownRoutes = rec({});
-  const ownStreams = rec({});
+  const ownStreams = rec({}); // path as registered -> its key
 
   function hostError(message) {
     const e = new ErrorCtor(message);
@@ -195,8 +198,8 @@
     }
   }
 
-  function checkPath(fn, path) {
-    checkPathText(fn, path, RULES.routePathMax);
+  function checkPath(fn, path, maxLength) {
+    checkPathText(fn, path, maxLength);
     checkReserved(fn, path);
     const segments = splitOn(strSlice(path, 1), "/");
     const names = rec({});
@@ -240,12 +243,14 @@
       throw hostError("register: method must be one of " + arrJoin(METHODS, ", ") + ", got " + describe(method));
     }
     method = toUpper(method);
-    const key = method + " " + checkPath("register", path);
+    const shape = checkPath("register", path, RULES.routePathMax);
+    const key = method + " " + shape;
     const where = method + " " + path;
     const fn = resolveHandler(handler, where, "register", "handler");
     if (ownRoutes[key]) throw hostError("register: " + where + " is already registered by this script");
-    if (method === "GET" && (ownStreams[path] || streamClaims[path] !== undefined)) {
-      throw hostError("register: " + path + " is a stream" + (ownStreams[path] ? "" : " of script " + streamClaims[path]) + "; a path cannot be both a stream and a GET route");
+    const stream = streamKeys[shape];
+    if (method === "GET" && stream !== undefined) {
+      throw hostError("register: " + path + " is a stream" + (stream.owner === null ? "" : " of script " + stream.owner) + "; a path cannot be both a stream and a GET route");
     }
     if (claims[key] !== undefined) throw hostError("register: " + where + " is already registered by script " + claims[key]);
     queue("register", { op: "route", method: method, path: path, handler: handlers.length });
@@ -258,20 +263,73 @@
     return false;
   }
 
+  // registerWebStream(path, {onConnect, onMessage, onDisconnect, auth}): options read once.
   function registerWebStream(path, options) {
-    checkPathText("registerWebStream", path, RULES.streamPathMax);
+    const fn = "registerWebStream";
     if (options !== undefined && (options === null || typeof options !== "object")) {
-      throw hostError("registerWebStream: options must be an object, got " + describe(options));
+      throw hostError(fn + ": options must be an object, got " + describe(options));
     }
-    checkReserved("registerWebStream", path);
-    if (ownStreams[path]) return;
-    if (streamClaims[path] !== undefined) throw hostError("registerWebStream: " + path + " is already registered by script " + streamClaims[path]);
-    const getKey = "GET " + path;
+    const shape = checkPath(fn, path, RULES.streamPathMax);
+    if (strEndsWith(path, "/*")) throw hostError(fn + ": a stream path cannot end in '/*' (a pattern takes {name} segments): " + path);
+    if (strIndexOf(path, "%") >= 0) throw hostError(fn + ": a stream path must not contain '%' (give it as it reads, not encoded): " + path);
+    const cmd = rec({ op: "stream", path: path, connect: -1, message: -1, disconnect: -1, auth: false });
+    const fns = list();
+    let given = false;
+    if (options !== undefined) {
+      const hooks = [["onConnect", "connect"], ["onMessage", "message"], ["onDisconnect", "disconnect"]];
+      for (let i = 0; i < hooks.length; i++) {
+        const h = options[hooks[i][0]];
+        if (h === undefined || h === null) continue;
+        add(fns, rec({ slot: hooks[i][1], fn: resolveHandler(h, path, fn, "options." + hooks[i][0]) }));
+        given = true;
+      }
+      const auth = options.auth;
+      if (auth !== undefined && auth !== null) {
+        if (auth !== "required") throw hostError(fn + ": options.auth must be \"required\" or left out, got " + describe(auth));
+        cmd.auth = true;
+        given = true;
+      }
+    }
+    if (ownStreams[path] !== undefined) {
+      if (given) throw hostError(fn + ": " + path + " is already registered by this script; give its options in the first call");
+      return;
+    }
+    const taken = streamKeys[shape];
+    if (taken !== undefined) {
+      throw hostError(fn + ": " + path + " is already registered by " + (taken.owner === null ? "this script" : "script " + taken.owner) + (taken.path === path ? "" : " (as " + taken.path + ")"));
+    }
+    const getKey = "GET " + shape;
     if (ownRoutes[getKey] || claims[getKey] !== undefined) {
-      throw hostError("registerWebStream: " + path + " is a GET route" + (ownRoutes[getKey] ? "" : " of script " + claims[getKey]) + "; a path cannot be both a stream and a GET route");
+      throw hostError(fn + ": " + path + " is a GET route" + (ownRoutes[getKey] ? "" : " of script " + claims[getKey]) + "; a path cannot be both a stream and a GET route");
     }
-    queue("registerWebStream", { op: "stream", path: path });
-    ownStreams[path] = true;
+    for (let i = 0; i < fns.length; i++) {
+      cmd[fns[i].slot] = handlers.length;
+      add(handlers, fns[i].fn);
+    }
+    queue(fn, cmd);
+    ownStreams[path] = shape;
+    addStreamKey(shape, path, null);
+  }
+
+  function addStreamKey(shape, path, owner) {
+    streamKeys[shape] = rec({ owner: owner, path: path });
+    if (strIndexOf(shape, "{}") >= 0) add(streamPatterns, splitOn(strSlice(shape, 1), "/"));
+  }
+
+  // Every stream key, this script's and the others', after the others' claims changed.
+  function rebuildStreamKeys() {
+    streamKeys = rec({});
+    streamPatterns = list();
+    const mine = keys(ownStreams);
+    for (let i = 0; i < mine.length; i++) addStreamKey(ownStreams[mine[i]], mine[i], null);
+    const theirs = keys(streamClaims);
+    for (let i = 0; i < theirs.length; i++) addStreamKey(shapeOf(theirs[i]), theirs[i], streamClaims[theirs[i]]);
+  }
+
+  function shapeOf(path) {
+    const segments = splitOn(strSlice(path, 1), "/");
+    for (let i = 0; i < segments.length; i++) if (segments[i][0] === "{") segments[i] = "{}";
+    return "/" + arrJoin(segments, "/");
   }
 
   // registerGraphQLQuery/Mutation/Subscription: the fragment is read and checked here (sdl.js), so a
@@ -346,7 +404,28 @@
     return bytes > max ? bytes : 0;
   }
 
-  function knownStream(path) { return ownStreams[path] === true || streamClaims[path] !== undefined; }
+  // A path a send may name: a stream as registered (a pattern: all of its channels), or a concrete
+  // channel path of one (made on the send if need be).
+  function knownStream(path) {
+    if (ownStreams[path] !== undefined || streamClaims[path] !== undefined) return true;
+    return isChannel(path);
+  }
+
+  const NOT_IN_CHANNEL = /[%{}*]/;
+
+  function isChannel(path) {
+    if (test(NOT_IN_CHANNEL, path) || strIndexOf(path, "//") >= 0) return false;
+    if (streamKeys[path] !== undefined) return true;
+    const parts = splitOn(strSlice(path, 1), "/");
+    for (let i = 0; i < streamPatterns.length; i++) {
+      const p = streamPatterns[i];
+      if (p.length !== parts.length) continue;
+      let ok = true;
+      for (let j = 0; j < p.length && ok; j++) ok = p[j] === "{}" ? parts[j] !== "" : p[j] === parts[j];
+      if (ok) return true;
+    }
+    return false;
+  }
 
   // options, read once into plain values (a getter cannot change them after they were checked).
   function readOptions(fn, options) {
@@ -397,12 +476,38 @@
   function sendStreamMessageToPath(path, data, options) {
     checkPathText("sendStreamMessageToPath", path, RULES.streamPathMax);
     checkNotSubscription("sendStreamMessageToPath", path);
-    if (!knownStream(path)) throw hostError("sendStreamMessageToPath: no stream is registered at " + describe(path));
+    if (test(NOT_IN_CHANNEL, path)) {
+      throw hostError("sendStreamMessageToPath: give one channel's path (like /rooms/general), not a pattern or an encoded path, got " + describe(path) + "; sendStreamMessage(data, {path: pattern}) reaches every channel of a pattern");
+    }
+    if (!isChannel(path)) throw hostError("sendStreamMessageToPath: no stream is registered at " + describe(path));
     const cmd = rec({ op: "send", data: messageText("sendStreamMessageToPath", data), paths: list() });
     const o = readOptions("sendStreamMessageToPath", options);
     add(cmd.paths, path);
     if (o.event !== undefined) cmd.event = o.event;
     queue("sendStreamMessageToPath", cmd);
+  }
+
+  const CONNECTION_ID = new RegExpCtor(RULES.connectionId);
+
+  function checkConnectionId(fn, id) {
+    if (typeof id !== "string" || !test(CONNECTION_ID, id)) throw hostError(fn + ": the id must be a connection's id (conn.id), got " + describe(id));
+  }
+
+  function sendToConnection(id, data, options) {
+    checkConnectionId("sendToConnection", id);
+    const cmd = rec({ op: "sendto", id: id, data: messageText("sendToConnection", data) });
+    const o = readOptions("sendToConnection", options);
+    if (o.path !== undefined) throw hostError("sendToConnection: options.path does not apply: the message goes to one connection");
+    if (o.event !== undefined) cmd.event = o.event;
+    queue("sendToConnection", cmd);
+  }
+
+  function closeConnection(id, reason) {
+    checkConnectionId("closeConnection", id);
+    if (reason === undefined || reason === null) reason = "closed by the server";
+    if (typeof reason !== "string") throw hostError("closeConnection: the reason must be a string, got " + describe(reason));
+    if (reason.length > RULES.maxReason) throw hostError("closeConnection: the reason is longer than " + RULES.maxReason + " characters");
+    queue("closeConnection", { op: "close", id: id, reason: reason });
   }
 
   function addTimer(fn, ms, args, repeat) {
@@ -430,6 +535,8 @@
     registerWebStream: registerWebStream,
     sendStreamMessage: sendStreamMessage,
     sendStreamMessageToPath: sendStreamMessageToPath,
+    sendToConnection: sendToConnection,
+    closeConnection: closeConnection,
     registerGraphQLQuery: function registerGraphQLQuery(name, sdl, resolver) { registerGraphQL("registerGraphQLQuery", "query", name, sdl, resolver); },
     registerGraphQLMutation: function registerGraphQLMutation(name, sdl, resolver) { registerGraphQL("registerGraphQLMutation", "mutation", name, sdl, resolver); },
     registerGraphQLSubscription: function registerGraphQLSubscription(name, sdl, resolver) { registerGraphQL("registerGraphQLSubscription", "subscription", name, sdl, resolver); },
@@ -660,6 +767,21 @@
     return rec({ j: text });
   }
 
+  // What a connection hook returned: nothing, false (onConnect: refused), or a message (onConnect's
+  // first event for its reader, onMessage's reply), as text the way sends make it.
+  function hooked(v) {
+    if (v === undefined) return rec({});
+    if (v === false) return rec({ f: 1 });
+    let text = v;
+    if (typeof v !== "string") {
+      try { text = stringify(v); } catch (e) { return rec({ bad: "the hook's value could not be serialized to JSON: " + e.message }); }
+      if (typeof text !== "string") return rec({ bad: "the hook returned " + describe(v) + "; return a string or a JSON value" });
+    }
+    const size = oversize(text, maxMessageBytes);
+    if (size) return rec({ bad: "the hook's value is at least " + size + " bytes; the limit is " + maxMessageBytes + " (limits.max_message_bytes)" });
+    return typeof v === "string" ? rec({ t: text }) : rec({ j: text });
+  }
+
   // A call's result as the engine takes it: `check(v)` now, or {p: id} and `check` once a Promise settles.
   function outcome(v, check) {
     if (v !== null && typeof v === "object" && typeof v.then === "function") {
@@ -694,6 +816,7 @@
   function takeClaims(o) {
     claims = othersClaims(o.claims);
     streamClaims = othersClaims(o.streamClaims);
+    rebuildStreamKeys();
     gqlFields = othersClaims(o.gqlFields);
     gqlTypes = othersClaims(o.gqlTypes);
   }
@@ -768,6 +891,21 @@
       for (let i = 0; i < ids.length; i++) if (timers[ids[i]].every) delete timers[ids[i]];
       timersDirty = true;
       return envelope(null);
+    },
+    // A connection hook: (conn, data or reason), both from JSON (conn's query as its raw text, parsed here).
+    // parse 1: the argument is a client's message, given parsed if it is JSON and as text if not.
+    hook: function (index, connJSON, argJSON, parse) {
+      let out;
+      try {
+        const c = parseJSON(connJSON);
+        const conn = { id: c.id, path: c.path, params: c.params, query: parseQuery(c.query), transport: c.transport, user: c.user };
+        let arg = parseJSON(argJSON);
+        if (parse === 1) { try { arg = parseJSON(arg); } catch (e) { /* not JSON: the text itself */ } }
+        out = outcome(handlers[index](conn, arg), hooked);
+      } catch (e) {
+        out = rec({ e: errorInfo(e) });
+      }
+      return envelope(out);
     },
     // A GraphQL resolver: (args, context) from JSON; its value comes back as JSON text.
     resolve: function (index, argsJSON, contextJSON) {

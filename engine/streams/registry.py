@@ -33,7 +33,7 @@ from engine.streams.wire import chunk, encode_comment
 log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
-CONNECTION_ID = re.compile(r"[0-9a-f]{8}\.[A-Za-z0-9_-]{16}")
+CONNECTION_ID = re.compile(rules.CONNECTION_ID)
 
 
 class Transport(Protocol):
