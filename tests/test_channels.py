@@ -1,0 +1,221 @@
+"""Pattern streams and their channels: made on first read or send, each with its own ids, history
+and readers, freed when idle, bounded in number; what scripts may send to them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import MakeClient, make_config, wait_for
+from sse_client import SSEReader
+
+from engine.http.keys import BROKER, STREAMS
+
+
+async def read(client: TestClient, path: str, headers: dict[str, str] | None = None) -> SSEReader:
+    resp = await client.get(path, headers=headers)
+    assert resp.status == 200, await resp.text()
+    return SSEReader(resp)
+
+
+async def test_each_concrete_path_of_a_pattern_is_a_channel_of_its_own(engine_client: MakeClient) -> None:
+    client = await engine_client("channels.js")
+    a, b = await read(client, "/feeds/a"), await read(client, "/feeds/b")
+    await client.get("/ch/send", params={"path": "/feeds/a", "data": "for a"})
+    await client.get("/ch/send", params={"path": "/feeds/b", "data": "for b"})
+    first_a, first_b = await a.next(), await b.next()
+    assert (first_a.data, first_b.data) == ("for a", "for b")
+    epoch = client.app[BROKER].epoch
+    assert first_a.id == first_b.id == f"{epoch}-1"  # ids count per channel
+    # sending to the pattern reaches every channel of it; a plain send reaches all of them too
+    await client.get("/ch/broadcast", params={"path": "/feeds/{feed}", "data": "every feed"})
+    await client.get("/ch/broadcast", params={"data": "everyone"})
+    assert [e.data for e in await a.take(2)] == ["every feed", "everyone"]
+    assert [e.data for e in await b.take(2)] == ["every feed", "everyone"]
+    # each channel resumes from its own history
+    resumed = await read(client, "/feeds/a", {"Last-Event-ID": first_a.id})
+    assert [e.data for e in await resumed.take(2)] == ["every feed", "everyone"]
+    registry = client.app[STREAMS]
+    assert set(registry.streams["/feeds/{feed}"].channels) == {"/feeds/a", "/feeds/b"}
+
+
+async def test_a_send_makes_its_channel_and_a_late_reader_gets_its_history(engine_client: MakeClient) -> None:
+    client = await engine_client("channels.js")
+    await client.get("/ch/send", params={"path": "/feeds/late", "data": "before anyone read"})
+    assert "/feeds/late" in client.app[STREAMS].channels
+    reader = await read(client, "/feeds/late", {"Last-Event-ID": f"{client.app[BROKER].epoch}-0"})
+    assert (await reader.next()).data == "before anyone read"
+
+
+async def test_the_lean_front_serves_plain_pattern_channels(engine_client: MakeClient) -> None:
+    """A pattern with no hooks and no auth: its readers are lean like any plain stream's."""
+    client = await engine_client("channels.js")
+    reader_r, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /feeds/lean HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader_r.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"X-Connection-Id: " in head
+    server = client.server.runner.web_server  # type: ignore[union-attr]
+    assert not server.connections  # aiohttp never saw it
+    await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the lean reader")
+    await client.get("/ch/send", params={"path": "/feeds/lean", "data": "lean"})
+    assert b"data: lean" in await asyncio.wait_for(reader_r.readuntil(b"data: lean"), 5)
+    writer.close()
+
+
+@pytest.mark.parametrize("path", ["/feeds/a%2Fb", "/feeds/", "/feeds/%7Bx%7D", "/feeds/100%25", "/feeds/a/b",
+                                  "/feeds/a%2A", "/feeds//x", "/nope/x"])
+async def test_malformed_and_non_matching_channel_paths_are_404(engine_client: MakeClient, path: str) -> None:
+    client = await engine_client("channels.js")
+    resp = await client.get(path)
+    assert resp.status == 404, path
+    assert (await resp.json())["error"]["code"] == "not_found"
+    assert set(client.app[STREAMS].channels) == {"/rooms/lobby", "/me"}  # the plain streams: none was made
+
+
+async def test_a_path_that_two_patterns_match_goes_to_the_most_specific_for_readers_and_senders(
+    engine_client: MakeClient,
+) -> None:
+    """/rooms/lobby is a plain stream and a concrete path of /rooms/{room}; /x/general matches both
+    /x/{room} (a.js) and /{kind}/general (b.js), equally specific: the first loaded wins, for a
+    reader and a sender alike."""
+    client = await engine_client("channels.js", extra={
+        "a.js": 'registerWebStream("/x/{room}");\n'
+                'register("/a/send", (req) => { sendStreamMessageToPath(req.query.p, "a"); return "ok"; });',
+        "b.js": 'registerWebStream("/{kind}/general");',
+    })
+    lobby = await read(client, "/rooms/lobby")
+    assert "X-Connection-Id" in lobby.response.headers
+    await client.get("/ch/send", params={"path": "/rooms/lobby", "data": "to the lobby"})
+    event = await lobby.next()
+    assert (event.data, event.event) == ("to the lobby", None)  # no `connected` first: the plain stream has it
+    registry = client.app[STREAMS]
+    assert registry.channels["/rooms/lobby"].stream.path == "/rooms/lobby"
+    general = await read(client, "/x/general")
+    await client.get("/a/send", params={"p": "/x/general"})
+    assert (await general.next()).data == "a"
+    assert registry.channels["/x/general"].stream.path == "/x/{room}"
+    assert registry.match("/y/general")[0].path == "/{kind}/general"  # type: ignore[index]
+
+
+async def test_patterns_of_one_shape_from_two_scripts_conflict(engine_client: MakeClient) -> None:
+    client = await engine_client("channels.js", extra={"z.js": 'registerWebStream("/feeds/{id}");'})
+    listing = await (await client.get("/_engine/scripts")).json()
+    z = next(s for s in listing["scripts"] if s["name"] == "z.js")
+    assert z["status"] == "failed"
+    assert "/feeds/{id} is already registered by script channels.js (as /feeds/{feed})" in z["last_error"]
+
+
+async def test_what_scripts_may_and_may_not_send_to(engine_client: MakeClient) -> None:
+    client = await engine_client("channels.js")
+    out = await (await client.get("/ch/errors")).json()
+    expected = {
+        "to-pattern": "give one channel's path",
+        "to-encoded": "give one channel's path",
+        "to-unknown": "no stream is registered at \"/nope/x\"",
+        "to-deeper": "no stream is registered at \"/rooms/a/b\"",
+        "to-empty-param": "no stream is registered at \"/rooms/\"",
+        "to-channel": "ok",
+        "path-unknown": "no stream is registered at \"/nope/x\"",
+        "conn-bad-id": "the id must be a connection's id",
+        "conn-number-id": "the id must be a connection's id",
+        "conn-path": "options.path does not apply",
+        "conn-big": "limits.max_message_bytes",
+        "close-reason-type": "the reason must be a string",
+        "close-reason-long": "longer than 200 characters",
+        "same-shape": "/rooms/{id} is already registered by this script (as /rooms/{room})",
+        "star": "a stream path cannot end in '/*'",
+        "percent": "must not contain '%'",
+        "param-twice": "appears twice",
+        "half-param": "a parameter must be a whole segment",
+        "hook-type": "options.onConnect for /h1 must be a function or the name of one",
+        "hook-name": "'noSuchFunction' for /h2 is not a function defined in this script",
+        "auth-value": "options.auth must be \"required\" or left out",
+        "options-again": "already registered by this script; give its options in the first call",
+        "again": "ok",
+        "get-route-shape": "/rooms/{x} is a stream",
+    }
+    for label, fragment in expected.items():
+        assert fragment in out[label], (label, out[label])
+    await wait_for(lambda: "/rooms/made-by-a-send" in client.app[STREAMS].channels, what="the channel a send made")
+
+
+async def test_channels_are_bounded_and_idle_ones_are_freed(engine_client: MakeClient, scripts_dir) -> None:
+    """Readers asking for thousands of channels: past streams.max_channels each gets a 503 and none is
+    made; a reader's leaving does not free a channel at once (its history lives on for late
+    joiners), streams.history_ttl_seconds of idleness does."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_channels=40, history_ttl_seconds=600,
+                                             heartbeat_seconds=0.05))
+    client = await engine_client("channels.js", config=config)
+    registry, broker = client.app[STREAMS], client.app[BROKER]
+    opened = 0
+    for i in range(60):
+        resp = await client.get(f"/feeds/f{i}")
+        if resp.status == 200:
+            opened += 1
+            await client.get("/ch/send", params={"path": f"/feeds/f{i}", "data": "kept"})
+        else:
+            assert resp.status == 503
+            error = (await resp.json())["error"]
+            assert error["code"] == "too_many_channels" and "streams.max_channels" in error["message"]
+        resp.close()
+    assert opened == 40 - len([c for c in registry.channels.values() if not c.stream.pattern])
+    sem = asyncio.Semaphore(32)
+
+    async def attempt(i: int) -> int:
+        async with sem:
+            resp = await client.get(f"/feeds/g{i}")
+            resp.close()
+            return resp.status
+
+    statuses = await asyncio.gather(*(attempt(i) for i in range(2000)))
+    assert set(statuses) == {503}
+    assert len(registry.channels) == 40 and len(broker.channels) <= 40
+    # a send to a new channel past the bound: refused, and the sender's log says so
+    await client.get("/ch/send", params={"path": "/feeds/one-more", "data": "x"})
+    logs = await (await client.get("/_engine/scripts/channels.js/logs")).json()
+    assert any("was not sent" in line and "streams.max_channels" in line for line in logs["lines"])
+    # idle channels go with their history; then there is room again (the setting, shortened now that
+    # the storm is over, as if it had been this short all along)
+    registry.history_ttl = 0.2
+    await wait_for(lambda: len(registry.channels) < 5, what="idle channels to be freed")
+    assert not [p for p in broker.channels if p.startswith("/feeds/")]
+    resp = await client.get("/feeds/again")
+    assert resp.status == 200
+    resp.close()
+
+
+async def test_a_freed_channel_made_again_resets_a_reader_resuming_from_before(engine_client: MakeClient,
+                                                                                scripts_dir) -> None:
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, history_ttl_seconds=0.2, heartbeat_seconds=0.05))
+    client = await engine_client("channels.js", config=config)
+    reader = await read(client, "/feeds/x")
+    await client.get("/ch/send", params={"path": "/feeds/x", "data": "old"})
+    old = await reader.next()
+    reader.response.close()
+    await wait_for(lambda: "/feeds/x" not in client.app[STREAMS].channels, what="the channel to be freed")
+    await client.get("/ch/send", params={"path": "/feeds/x", "data": "new"})  # made again, numbered past the old
+    resumed = await read(client, "/feeds/x", {"Last-Event-ID": old.id})  # type: ignore[arg-type]
+    reset = await resumed.next()
+    assert reset.event == "reset" and "has left the history" in json.loads(reset.data)["reason"]
+    new = await resumed.next()
+    assert new.data == "new" and new.id != old.id
+
+
+async def test_engine_streams_lists_patterns_with_their_live_channels(engine_client: MakeClient) -> None:
+    client = await engine_client("channels.js")
+    a = await read(client, "/feeds/a")
+    await client.get("/ch/send", params={"path": "/feeds/a", "data": "1"})
+    await a.next()
+    info = await (await client.get("/_engine/streams")).json()
+    feeds = info["streams"]["/feeds/{feed}"]
+    assert feeds["channel_count"] == 1 and feeds["connections"] == 1 and feeds["messages_sent"] == 1
+    assert feeds["channels"]["/feeds/a"] == {"connections": 1, "messages_sent": 1, "history": 1,
+                                             "last_id": f"{client.app[BROKER].epoch}-1"}
+    assert info["streams"]["/rooms/{room}"]["hooks"] is True and info["streams"]["/inbox/{user}"]["auth"] is True
+    assert info["streams"]["/rooms/lobby"]["connections"] == 0
+    assert info["max_channels"] == 100000 and info["channels"] == len(client.app[STREAMS].channels)
