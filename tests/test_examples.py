@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "scripts"
 async def test_every_example_loads_and_answers(engine_client: MakeClient) -> None:
     client = await engine_client(config=make_config(EXAMPLES))
     health = await (await client.get("/health")).json()
-    assert health["scripts"] == {"loaded": 5, "failed": 0, "failed_names": []}
+    assert health["scripts"] == {"loaded": 6, "failed": 0, "failed_names": []}
     assert await (await client.get("/hello", params={"name": "Ada"})).text() == "Hello, Ada!\n"
     assert (await (await client.get("/hello/Grace")).json())["greeting"] == "Hello, Grace!"
     created = await client.post("/notes", json={"text": "buy milk"})
@@ -46,3 +46,24 @@ async def test_graphql_example_feeds_its_subscription_from_its_mutation(engine_c
     users = await client.post("/graphql", json={"query": "{ users { name } }"})
     assert await users.json() == {"data": {"users": [{"name": "Ada"}, {"name": "Bo"}]}}
     r.close()
+
+
+async def test_chat_example_over_plain_http(engine_client: MakeClient) -> None:
+    """What the chat's comment says to try with curl: read a room, post with the id it gave."""
+    client = await engine_client(config=make_config(EXAMPLES))
+    resp = await client.get("/rooms/general", params={"name": "curl"})
+    reader = SSEReader(resp)
+    connected = await reader.next()
+    cid = json.loads(connected.data)["id"]
+    assert connected.event == "connected" and resp.headers["X-Connection-Id"] == cid
+    welcome = json.loads((await reader.next()).data)
+    assert welcome == {"type": "welcome", "you": "curl", "id": cid, "room": "general", "members": ["curl"]}
+    assert json.loads((await reader.next()).data)["type"] == "join"
+    headers = {"X-Connection-Id": cid, "Content-Type": "application/json"}
+    assert await (await client.post("/rooms/general", data='"hello"', headers=headers)).json() == {"ok": True}
+    said = json.loads((await reader.next()).data)
+    assert (said["type"], said["name"], said["text"]) == ("message", "curl", "hello")
+    refused = await (await client.post("/rooms/general", data='"   "', headers=headers)).json()
+    assert refused["ok"] is False
+    bad_room = await client.get("/rooms/NOT-lower")
+    assert bad_room.status == 403 and "a room name is" in (await bad_room.json())["error"]["message"]
