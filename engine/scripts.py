@@ -448,11 +448,13 @@ class ScriptManager:
 
     def _add_stream(self, name: str, spec: StreamSpec) -> None:
         """registerWebStream called after the load (from a handler or timer)."""
-        problems = self._conflicts(name, [], [spec.path])
-        if problems:
-            self._script_line(name, "error", f"registerWebStream refused: {'; '.join(problems)}")
-        else:
+        try:
+            problems = self._conflicts(name, [], [spec.path])
+            if problems:
+                raise RouteConflict("; ".join(problems))
             self.streams.add(name, spec)
+        except RouteConflict as e:
+            self._script_line(name, "error", f"registerWebStream refused: {e}")
 
     @staticmethod
     def _stream(ctx: ScriptContext, c: AddStream) -> StreamSpec:

@@ -12,7 +12,10 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, make_config, wait_for
 from sse_client import SSEReader
 
+from engine.broker.memory import MemoryBroker
+from engine.errors import RouteConflict
 from engine.http.keys import BROKER, STREAMS
+from engine.streams.registry import StreamRegistry, StreamSpec
 
 
 async def read(client: TestClient, path: str, headers: dict[str, str] | None = None) -> SSEReader:
@@ -219,3 +222,16 @@ async def test_engine_streams_lists_patterns_with_their_live_channels(engine_cli
     assert info["streams"]["/rooms/{room}"]["hooks"] is True and info["streams"]["/inbox/{user}"]["auth"] is True
     assert info["streams"]["/rooms/lobby"]["connections"] == 0
     assert info["max_channels"] == 100000 and info["channels"] == len(client.app[STREAMS].channels)
+
+
+def test_the_registry_refuses_one_shape_twice_from_one_script() -> None:
+    """What the prelude refuses at the call, the registry refuses again (a forged command)."""
+    registry = StreamRegistry(MemoryBroker(10, 1 << 20, 1 << 30), 1 << 20, 100)
+    with pytest.raises(RouteConflict, match="already registered by this script"):
+        registry.replace("a.js", [StreamSpec("/r/{x}"), StreamSpec("/r/{y}")])
+    assert registry.streams == {}
+    registry.replace("a.js", [StreamSpec("/r/{x}")])
+    with pytest.raises(RouteConflict, match=r"\(as /r/\{x\}\)"):
+        registry.add("a.js", StreamSpec("/r/{y}"))
+    registry.replace("a.js", [StreamSpec("/r/{y}")])  # a reload may rename the parameter
+    assert registry.match("/r/1") == (registry.streams["/r/{y}"], {"y": "1"})

@@ -163,12 +163,18 @@ class StreamRegistry:
         return stream.owner if stream is not None else None
 
     def conflicts(self, owner: str, paths: Iterable[str]) -> list[str]:
+        """Why `owner` cannot have these streams: a shape another script has, or one shape twice."""
         problems = []
+        asked: dict[str, str] = {}
         for p in paths:
-            taken = self._by_key.get(pattern_key(p))
+            key = pattern_key(p)
+            taken = self._by_key.get(key)
             if taken is not None and taken.owner != owner:
                 problems.append(f"stream {p} is already registered by script {taken.owner}"
                                 + ("" if taken.path == p else f" (as {taken.path})"))
+            elif asked.get(key, p) != p:
+                problems.append(f"stream {p} is already registered by this script (as {asked[key]})")
+            asked.setdefault(key, p)
         return problems
 
     def replace(self, owner: str, specs: list[StreamSpec]) -> None:
@@ -194,6 +200,9 @@ class StreamRegistry:
     def add(self, owner: str, spec: StreamSpec) -> None:
         """One more stream for `owner` (a registration after its load): O(1), whatever else exists."""
         problems = self.conflicts(owner, [spec.path])
+        mine = self._by_key.get(pattern_key(spec.path))
+        if mine is not None and mine.path != spec.path:
+            problems.append(f"stream {spec.path} is already registered by this script (as {mine.path})")
         if problems:
             raise RouteConflict("; ".join(problems))
         if spec.path not in self.streams:
