@@ -66,16 +66,16 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
         path = raw_path.decode("ascii")
     except UnicodeDecodeError:
         return HAND_OVER
+    head_end = buf.find(b"\r\n\r\n", line_end)
+    if head_end < 0:  # matched once the head is whole: a head sent a byte at a time costs one match
+        return HAND_OVER if len(buf) > MAX_HEAD else NEED_MORE
+    if head_end + 4 != len(buf) or head_end > MAX_HEAD:  # pipelined bytes, or too long
+        return HAND_OVER
     # "%" forms of a path are left to aiohttp's decoding; aiohttp answers 404s, routes and 503s, and
     # serves streams whose readers need a token checked or a script asked.
     found = streams.match(path)
     if found is None or not found[0].plain or streams.full() or (
             path not in streams.channels and len(streams.channels) >= streams.max_channels):
-        return HAND_OVER
-    head_end = buf.find(b"\r\n\r\n", line_end)
-    if head_end < 0:
-        return HAND_OVER if len(buf) > MAX_HEAD else NEED_MORE
-    if head_end + 4 != len(buf) or head_end > MAX_HEAD:  # pipelined bytes, or too long
         return HAND_OVER
     last_event_id = request_id = None
     for line in buf[line_end + 2 : head_end].split(b"\r\n"):
