@@ -22,7 +22,7 @@ from graphql import DocumentNode, GraphQLError, GraphQLSchema, execute_sync, val
 from engine.graphql.cost import HERE, MIDDLEWARE, Budget
 from engine.graphql.execute import GraphQLParams
 from engine.sandbox.applier import Steps
-from engine.streams.registry import PING, StreamRegistry, Transport, write_all
+from engine.streams.registry import PING, StreamRegistry, Transport, write_all, write_one
 from engine.streams.wire import chunk, encode_event
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class SubscriptionHub:
 
     def _complete(self, group: Group, framed: bytes, why: str) -> None:
         for sub in list(group.members):
-            sub.transport.write(framed)
+            write_one(sub.transport, framed)
             self.remove(sub, why)
 
     def heartbeat(self) -> None:
@@ -215,11 +215,14 @@ class SubscriptionHub:
         for groups in list(self.groups.values()):
             for group in list(groups.values()):
                 for sub in list(group.members):
-                    sub.transport.write(COMPLETE)
+                    write_one(sub.transport, COMPLETE)
                     self.remove(sub, reason)
 
     def _write(self, group: Group, framed: bytes) -> None:
         for sub in write_all(group.members, framed, self.streams.max_buffer_bytes):
+            if sub.transport.is_closing():  # it went away; its handler has not noticed yet
+                self.remove(sub)
+                continue
             log.warning("closed a slow subscriber of %s", group.name)
             self.remove(sub, "slow consumer")
             sub.transport.abort()

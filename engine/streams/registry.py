@@ -117,14 +117,29 @@ R = TypeVar("R", bound=Reader)
 
 
 def write_all(readers: Iterable[R], framed: bytes, limit: int) -> list[R]:
-    """Write `framed` to every reader's transport, no await; return those now over `limit` unsent bytes."""
+    """Write `framed` to every reader's transport, no await; return those now over `limit` unsent
+    bytes, and those whose connection has closed under them (uvloop refuses a write to a closed
+    transport; a reader whose handler has not noticed yet must not cost the others their event)."""
     slow = []
     for reader in readers:
         t = reader.transport
-        t.write(framed)
+        try:
+            t.write(framed)
+        except (RuntimeError, OSError):
+            slow.append(reader)
+            continue
         if t.get_write_buffer_size() > limit:
             slow.append(reader)
     return slow
+
+
+def write_one(transport: Transport, framed: bytes) -> bool:
+    """One write that a closed connection cannot turn into an exception: False if it was closed."""
+    try:
+        transport.write(framed)
+    except (RuntimeError, OSError):
+        return False
+    return True
 
 
 class StreamRegistry:
@@ -362,8 +377,7 @@ class StreamRegistry:
         conn = self.connections.get(connection)
         if conn is None:
             return False
-        conn.transport.write(framed)
-        if conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
+        if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
         return True
 
@@ -372,7 +386,7 @@ class StreamRegistry:
         conn = self.connections.get(connection)
         if conn is None:
             return False
-        conn.transport.write(framed)
+        write_one(conn.transport, framed)
         self.detach(conn, reason)
         return True
 
@@ -381,6 +395,9 @@ class StreamRegistry:
             self._cut(conn)
 
     def _cut(self, conn: Connection) -> None:
+        if conn.transport.is_closing():  # it went away; its handler has not noticed yet
+            self.detach(conn)
+            return
         log.warning("closed a slow reader of %s: more than %d bytes unsent", conn.channel.path, self.max_buffer_bytes)
         self.detach(conn, "slow consumer")
         conn.transport.abort()  # drop its buffer now: memory stays bounded
