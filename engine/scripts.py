@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -86,12 +87,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _check_command(ctx: ScriptContext, command: Command) -> None:
+def _check_command(ctx: ScriptContext, command: Command, streams: StreamRegistry) -> None:
     """What only the engine can check or prepare in a command, run on the script's thread with the
-    others, off the event loop: a route is made (its key and shape worked out); a GraphQL fragment is
-    parsed, and the types its JS reported must be the ones its SDL declares. A syntax graphql-core
-    rejects fails the registration later, as usual."""
-    if isinstance(command, AddRoute):
+    others, off the event loop: a route is made (its key and shape worked out); a stream is checked
+    for overlaps with other scripts' streams (redone on the loop if they changed since); a GraphQL
+    fragment is parsed, and the types its JS reported must be the ones its SDL declares. A syntax
+    graphql-core rejects fails the registration later, as usual."""
+    if isinstance(command, AddStream):
+        version = streams.version
+        command.checked = (version, streams.overlaps(ctx.name, [command.path]))
+    elif isinstance(command, AddRoute):
         command.route = Route(command.method, command.path, ctx.name, ctx, command.handler)
     elif isinstance(command, AddField):
         try:
@@ -195,7 +200,8 @@ class ScriptManager:
         is closed and its thread joined."""
         record = self._record(name)
         record.attempted = _digest(source)
-        ctx = ScriptContext(name, self.config.limits, self._apply, self.background_error, _check_command)
+        ctx = ScriptContext(name, self.config.limits, self._apply, self.background_error,
+                            functools.partial(_check_command, streams=self.streams))
         try:
             return await self._load_into(record, ctx, source)
         finally:
@@ -213,7 +219,8 @@ class ScriptManager:
                 fields = [self._field(name, ctx, c) for c in env.commands if isinstance(c, AddField)]
             except SchemaProblem as e:
                 fields, env.error = [], env.error or ScriptError(name, f"invalid SDL for {e}")
-            streams = [self._stream(ctx, c) for c in env.commands if isinstance(c, AddStream)]
+            stream_commands = [c for c in env.commands if isinstance(c, AddStream)]
+            streams = [self._stream(ctx, c) for c in stream_commands]
             streams += [StreamSpec(SUBSCRIPTION_STREAM + f.name) for f in fields if f.kind == "subscription"]
             plan = self.routes.plan(name, routes)
             if len(self.routes) + len(routes) > _ROUTES_ON_A_THREAD:  # the new lookup tables, built off the loop
@@ -224,7 +231,8 @@ class ScriptManager:
             # From here to the swap, no await: what is checked is what is swapped in.
             if schema_change is not None:
                 schema_change = self.graphql.current(schema_change)
-                problems = self._conflicts(name, routes, [s.path for s in streams]) + schema_change.problems
+                problems = (self._conflicts(name, routes, [s.path for s in streams])
+                            + [p for c in stream_commands for p in self._overlaps(name, c)] + schema_change.problems)
                 if problems:
                     env.error = ScriptError(name, "; ".join(problems))
         except Exception as e:  # noqa: BLE001 - an engine bug: the script fails, the engine does not
@@ -423,7 +431,7 @@ class ScriptManager:
                 elif isinstance(c, REGISTRATIONS) and not self._is_current(ctx):
                     log.warning("%s: a registration from a replaced version was ignored", name)
                 elif isinstance(c, AddStream):
-                    self._add_stream(name, self._stream(ctx, c))
+                    self._add_stream(name, self._stream(ctx, c), self._overlaps(name, c))
                 elif isinstance(c, AddField):
                     try:
                         yield self._add_field(ctx, self._field(name, ctx, c))  # its schema is built on a thread
@@ -446,10 +454,16 @@ class ScriptManager:
         record = self.records.get(ctx.name)
         return record is not None and record.context is ctx
 
-    def _add_stream(self, name: str, spec: StreamSpec) -> None:
+    def _overlaps(self, name: str, c: AddStream) -> list[str]:
+        """The overlap check made off the loop, if nothing changed since; else made again here."""
+        if c.checked is not None and c.checked[0] == self.streams.version:
+            return c.checked[1]  # type: ignore[no-any-return]
+        return self.streams.overlaps(name, [c.path])
+
+    def _add_stream(self, name: str, spec: StreamSpec, overlaps: list[str] | None = None) -> None:
         """registerWebStream called after the load (from a handler or timer)."""
         try:
-            problems = self._conflicts(name, [], [spec.path])
+            problems = self._conflicts(name, [], [spec.path]) + (overlaps or [])
             if problems:
                 raise RouteConflict("; ".join(problems))
             self.streams.add(name, spec)

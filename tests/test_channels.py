@@ -14,7 +14,7 @@ from sse_client import SSEReader
 
 from engine.broker.memory import MemoryBroker
 from engine.errors import RouteConflict
-from engine.http.keys import BROKER, STREAMS
+from engine.http.keys import BROKER, SCRIPTS, STREAMS
 from engine.streams.registry import StreamRegistry, StreamSpec
 
 
@@ -78,17 +78,12 @@ async def test_malformed_and_non_matching_channel_paths_are_404(engine_client: M
     assert set(client.app[STREAMS].channels) == {"/rooms/lobby", "/me"}  # the plain streams: none was made
 
 
-async def test_a_path_that_two_patterns_match_goes_to_the_most_specific_for_readers_and_senders(
+async def test_a_path_that_two_streams_of_one_script_match_goes_to_the_most_specific(
     engine_client: MakeClient,
 ) -> None:
-    """/rooms/lobby is a plain stream and a concrete path of /rooms/{room}; /x/general matches both
-    /x/{room} (a.js) and /{kind}/general (b.js), equally specific: the first loaded wins, for a
-    reader and a sender alike."""
-    client = await engine_client("channels.js", extra={
-        "a.js": 'registerWebStream("/x/{room}");\n'
-                'register("/a/send", (req) => { sendStreamMessageToPath(req.query.p, "a"); return "ok"; });',
-        "b.js": 'registerWebStream("/{kind}/general");',
-    })
+    """/rooms/lobby is a plain stream and a concrete path of /rooms/{room}, both of channels.js: the
+    plain one (more specific) has it, for a reader and a sender alike."""
+    client = await engine_client("channels.js")
     lobby = await read(client, "/rooms/lobby")
     assert "X-Connection-Id" in lobby.response.headers
     await client.get("/ch/send", params={"path": "/rooms/lobby", "data": "to the lobby"})
@@ -96,11 +91,33 @@ async def test_a_path_that_two_patterns_match_goes_to_the_most_specific_for_read
     assert (event.data, event.event) == ("to the lobby", None)  # no `connected` first: the plain stream has it
     registry = client.app[STREAMS]
     assert registry.channels["/rooms/lobby"].stream.path == "/rooms/lobby"
-    general = await read(client, "/x/general")
-    await client.get("/a/send", params={"p": "/x/general"})
-    assert (await general.next()).data == "a"
-    assert registry.channels["/x/general"].stream.path == "/x/{room}"
-    assert registry.match("/y/general")[0].path == "/{kind}/general"  # type: ignore[index]
+    assert registry.match("/rooms/other")[0].path == "/rooms/{room}"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("first", "second", "overlap"), [
+    ('registerWebStream("/inbox/{user}", {auth: "required"});', 'registerWebStream("/inbox/alice");',
+     "stream /inbox/alice overlaps stream /inbox/{user} of script a.js"),
+    ('registerWebStream("/inbox/alice");', 'registerWebStream("/inbox/{user}", {auth: "required"});',
+     "stream /inbox/{user} overlaps stream /inbox/alice of script a.js"),
+    ('registerWebStream("/x/{room}");', 'registerWebStream("/{kind}/general");',
+     "stream /{kind}/general overlaps stream /x/{room} of script a.js"),
+])
+async def test_streams_of_two_scripts_may_not_share_a_channel_path(engine_client: MakeClient, first: str,
+                                                                     second: str, overlap: str) -> None:
+    """Otherwise one script could take the other's channel: a plain /inbox/alice beside another
+    script's /inbox/{user} (auth required) would serve alice's channel to anyone."""
+    client = await engine_client(extra={"a.js": first, "b.js": second})
+    scripts = {s["name"]: s for s in (await (await client.get("/_engine/scripts")).json())["scripts"]}
+    assert scripts["a.js"]["status"] == "loaded" and scripts["b.js"]["status"] == "failed"
+    assert overlap in scripts["b.js"]["last_error"]
+    # after the load too: a registration from a handler is refused, and the log says why
+    later = second.replace("registerWebStream(", "register(\"/later\", () => { registerWebStream(")
+    later = later.rstrip(";") + '; return "ok"; });'
+    record = await client.app[SCRIPTS].save("b.js", later)
+    assert record.status == "loaded"
+    assert await (await client.get("/later")).text() == "ok"
+    logs = await (await client.get("/_engine/scripts/b.js/logs")).json()
+    assert any("registerWebStream refused" in line and overlap in line for line in logs["lines"])
 
 
 async def test_patterns_of_one_shape_from_two_scripts_conflict(engine_client: MakeClient) -> None:

@@ -34,13 +34,14 @@ class AddRoute:
     route: Any = field(default=None, compare=False)  # the engine's route for it, once a check made one
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AddStream:
     path: str
     connect: int | None = None  # handler indexes of its hooks
     message: int | None = None
     disconnect: int | None = None
     auth: bool = False
+    checked: Any = field(default=None, compare=False)  # what a check off the loop found, and when
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,77 @@ def write_one(transport: Transport, framed: bytes) -> bool:
     return True
 
 
+class _Shapes:
+    """A trie of every registered stream's segments (`None` for a parameter), to find another
+    script's stream that some concrete path would match together with a new one."""
+
+    __slots__ = ("literal", "param", "end")
+
+    def __init__(self) -> None:
+        self.literal: dict[str, _Shapes] = {}
+        self.param: _Shapes | None = None
+        self.end: Stream | None = None
+
+    def insert(self, segments: list[str | None], stream: Stream) -> None:
+        node = self
+        for seg in segments:
+            if seg is None:
+                if node.param is None:
+                    node.param = _Shapes()
+                node = node.param
+            else:
+                node = node.literal.setdefault(seg, _Shapes())
+        node.end = stream
+
+    def remove(self, segments: list[str | None]) -> None:
+        trail: list[tuple[_Shapes, str | None]] = []
+        node: _Shapes | None = self
+        for seg in segments:
+            assert node is not None
+            trail.append((node, seg))
+            node = node.param if seg is None else node.literal.get(seg)
+            if node is None:
+                return
+        assert node is not None
+        node.end = None
+        for parent, seg in reversed(trail):  # drop the branch's nodes that now lead nowhere
+            child = parent.param if seg is None else parent.literal[seg]
+            if child.end is not None or child.literal or child.param is not None:
+                break
+            if seg is None:
+                parent.param = None
+            else:
+                del parent.literal[seg]
+
+    def overlapping(self, segments: list[str | None], owner: str) -> Stream | None:
+        """A stream not of `owner` that shares a concrete path with `segments`. Safe to run on
+        another thread while the loop changes the trie: each step reads one node at once (the
+        answer may then be stale, which the registry's version tells)."""
+        stack: list[tuple[_Shapes, int]] = [(self, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth == len(segments):
+                end = node.end
+                if end is not None and end.owner != owner:
+                    return end
+                continue
+            seg = segments[depth]
+            param = node.param
+            if param is not None:
+                stack.append((param, depth + 1))
+            if seg is None:
+                stack.extend((child, depth + 1) for child in list(node.literal.values()))
+            else:
+                child = node.literal.get(seg)
+                if child is not None:
+                    stack.append((child, depth + 1))
+        return None
+
+
+def _segments(path: str) -> list[str | None]:
+    return [None if seg.startswith("{") else seg for seg in path.split("/")[1:]]
+
+
 class StreamRegistry:
     """Every stream path and pattern, who owns it, its live channels, and who is reading them."""
 
@@ -161,6 +232,8 @@ class StreamRegistry:
         self.connection_count = 0  # readers here and GraphQL subscriptions (the hub counts its own in)
         self.on_detach: Callable[[Connection, str], None] | None = None  # for connections with `info`
         self._by_key: dict[str, Stream] = {}  # "/rooms/{}" -> its stream: parameter names do not matter
+        self._shapes = _Shapes()
+        self.version = 0  # bumped by every registration or removal: an overlap check older than it is redone
         self._table = RouteTable()  # matches concrete paths to patterns
         self._read: set[Channel] = set()  # channels with at least one reader
         self._idle: OrderedDict[Channel, float] = OrderedDict()  # pattern channels nobody reads, oldest first
@@ -190,6 +263,18 @@ class StreamRegistry:
             elif asked.get(key, p) != p:
                 problems.append(f"stream {p} is already registered by this script (as {asked[key]})")
             asked.setdefault(key, p)
+        return problems
+
+    def overlaps(self, owner: str, paths: Iterable[str]) -> list[str]:
+        """Why `owner` cannot have these streams: another script's stream shares a concrete path
+        with one (`/inbox/alice` inside `/inbox/{user}`), so one would take the other's channel.
+        Its cost is a walk of the streams a path could meet; it may run off the loop (see version)."""
+        problems = []
+        for p in paths:
+            other = self._shapes.overlapping(_segments(p), owner)
+            if other is not None and pattern_key(other.path) != pattern_key(p):  # one shape: `conflicts` says so
+                problems.append(f"stream {p} overlaps stream {other.path} of script {other.owner}: a channel "
+                                "path would belong to both")
         return problems
 
     def replace(self, owner: str, specs: list[StreamSpec]) -> None:
@@ -231,6 +316,8 @@ class StreamRegistry:
                         hooks=spec.hooks, auth=spec.auth)
         self.streams[spec.path] = stream
         self._by_key[pattern_key(spec.path)] = stream
+        self._shapes.insert(_segments(spec.path), stream)
+        self.version += 1
         if not pattern:  # its one channel, for as long as it is registered (not counted as made on demand)
             self.channels[spec.path] = stream.channels[spec.path] = Channel(spec.path, stream, {})
         return stream
@@ -238,6 +325,8 @@ class StreamRegistry:
     def _remove(self, stream: Stream) -> None:
         del self.streams[stream.path]
         del self._by_key[pattern_key(stream.path)]
+        self._shapes.remove(_segments(stream.path))
+        self.version += 1
         for channel in list(stream.channels.values()):
             self._free(channel, "the stream was removed")
 
