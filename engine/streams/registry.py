@@ -177,7 +177,7 @@ class _Shapes:
         node.end = None
         for parent, seg in reversed(trail):  # drop the branch's nodes that now lead nowhere
             child = parent.param if seg is None else parent.literal[seg]
-            if child.end is not None or child.literal or child.param is not None:
+            if child is None or child.end is not None or child.literal or child.param is not None:
                 break
             if seg is None:
                 parent.param = None
