@@ -21,7 +21,7 @@ from engine.auth import Claims, Verifier
 from engine.broker.base import Broker
 from engine.errors import ScriptError, ScriptGone
 from engine.sandbox.context import HookAnswer, ScriptContext
-from engine.streams.registry import Channel, Connection, Stream, StreamRegistry
+from engine.streams.registry import Connection, Stream, StreamRegistry
 from engine.streams.wire import chunk, encode_event
 
 log = logging.getLogger("engine.streams")
@@ -46,6 +46,7 @@ class ConnInfo:
     id: str
     conn: str  # {id, path, params, query, transport, user} as JSON: what every hook is given
     stream: Stream
+    authenticated: bool  # it came with a valid token
     pending: int = 0  # its messages waiting for onMessage
     ended: bool = False  # its onDisconnect is queued (or was not owed)
     expiry: asyncio.TimerHandle | None = None  # its token's `exp`
@@ -60,6 +61,10 @@ class Accepted:
 
 class Refused(Exception):
     """onConnect said no (returned false, or threw: the thrown message is the reason)."""
+
+
+class Busy(Exception):
+    """The script version is too far behind on the onDisconnect calls it owes to take on more."""
 
 
 class NoHandler(Exception):
@@ -86,21 +91,26 @@ class ConnectionHooks:
         self._drains: set[asyncio.Task[None]] = set()
         registry.on_detach = self._detached
 
-    async def connect(self, stream: Stream, channel: Channel, cid: str, raw_query: str, transport: str,
-                      user: Claims | None) -> Accepted:
-        """Ask onConnect (if the stream has one) about a reader not yet attached. Raises Refused, or
-        the ScriptError of a hook that failed. A reader whose client leaves while onConnect runs is
-        still owed its onDisconnect if onConnect then says yes."""
-        info = ConnInfo(cid, json.dumps({"id": cid, "path": channel.path, "params": channel.params,
-                                         "query": raw_query, "transport": transport,
-                                         "user": None if user is None else user.values}), stream)
+    async def connect(self, stream: Stream, path: str, params: dict[str, str], cid: str, raw_query: str,
+                      transport: str, user: Claims | None) -> Accepted:
+        """Ask onConnect (if the stream has one) about a reader of channel `path` not yet attached (its
+        channel is made only once it is accepted). Raises Refused, or the ScriptError of a hook that
+        failed. A reader whose client leaves while onConnect runs is still owed its onDisconnect if
+        onConnect then says yes. What the script sends to the connection while onConnect runs is
+        held for it; a closeConnection then refuses it (onDisconnect gets the reason)."""
+        info = ConnInfo(cid, json.dumps({"id": cid, "path": path, "params": params, "query": raw_query,
+                                         "transport": transport, "user": None if user is None else user.values}),
+                        stream, user is not None)
         hooks = stream.hooks
         first: list[bytes] = []
         cursor = None
         if hooks is not None:
-            first.append(event(json.dumps({"id": cid, "path": channel.path, "params": channel.params}), "connected"))
+            if len(self._owed.get(hooks.target, ())) >= self.registry.max_connections:
+                raise Busy(f"the script owes {self.registry.max_connections} onDisconnect calls still; retry later")
+            first.append(event(json.dumps({"id": cid, "path": path, "params": params}), "connected"))
             if hooks.connect is not None:
-                cursor = self.broker.cursor(channel.path)
+                cursor = self.broker.cursor(path)
+                self.registry.expect(cid, stream.owner)
                 task = asyncio.ensure_future(hooks.target.hook(hooks.connect, "onConnect", info.conn, "null"))
                 try:
                     answer = await asyncio.shield(task)
@@ -111,10 +121,16 @@ class ConnectionHooks:
                     if type(e) is ScriptError:  # a throw: the script's own refusal, in its own words
                         raise Refused(e.message.removeprefix("Error: ")[:200]) from None
                     raise
+                finally:
+                    held = self.registry.unexpect(cid)
                 if answer.refused:
                     raise Refused("the stream's onConnect refused this connection")
                 if answer.text is not None and not (answer.json and answer.text == "true"):
                     first.append(event(answer.text))
+                first.extend(held.frames)
+                if held.closed is not None:  # closeConnection while onConnect ran: accepted, then ended
+                    self.release(info, held.closed)
+                    raise Refused(held.closed)
         if user is not None:
             left = self.verifier.seconds_left(user)
             if left is not None:
@@ -138,7 +154,7 @@ class ConnectionHooks:
         if info is None:  # it connected before its stream had hooks (a reload added them)
             info = conn.info = ConnInfo(conn.id, json.dumps({
                 "id": conn.id, "path": conn.channel.path, "params": conn.channel.params, "query": "",
-                "transport": "sse", "user": None}), conn.channel.stream)
+                "transport": "sse", "user": None}), conn.channel.stream, False)
         if info.pending >= self.max_client_messages:
             raise TooManyMessages(f"connection {conn.id} already has {info.pending} messages waiting "
                                   "(streams.max_client_messages); retry once they are answered")
@@ -194,10 +210,13 @@ class ConnectionHooks:
             with ctx.held():
                 while queue:
                     batch = [queue.popleft() for _ in range(min(DISCONNECT_BATCH, len(queue)))]
-                    results = await asyncio.gather(*(ctx.hook(i, "onDisconnect", c, a) for i, c, a in batch),
-                                                   return_exceptions=True)
+                    results = await asyncio.gather(*(ctx.hook(i, "onDisconnect", c, a, owed=True)
+                                                     for i, c, a in batch), return_exceptions=True)
                     for r in results:
                         if isinstance(r, ScriptGone):
+                            if queue:
+                                log.warning("%s: %d onDisconnect calls not run: the version that owed them "
+                                            "closed first", ctx.name, len(queue))
                             queue.clear()
                         elif isinstance(r, ScriptError):
                             self.on_error(ctx, r, "onDisconnect")

@@ -39,12 +39,12 @@ class Outbox:
         elif isinstance(command, SendSubscription):
             yield from self._send_subscription(script, command)
         elif isinstance(command, SendTo):
-            if not self.broker.send_to(command.connection, command.data, command.event):
-                self.script_line(script, "warning", f"sendToConnection: no connection {command.connection} is open "
-                                 "(it ended); the message was not sent")
-        elif not self.broker.close(command.connection, command.reason):
-            self.script_line(script, "warning", f"closeConnection: no connection {command.connection} is open "
-                             "(it ended already)")
+            if not self.broker.send_to(command.connection, command.data, command.event, script):
+                self.script_line(script, "warning", f"sendToConnection: no connection {command.connection} of this "
+                                 "script's streams is open (it ended); the message was not sent")
+        elif not self.broker.close(command.connection, command.reason, script):
+            self.script_line(script, "warning", f"closeConnection: no connection {command.connection} of this "
+                             "script's streams is open (it ended already)")
 
     def _send(self, script: str, command: Send) -> Steps:
         try:

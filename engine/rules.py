@@ -18,6 +18,7 @@ ROUTE_PATH_MAX = 1024
 STREAM_PATH_MAX = 200
 # An SSE event name goes on its own `event:` line: short, and nothing that could start another field.
 EVENT_NAME = "^[A-Za-z0-9_.:-]{1,64}$"
+ENGINE_EVENTS = ("connected", "close", "reset")  # the engine's own events: no script may send one
 GRAPHQL_NAME = "^[_A-Za-z][_0-9A-Za-z]*$"
 GRAPHQL_NAME_MAX = 128
 MAX_LOG_LINE = 16384  # characters; a longer line is cut, and says so
@@ -44,7 +45,8 @@ def for_js() -> dict[str, object]:
             "routePathMax": ROUTE_PATH_MAX, "streamPathMax": STREAM_PATH_MAX, "eventName": EVENT_NAME,
             "graphqlName": GRAPHQL_NAME, "graphqlNameMax": GRAPHQL_NAME_MAX, "maxLogLine": MAX_LOG_LINE,
             "maxSdlChars": MAX_SDL_CHARS, "engineStreams": ENGINE_STREAMS, "maxHeaders": MAX_HEADERS,
-            "maxHeaderChars": MAX_HEADER_CHARS, "connectionId": CONNECTION_ID, "maxReason": MAX_REASON}
+            "maxHeaderChars": MAX_HEADER_CHARS, "connectionId": CONNECTION_ID, "maxReason": MAX_REASON,
+            "engineEvents": ENGINE_EVENTS}
 
 
 def is_reserved(path: str) -> bool:
@@ -116,6 +118,9 @@ def channel_problem(path: str) -> str | None:
 
 
 def event_problem(name: str) -> str | None:
+    if name in ENGINE_EVENTS:
+        own = ", ".join(ENGINE_EVENTS)
+        return f"event name {name!r} is the engine's own ({own}): a client could not tell them apart"
     if _EVENT.match(name) and "\n" not in name:  # `$` also matches before a final newline
         return None
     return f"event name must be 1 to 64 of A-Z a-z 0-9 _ . : -, got {name[:60]!r}"

@@ -142,7 +142,7 @@ async def test_send_to_connection_reaches_one_reader_and_is_not_kept(engine_clie
     await wait_for(lambda: alice.id not in client.app[STREAMS].connections, what="alice to go")
     await client.get("/ch/to", params={"id": alice.id})
     logs = await (await client.get("/_engine/scripts/channels.js/logs")).json()
-    assert any(f"no connection {alice.id} is open" in line for line in logs["lines"])
+    assert any(f"no connection {alice.id} of this script's streams is open" in line for line in logs["lines"])
 
 
 async def test_close_connection_ends_the_reader_with_a_reason_and_runs_ondisconnect(engine_client: MakeClient) -> None:

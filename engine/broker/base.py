@@ -20,11 +20,11 @@ class Node(Protocol):
     def deliver(self, path: str, framed: bytes) -> None:
         """One event of channel `path`, framed for the wire, for every reader of it here."""
 
-    def deliver_to(self, connection: str, framed: bytes) -> bool:
-        """One event for one reader, if it is here (True)."""
+    def deliver_to(self, connection: str, framed: bytes, owner: str | None = None) -> bool:
+        """One event for one reader, if it is here and on a stream of `owner` (any, if None): True."""
 
-    def close_connection(self, connection: str, framed: bytes, reason: str) -> bool:
-        """A last event for one reader, then its end, if it is here (True)."""
+    def close_connection(self, connection: str, framed: bytes, reason: str, owner: str | None = None) -> bool:
+        """A last event for one reader, then its end, if it is here and on a stream of `owner`: True."""
 
 
 class Broker(Protocol):
@@ -37,11 +37,12 @@ class Broker(Protocol):
     def publish(self, channel: str, data: str, event: str | None = None) -> None:
         """Number, frame and keep one message, and deliver it."""
 
-    def send_to(self, connection: str, data: str, event: str | None = None) -> bool:
-        """One message to one connection, wherever it is; not numbered, not kept. False if no node has it."""
+    def send_to(self, connection: str, data: str, event: str | None = None, owner: str | None = None) -> bool:
+        """One message to one connection, wherever it is, if it reads a stream of `owner` (a script
+        addresses only its own streams' connections); not numbered, not kept. False if none has it."""
 
-    def close(self, connection: str, reason: str) -> bool:
-        """End one connection, wherever it is, with a `close` event saying why. False if no node has it."""
+    def close(self, connection: str, reason: str, owner: str | None = None) -> bool:
+        """End one connection, wherever it is, with a `close` event saying why. False if none has it."""
 
     def since(self, channel: str, last_event_id: str | None) -> Replay:
         """What a reader resuming after `last_event_id` gets; a reset rather than an error for any id."""

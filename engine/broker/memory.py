@@ -57,13 +57,13 @@ class MemoryBroker:
         for node in self._nodes:
             node.deliver(channel, framed)
 
-    def send_to(self, connection: str, data: str, event: str | None = None) -> bool:
+    def send_to(self, connection: str, data: str, event: str | None = None, owner: str | None = None) -> bool:
         framed = chunk(encode_event(data, None, event))
-        return any(node.deliver_to(connection, framed) for node in self._nodes)
+        return any(node.deliver_to(connection, framed, owner) for node in self._nodes)
 
-    def close(self, connection: str, reason: str) -> bool:
+    def close(self, connection: str, reason: str, owner: str | None = None) -> bool:
         framed = chunk(encode_event(json.dumps({"reason": reason}), None, "close"))
-        return any(node.close_connection(connection, framed, reason) for node in self._nodes)
+        return any(node.close_connection(connection, framed, reason, owner) for node in self._nodes)
 
     def since(self, channel: str, last_event_id: str | None) -> Replay:
         """Whatever the client sent, this answers: an id that is not one of ours is a `reset`."""

@@ -15,12 +15,12 @@ from aiohttp import web
 
 from engine import rules
 from engine.auth import SECRET_PARAMS, Claims, Forbidden, Unauthorized, Verifier
-from engine.connections import NoHandler, Refused, TooManyMessages
+from engine.connections import Busy, NoHandler, Refused, TooManyMessages
 from engine.errors import HTTPError
 from engine.http.keys import AUTH, CONFIG, HOOKS, STREAMS
 from engine.http.request import read_body
 from engine.streams.registry import Stream
-from engine.streams.sse import check_room, open_channel, serve_sse
+from engine.streams.sse import channels_full, check_room, open_channel, serve_sse
 
 _JSON_TYPES = ("application/json", "text/json")
 _ALLOW = "GET, POST, OPTIONS"
@@ -66,19 +66,44 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
     if stream.plain:
         return await serve_sse(request, open_channel(registry, path), registry, config, rid)
     check_room(registry)
+    if not registry.room_for(path):  # before a script is asked
+        raise channels_full(registry)
+    found = registry.match(path)
+    assert found is not None
     user = _user(request, stream, path) if stream.auth or stream.hooks is not None else None
-    channel = open_channel(registry, path)
     cid = registry.new_id()
     hooks = app[HOOKS]
+    # The version whose hooks take this reader stays up until it is attached (or its onDisconnect is
+    # queued): a reload in between must not close it under the reader it accepted.
+    unhold = stream.hooks.target.hold() if stream.hooks is not None else _nothing
     try:
-        accepted = await hooks.connect(stream, channel, cid, _query_for_scripts(request), "sse", user)
-    except Refused as e:
-        raise HTTPError(403, "refused", f"the stream refused this connection: {e}") from None
+        accepted = await hooks.connect(stream, path, found[1], cid, _query_for_scripts(request), "sse", user)
+    except BaseException as e:
+        unhold()
+        if isinstance(e, Refused):
+            raise HTTPError(403, "refused", f"the stream refused this connection: {e}") from None
+        if isinstance(e, Busy):
+            raise HTTPError(503, "script_busy", str(e)) from None
+        raise
+    ended = "the client went away"
     try:
+        # Made only now: a reader refused makes no channel. The stream may have gone or changed
+        # while onConnect ran (a reload): then this reader is not attached to what replaced it.
+        found = registry.match(path)
+        if found is None or found[0] is not stream:
+            ended = "the stream was removed"
+            raise HTTPError(503, "stream_changed", f"the stream at {path} changed while this reader was being "
+                            "connected; retry")
+        channel = open_channel(registry, path)
         return await serve_sse(request, channel, registry, config, rid, first=accepted.first, info=accepted.info,
-                               resume_from=accepted.cursor, connection_id=cid)
+                               resume_from=accepted.cursor, connection_id=cid, on_attached=unhold)
     finally:
-        hooks.release(accepted.info, "the client went away")
+        hooks.release(accepted.info, ended)
+        unhold()
+
+
+def _nothing() -> None:
+    pass
 
 
 async def post_message(request: web.Request, cid: str, rid: str) -> web.Response:

@@ -149,11 +149,13 @@ class ScriptContext:
             return self._raise_js(out["e"])
         return UNDEFINED
 
-    async def hook(self, index: int, what: str, conn: str, arg: str, parse: bool = False) -> HookAnswer:
+    async def hook(self, index: int, what: str, conn: str, arg: str, parse: bool = False,
+                   owed: bool = False) -> HookAnswer:
         """Call a connection hook with `conn` and `arg`, both JSON text; with `parse`, `arg` is a string
-        the hook gets parsed if it is JSON (a client's message). Raises a ScriptError for a throw, a
-        limit or a value that cannot be a message."""
-        out = await self._call("hook", what, index, conn, arg, 1 if parse else 0)
+        the hook gets parsed if it is JSON (a client's message). An `owed` call (onDisconnect) is not
+        refused for the calls already waiting: clients cannot crowd it out (its own queue is bounded).
+        Raises a ScriptError for a throw, a limit or a value that cannot be a message."""
+        out = await self._call("hook", what, index, conn, arg, 1 if parse else 0, owed=owed)
         if "f" in out:
             return HookAnswer(refused=True)
         text = out.get("t", out.get("j"))
@@ -168,8 +170,11 @@ class ScriptContext:
             return self._raise_js(out["e"])  # type: ignore[no-any-return]
         return HookAnswer()
 
-    async def _call(self, dispatcher: str, what: str, *args: Any) -> dict[str, Any]:
+    async def _call(self, dispatcher: str, what: str, *args: Any, owed: bool = False) -> dict[str, Any]:
         """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one."""
+        if owed:
+            with self.held():
+                return await self._call_once(dispatcher, what, *args)
         if self._inflight >= self._limits.max_pending_calls:
             raise ScriptBusy(self.name, f"{self._inflight} calls already wait on this script "
                              "(limits.max_pending_calls)")
@@ -183,13 +188,25 @@ class ScriptContext:
     def held(self) -> Iterator[None]:
         """Counts as one call in flight while it lasts: a retiring version waits for it before it
         closes (work owed to this version, such as connections' onDisconnect, is done on it)."""
-        self._inflight += 1
+        release = self.hold()
         try:
             yield
         finally:
-            self._inflight -= 1
-            if self._inflight == 0 and self._idle is not None:
-                self._idle.set()
+            release()
+
+    def hold(self) -> Callable[[], None]:
+        """`held` across code that cannot be one block: call the result (once or more) to let go."""
+        self._inflight += 1
+        let_go = False
+
+        def release() -> None:
+            nonlocal let_go
+            if not let_go:
+                let_go = True
+                self._inflight -= 1
+                if self._inflight == 0 and self._idle is not None:
+                    self._idle.set()
+        return release
 
     async def _call_once(self, dispatcher: str, what: str, *args: Any) -> Outcome:
         env = await self._submit(self._t_dispatch, dispatcher, *args)

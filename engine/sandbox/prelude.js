@@ -438,6 +438,9 @@
       if (typeof event !== "string" || !test(EVENT_NAME, event)) {
         throw hostError(fn + ": options.event must be a name of 1 to 64 letters, digits, _ . : or -, got " + describe(event));
       }
+      for (let i = 0; i < RULES.engineEvents.length; i++) {
+        if (event === RULES.engineEvents[i]) throw hostError(fn + ": options.event " + describe(event) + " is the engine's own (" + arrJoin(RULES.engineEvents, ", ") + "): a client could not tell them apart");
+      }
       out.event = event;
     }
     if (path !== undefined) {

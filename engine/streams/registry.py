@@ -47,6 +47,16 @@ class TooManyChannels(Exception):
     """A new channel would pass `streams.max_channels`."""
 
 
+@dataclass(eq=False, slots=True)
+class Held:
+    """What a script sent to, or did with, a connection its onConnect has not answered for yet."""
+
+    owner: str  # the script whose stream it is: no other may address it
+    frames: list[bytes] = field(default_factory=list)
+    size: int = 0
+    closed: str | None = None  # closeConnection's reason
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
     """What a script asks for when it registers a stream: the path, its hooks (opaque here), auth."""
@@ -229,6 +239,7 @@ class StreamRegistry:
         self.channels: dict[str, Channel] = {}  # by concrete path; counted against max_channels
         self.private: dict[str, Channel] = {}  # the engine's own (admin) streams: not served by path lookup
         self.connections: dict[str, Connection] = {}  # by id
+        self.held: dict[str, Held] = {}  # connections whose onConnect is running, by id
         self.connection_count = 0  # readers here and GraphQL subscriptions (the hub counts its own in)
         self.on_detach: Callable[[Connection, str], None] | None = None  # for connections with `info`
         self._by_key: dict[str, Stream] = {}  # "/rooms/{}" -> its stream: parameter names do not matter
@@ -360,10 +371,18 @@ class StreamRegistry:
             return None
         return found.route.target, found.params
 
+    def room_for(self, path: str) -> bool:
+        """Could `open(path)` have its channel (it exists, or one more fits)?"""
+        return path in self.channels or len(self.channels) < self.max_channels
+
     def open(self, path: str) -> Channel | None:
-        """The channel at `path`, made if need be; None if no stream has it. Raises TooManyChannels."""
+        """The channel at `path`, made if need be; None if no stream has it. Raises TooManyChannels.
+        An idle channel opened counts as used now: it is not freed under whoever opened it."""
         channel = self.channels.get(path)
         if channel is not None:
+            if channel in self._idle:
+                self._idle.move_to_end(channel)
+                self._idle[channel] = self.clock()
             return channel
         found = self.match(path)
         if found is None:
@@ -405,11 +424,11 @@ class StreamRegistry:
         return freed
 
     def _free(self, channel: Channel, reason: str) -> None:
-        for conn in list(channel.connections):
-            self.detach(conn, reason)
         self._idle.pop(channel, None)
         self.channels.pop(channel.path, None)
         channel.stream.channels.pop(channel.path, None)
+        for conn in list(channel.connections):
+            self.detach(conn, reason)
         self.broker.forget(channel.path)
 
     # ---- readers -----------------------------------------------------------------------------
@@ -443,8 +462,11 @@ class StreamRegistry:
             self.connection_count -= 1
             if not channel.connections:
                 self._read.discard(channel)
-                if channel.stream.pattern and channel.path in self.channels:
-                    self._idle[channel] = self.clock()
+                if channel.stream.pattern and self.channels.get(channel.path) is channel:
+                    if self.broker.describe(channel.path)[0]:
+                        self._idle[channel] = self.clock()  # its history lives on for late joiners, a while
+                    else:
+                        self._free(channel, "empty")  # nothing to keep: a reader's visit leaves nothing
             if conn.info is not None and self.on_detach is not None:
                 self.on_detach(conn, reason)
         conn.end(reason)
@@ -461,19 +483,42 @@ class StreamRegistry:
                 self._idle[channel] = self.clock()
             self._write_all(channel, framed)
 
-    def deliver_to(self, connection: str, framed: bytes) -> bool:
-        """One event for one reader only, if it is here."""
+    def expect(self, connection: str, owner: str) -> None:
+        """A connection whose onConnect runs now: what its script sends it meanwhile is held."""
+        self.held[connection] = Held(owner)
+
+    def unexpect(self, connection: str) -> Held:
+        return self.held.pop(connection)
+
+    def deliver_to(self, connection: str, framed: bytes, owner: str | None = None) -> bool:
+        """One event for one reader only, if it is here (and on a stream of `owner`, when given)."""
         conn = self.connections.get(connection)
         if conn is None:
+            held = self.held.get(connection)
+            if held is None or (owner is not None and held.owner != owner):
+                return False
+            held.size += len(framed)
+            if held.size > self.max_buffer_bytes:
+                held.closed = held.closed or "slow consumer"
+            else:
+                held.frames.append(framed)
+            return True
+        if owner is not None and conn.channel.stream.owner != owner:
             return False
         if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
         return True
 
-    def close_connection(self, connection: str, framed: bytes, reason: str) -> bool:
-        """Send `framed` (the notice), then end the reader, if it is here."""
+    def close_connection(self, connection: str, framed: bytes, reason: str, owner: str | None = None) -> bool:
+        """Send `framed` (the notice), then end the reader, if it is here (and on a stream of `owner`)."""
         conn = self.connections.get(connection)
         if conn is None:
+            held = self.held.get(connection)
+            if held is None or (owner is not None and held.owner != owner):
+                return False
+            held.closed = held.closed or reason
+            return True
+        if owner is not None and conn.channel.stream.owner != owner:
             return False
         write_one(conn.transport, framed)
         self.detach(conn, reason)

@@ -150,12 +150,17 @@ def check_room(registry: StreamRegistry) -> None:
                         "(streams.max_connections); retry later")
 
 
+def channels_full(registry: StreamRegistry) -> HTTPError:
+    return HTTPError(503, "too_many_channels",
+                     f"{registry.max_channels} channels are open (streams.max_channels); retry later")
+
+
 def open_channel(registry: StreamRegistry, path: str) -> Channel:
     """The channel a reader asked for, made if need be: 404 if no stream has it, 503 past max_channels."""
     try:
         channel = registry.open(path)
-    except TooManyChannels as e:
-        raise HTTPError(503, "too_many_channels", f"{e}; retry later") from None
+    except TooManyChannels:
+        raise channels_full(registry) from None
     if channel is None:
         raise HTTPError(404, "not_found", f"nothing is registered at {path}")
     return channel
@@ -168,7 +173,7 @@ def last_event_id(request: web.Request) -> str | None:
 async def serve_sse(
     request: web.Request, channel: Channel, registry: StreamRegistry, config: StreamsConfig, request_id: str,
     cors: bool = True, first: tuple[bytes, ...] = (), info: Any = None, resume_from: str | None = None,
-    connection_id: str | None = None,
+    connection_id: str | None = None, on_attached: Callable[[], None] | None = None,
 ) -> web.StreamResponse:
     """Serve one reader until it or the server ends it. `resume_from`: where to replay from when the
     client gave no id (a reader whose onConnect ran gets what was sent while it ran)."""
@@ -183,6 +188,8 @@ async def serve_sse(
     given = last_event_id(request)
     conn = begin_reading(registry, channel, transport, given or resume_from, config.retry_ms,
                          ender(ended), cid, first, info, implicit=given is None and resume_from is not None)
+    if on_attached is not None:
+        on_attached()
     try:
         await ended
     finally:
