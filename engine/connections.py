@@ -199,29 +199,32 @@ class ConnectionHooks:
         queue = self._owed.get(ctx)
         if queue is None:
             queue = self._owed[ctx] = deque()
-            task = asyncio.get_running_loop().create_task(self._drain(ctx, queue))
+            # Held from now, not from when the task first runs: a version retiring in between would
+            # otherwise see nothing in flight and close with the call owed.
+            task = asyncio.get_running_loop().create_task(self._drain(ctx, queue, ctx.hold()))
             self._drains.add(task)
             task.add_done_callback(self._drains.discard)
         queue.append((hooks.disconnect, info.conn, json.dumps(reason)))
 
-    async def _drain(self, ctx: ScriptContext, queue: deque[tuple[int, str, str]]) -> None:
+    async def _drain(self, ctx: ScriptContext, queue: deque[tuple[int, str, str]],
+                     release: Callable[[], None]) -> None:
         """Run a version's owed onDisconnects, a few at a time; it stays open until they are done."""
         try:
-            with ctx.held():
-                while queue:
-                    batch = [queue.popleft() for _ in range(min(DISCONNECT_BATCH, len(queue)))]
-                    results = await asyncio.gather(*(ctx.hook(i, "onDisconnect", c, a, owed=True)
-                                                     for i, c, a in batch), return_exceptions=True)
-                    for r in results:
-                        if isinstance(r, ScriptGone):
-                            if queue:
-                                log.warning("%s: %d onDisconnect calls not run: the version that owed them "
-                                            "closed first", ctx.name, len(queue))
-                            queue.clear()
-                        elif isinstance(r, ScriptError):
-                            self.on_error(ctx, r, "onDisconnect")
-                        elif isinstance(r, BaseException):
-                            log.error("onDisconnect of %s failed inside the engine: %r", ctx.name, r)
+            while queue:
+                batch = [queue.popleft() for _ in range(min(DISCONNECT_BATCH, len(queue)))]
+                results = await asyncio.gather(*(ctx.hook(i, "onDisconnect", c, a, owed=True)
+                                                 for i, c, a in batch), return_exceptions=True)
+                for r in results:
+                    if isinstance(r, ScriptGone):
+                        if queue:
+                            log.warning("%s: %d onDisconnect calls not run: the version that owed them "
+                                        "closed first", ctx.name, len(queue))
+                        queue.clear()
+                    elif isinstance(r, ScriptError):
+                        self.on_error(ctx, r, "onDisconnect")
+                    elif isinstance(r, BaseException):
+                        log.error("onDisconnect of %s failed inside the engine: %r", ctx.name, r)
         finally:
             self._owed.pop(ctx, None)
+            release()
 

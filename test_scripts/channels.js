@@ -10,6 +10,8 @@ registerWebStream("/rooms/{room}", {
     if (conn.query.deny === "1") return false;
     if (conn.query.throw === "1") throw new Error("room " + conn.params.room + " is closed");
     if (conn.query.spin) spin(Number(conn.query.spin));
+    if (conn.query.dm === "1") sendToConnection(conn.id, "early", { event: "dm" });
+    if (conn.query.closeSelf === "1") { closeConnection(conn.id, "not today"); return { type: "never seen" }; }
     if (conn.query.wait) return new Promise((resolve) => setTimeout(() => resolve({ type: "welcome", late: true }), Number(conn.query.wait)));
     sendStreamMessageToPath(conn.path, { type: "join", id: conn.id });
     if (conn.query.quiet === "1") return undefined;
@@ -68,6 +70,8 @@ register("/ch/errors", () => {
   attempt("to-empty-param", () => sendStreamMessageToPath("/rooms/", "x"));
   attempt("to-channel", () => sendStreamMessageToPath("/rooms/made-by-a-send", "x"));
   attempt("path-unknown", () => sendStreamMessage("x", { path: ["/rooms/a", "/nope/x"] }));
+  attempt("event-reserved", () => sendStreamMessageToPath("/rooms/a", "x", { event: "connected" }));
+  attempt("event-reserved-to", () => sendToConnection(someId, "x", { event: "reset" }));
   attempt("conn-bad-id", () => sendToConnection("nope", "x"));
   attempt("conn-number-id", () => sendToConnection(5, "x"));
   attempt("conn-path", () => sendToConnection(someId, "x", { path: "/rooms/a" }));

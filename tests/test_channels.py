@@ -139,6 +139,8 @@ async def test_what_scripts_may_and_may_not_send_to(engine_client: MakeClient) -
         "to-empty-param": "no stream is registered at \"/rooms/\"",
         "to-channel": "ok",
         "path-unknown": "no stream is registered at \"/nope/x\"",
+        "event-reserved": "options.event \"connected\" is the engine's own (connected, close, reset)",
+        "event-reserved-to": "options.event \"reset\" is the engine's own",
         "conn-bad-id": "the id must be a connection's id",
         "conn-number-id": "the id must be a connection's id",
         "conn-path": "options.path does not apply",

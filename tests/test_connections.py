@@ -376,3 +376,95 @@ async def test_streams_without_hooks_send_no_new_events(engine_client: MakeClien
     await client.get("/ch/send", params={"path": "/feeds/a", "data": "first"})
     event = await reader.next()
     assert (event.data, event.event) == ("first", None)
+
+
+async def test_what_onconnect_sends_to_its_own_reader_arrives_after_its_first_event(engine_client: MakeClient) -> None:
+    client = await engine_client(ROOMS)
+    alice = await join(client, "/rooms/red", {"dm": "1"})
+    assert alice.welcome["type"] == "welcome"
+    early = await alice.reader.next()
+    assert (early.data, early.event, early.id) == ("early", "dm", None)
+    assert await alice.next_json() == {"type": "join", "id": alice.id}
+
+
+async def test_closeconnection_during_onconnect_refuses_it_and_says_goodbye(engine_client: MakeClient) -> None:
+    client = await engine_client(ROOMS)
+    resp = await client.get("/rooms/red", params={"closeSelf": "1"})
+    assert resp.status == 403
+    assert "not today" in (await resp.json())["error"]["message"]
+    await wait_for(lambda: _disconnects_any(client), what="onDisconnect")
+    [left] = (await seen(client))["disconnects"]
+    assert left["reason"] == "not today"
+    assert not client.app[STREAMS].connections and not client.app[STREAMS].held
+
+
+async def test_a_refused_or_passing_reader_leaves_no_channel_behind(engine_client: MakeClient, scripts_dir) -> None:
+    """max_channels cannot be used up by readers that are refused, or that come and go on a channel
+    nobody has sent to: neither leaves a channel."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_channels=8))
+    client = await engine_client(ROOMS, config=config)
+    registry = client.app[STREAMS]
+    for i in range(30):
+        resp = await client.get(f"/rooms/r{i}", params={"deny": "1"})
+        assert resp.status == 403
+        resp = await client.get(f"/feeds/f{i}")
+        assert resp.status == 200
+        resp.close()
+        await wait_for(lambda i=i: f"/feeds/f{i}" not in registry.channels, what="the passing reader's channel to go")
+    assert not [p for p, c in registry.channels.items() if c.stream.pattern]
+    alice = await join(client, "/rooms/fine")
+    assert alice.welcome["room"] == "fine"
+
+
+async def test_a_stream_removed_while_onconnect_runs_turns_the_reader_away(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="engine")
+    client = await engine_client(ROOMS)
+    pending = asyncio.ensure_future(client.get("/rooms/red", params={"wait": "400"}))
+    await wait_for(lambda: client.app[STREAMS].held, what="onConnect to start")
+    record = await client.app[SCRIPTS].save(ROOMS, 'register("/ch/seen", () => "reloaded");')
+    assert record.status == "loaded"
+    resp = await pending
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "stream_changed"
+    await wait_for(lambda: any("] left " in r.getMessage() for r in caplog.records), what="the owed onDisconnect")
+    [line] = [r.getMessage() for r in caplog.records if "] left " in r.getMessage()]
+    assert line.endswith(": the stream was removed")
+    assert not client.app[STREAMS].connections and "/rooms/red" not in client.app[STREAMS].channels
+
+
+async def test_owed_ondisconnect_calls_are_not_crowded_out_by_busy_clients(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """limits.max_pending_calls refuses clients' calls past it, never the onDisconnect a connection is owed."""
+    caplog.set_level(logging.INFO, logger="engine")
+    client = await engine_client(ROOMS, max_pending_calls=3)
+    members = [await join(client, f"/rooms/r{i}") for i in range(6)]
+    busy = [asyncio.ensure_future(say(client, "/rooms/r0", members[0], {"wait": 500, "n": i})) for i in range(3)]
+    context = client.app[SCRIPTS].records[ROOMS].context
+    await wait_for(lambda: context._inflight >= 3, what="the script to be busy")
+    refused = await say(client, "/rooms/r1", members[1], {"echo": "x"})
+    assert refused.status == 503 and (await refused.json())["error"]["code"] == "script_busy"
+    for m in members[1:]:
+        m.reader.response.close()
+    assert [r.status for r in await asyncio.gather(*busy)] == [200, 200, 200]
+    expected = {f"[channels.js] left {m.id}: the client went away" for m in members[1:]}
+    await wait_for(lambda: expected <= {r.getMessage() for r in caplog.records}, what="every owed onDisconnect")
+
+
+async def test_a_script_addresses_only_its_own_streams_connections(engine_client: MakeClient) -> None:
+    other = """
+register("/o/to", (req) => { sendToConnection(req.query.id, "from another script"); return "ok"; });
+register("/o/close", (req) => { closeConnection(req.query.id, "hijacked"); return "ok"; });
+"""
+    client = await engine_client(ROOMS, extra={"other.js": other})
+    alice = await join(client, "/rooms/red")
+    await alice.next_json()
+    await client.get("/o/to", params={"id": alice.id})
+    await client.get("/o/close", params={"id": alice.id})
+    await client.get("/ch/to", params={"id": alice.id, "data": "from the owner"})
+    assert (await alice.reader.next()).data == "from the owner"  # nothing of other.js's came first
+    assert alice.id in client.app[STREAMS].connections
+    logs = await (await client.get("/_engine/scripts/other.js/logs")).json()
+    assert sum(f"no connection {alice.id} of this script's streams" in line for line in logs["lines"]) == 2
