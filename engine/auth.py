@@ -127,7 +127,7 @@ class Verifier:
             raise Unauthorized("the token is not from this issuer (auth.issuer)") from None
         except jwt.InvalidSignatureError:
             raise Unauthorized("the token's signature does not verify") from None
-        except jwt.PyJWTError as e:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as e:  # PyJWT lets int(exp) errors out
             raise Unauthorized(f"the token is not valid ({str(e)[:100]})") from None
         if not isinstance(payload, dict):
             raise Unauthorized("the token's payload is not an object")
@@ -138,7 +138,8 @@ class Verifier:
             raise Unauthorized(f"the token's channels claim must be a list of at most {MAX_CHANNELS_CLAIM} stream "
                                "paths or patterns")
         exp = payload.get("exp")
-        return Claims(payload, float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None)
+        # PyJWT checked `exp` as int(exp) would read it (a string of digits too): so it is read here.
+        return Claims(payload, None if exp is None else float(int(exp)))
 
     @staticmethod
     def may_read(claims: Claims, path: str) -> bool:

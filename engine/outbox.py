@@ -8,14 +8,14 @@ what cannot be done is said in the sender's log, never dropped in silence.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from engine.broker.base import Broker
 from engine.graphql.schema import SUBSCRIPTION_STREAM, GraphQLRegistry
 from engine.graphql.subscriptions import SubscriptionHub
 from engine.sandbox.applier import Steps
 from engine.sandbox.commands import Close, Send, SendSubscription, SendTo
-from engine.streams.registry import StreamRegistry, TooManyChannels
+from engine.streams.registry import Channel, StreamRegistry, TooManyChannels
 
 ScriptLine = Callable[[str, str, str], None]  # (script, level, message): a line in the script's log
 
@@ -47,15 +47,30 @@ class Outbox:
                              "script's streams is open (it ended already)")
 
     def _send(self, script: str, command: Send) -> Steps:
-        try:
-            channels = self.streams.targets(command.paths)
-        except TooManyChannels as e:
-            paths = ", ".join(command.paths or ())
-            self.script_line(script, "error", f"a message to {paths[:200]} was not sent: {e}")
-            return
-        for channel in channels:
-            self.broker.publish(channel.path, command.data, command.event)
+        for channel in self._channels(script, command.paths):
+            if self.streams.live(channel):  # a channel freed between two steps is not written to
+                self.broker.publish(channel.path, command.data, command.event)
             yield None
+
+    def _channels(self, script: str, paths: tuple[str, ...] | None) -> Iterator[Channel]:
+        """The channels a send reaches, found one path at a time (the send yields between them): for
+        each path, every channel of the stream registered at it, else the channel at it, made if need
+        be. A path no stream has is skipped; one whose channel cannot be made is said in the log."""
+        if paths is None:
+            yield from self.streams.broadcast_channels()
+            return
+        for path in paths:
+            stream = self.streams.streams.get(path)
+            if stream is not None:
+                yield from list(stream.channels.values())
+                continue
+            try:
+                channel = self.streams.open(path)
+            except TooManyChannels as e:
+                self.script_line(script, "error", f"a message to {path} was not sent: {e}")
+                continue
+            if channel is not None:
+                yield channel
 
     def _send_subscription(self, script: str, command: SendSubscription) -> Steps:
         """sendSubscriptionMessage: to the field's subscribers, and as sent to its plain stream."""

@@ -14,8 +14,12 @@ from sse_client import SSEReader
 
 from engine.broker.memory import MemoryBroker
 from engine.errors import RouteConflict
+from engine.graphql.schema import GraphQLRegistry
+from engine.graphql.subscriptions import SubscriptionHub
 from engine.http.keys import BROKER, SCRIPTS, STREAMS
-from engine.streams.registry import StreamRegistry, StreamSpec
+from engine.outbox import Outbox
+from engine.sandbox.commands import Send
+from engine.streams.registry import SWEEP_BATCH, StreamRegistry, StreamSpec
 
 
 async def read(client: TestClient, path: str, headers: dict[str, str] | None = None) -> SSEReader:
@@ -254,3 +258,54 @@ def test_the_registry_refuses_one_shape_twice_from_one_script() -> None:
         registry.add("a.js", StreamSpec("/r/{y}"))
     registry.replace("a.js", [StreamSpec("/r/{y}")])  # a reload may rename the parameter
     assert registry.match("/r/1") == (registry.streams["/r/{y}"], {"y": "1"})
+
+
+def _outbox(max_channels: int = 100) -> tuple[Outbox, StreamRegistry, MemoryBroker, list[str]]:
+    broker = MemoryBroker(10, 1 << 20, 1 << 30)
+    registry = StreamRegistry(broker, 1 << 20, 100, max_channels=max_channels)
+    lines: list[str] = []
+
+    async def no_resolver(*args: object) -> None:
+        raise AssertionError("no GraphQL here")
+
+    outbox = Outbox(registry, broker, GraphQLRegistry(no_resolver),  # type: ignore[arg-type]
+                    SubscriptionHub(registry, 100, 100), lambda script, level, line: lines.append(line))
+    registry.replace("a.js", [StreamSpec("/f/{x}"), StreamSpec("/plain")])
+    return outbox, registry, broker, lines
+
+
+def test_a_channel_freed_while_a_send_is_under_way_is_skipped_not_written_to() -> None:
+    """A send to a pattern's every channel hands the loop to others between two channels; one freed
+    in between must not be written to (the broker would keep its history for a channel nobody has)."""
+    outbox, registry, broker, _ = _outbox()
+    channels = [registry.open(f"/f/{i}") for i in range(3)]
+    steps = outbox.apply("a.js", Send("hello", None, ("/f/{x}",)))
+    next(steps)  # the first channel has it
+    registry._free(channels[1], "idle")  # the way sweep frees one, between two steps
+    for _ in steps:
+        pass
+    assert sorted(broker.channels) == ["/f/0", "/f/2"]
+    assert all(broker.describe(f"/f/{i}")[0] == 1 for i in (0, 2))
+
+
+def test_a_send_to_several_paths_reaches_those_it_can_when_one_channel_cannot_be_made() -> None:
+    outbox, registry, broker, lines = _outbox(max_channels=2)
+    registry.open("/f/a")
+    for _ in outbox.apply("a.js", Send("hello", None, ("/f/a", "/f/new", "/plain"))):
+        pass
+    assert broker.describe("/f/a")[0] == 1 and broker.describe("/plain")[0] == 1
+    assert "/f/new" not in registry.channels and "/f/new" not in broker.channels
+    assert len(lines) == 1 and "a message to /f/new was not sent" in lines[0] and "streams.max_channels" in lines[0]
+
+
+async def test_many_idle_channels_are_freed_a_batch_per_step_of_the_loop() -> None:
+    now = [0.0]
+    broker = MemoryBroker(10, 1 << 20, 1 << 30)
+    registry = StreamRegistry(broker, 1 << 20, 100, max_channels=10_000, history_ttl=60, clock=lambda: now[0])
+    registry.replace("a.js", [StreamSpec("/f/{x}")])
+    for i in range(1200):
+        registry.open(f"/f/{i}")
+    now[0] = 61.0
+    assert registry.sweep() == SWEEP_BATCH
+    assert len(registry.channels) == 1200 - SWEEP_BATCH  # the rest wait for the loop's next steps
+    await wait_for(lambda: not registry.channels, what="the rest of the idle channels to go")

@@ -76,6 +76,8 @@ async def test_a_stream_that_needs_a_token_refuses_a_reader_without_one(engine_c
     (lambda: "x" * 5000, "longer than 4096"),
     (lambda: token(nbf=int(time.time()) + 600), "not valid"),
     (lambda: token(exp="tomorrow"), "not valid"),
+    (lambda: token(exp=[1]), "not valid"),  # PyJWT's int(exp) raises TypeError, not its own error
+    (lambda: _signed('{"sub": "a", "exp": Infinity}'), "not valid"),  # and OverflowError here
     (lambda: token(channels="/inbox/alice"), "channels claim must be a list"),
     (lambda: token(channels=["/inbox/{user}/*"]), "channels claim must be a list"),
     (lambda: _forged_header(), "not accepted"),
@@ -87,6 +89,15 @@ async def test_every_bad_token_is_a_401_before_any_event(engine_client: MakeClie
     await refused(client, "/inbox/alice", 401, fragment, headers={"Authorization": f"Bearer {bad}"})
     # the same token by the query and the cookie: the same answer
     await refused(client, "/inbox/alice", 401, fragment, params={"token": bad})
+
+
+def _signed(payload: str, secret: str = SECRET) -> str:
+    """A token with exactly this payload text, HS256-signed by hand (PyJWT would refuse a PEM as
+    the secret, as it should, and cannot write Infinity)."""
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    head = part(b'{"alg":"HS256","typ":"JWT"}') + "." + part(payload.encode())
+    return head + "." + part(hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest())
 
 
 def _forged_header() -> str:
@@ -144,18 +155,10 @@ async def test_public_key_tokens(engine_client: MakeClient, scripts_dir, tmp_pat
         await refused(client, "/inbox/alice", 401, "signature", params={"token": token(key=other, alg=alg)})
         # HS256 signed with the public key's text as the secret: the algorithm-confusion attack. HS256
         # checks against its own secret here, and where no secret is set it is not accepted at all.
-        await refused(client, "/inbox/alice", 401, "signature", params={"token": _hmac_signed(pem(key))})
+        await refused(client, "/inbox/alice", 401, "signature", params={"token": _signed('{"sub": "x"}', pem(key))})
     client = await engine(engine_client, scripts_dir, jwt_secret="", jwt_public_key=pem(key))
     await refused(client, "/inbox/alice", 401, f"'HS256' are not accepted (only {alg})",
-                  params={"token": _hmac_signed(pem(key))})
-
-
-def _hmac_signed(secret: str) -> str:
-    """A token signed by hand (PyJWT refuses a PEM as an HMAC key, as it should)."""
-    def b64(raw: bytes) -> str:
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps({"sub": "x"}).encode())
-    return head + "." + b64(hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest())
+                  params={"token": _signed('{"sub": "x"}', pem(key))})
 
 
 def test_bad_auth_settings_stop_start_up(tmp_path: Path) -> None:
@@ -176,9 +179,12 @@ async def test_no_keys_configured_means_no_token_is_valid(engine_client: MakeCli
     await refused(client, "/inbox/alice", 401, "accepts no tokens", params={"token": token()})
 
 
-async def test_an_expiring_token_ends_its_connection_at_exp(engine_client: MakeClient, scripts_dir) -> None:
+@pytest.mark.parametrize("as_text", [False, True])  # PyJWT takes "exp": "1767225600" too: so must the timer
+async def test_an_expiring_token_ends_its_connection_at_exp(engine_client: MakeClient, scripts_dir,
+                                                           as_text: bool) -> None:
     client = await engine(engine_client, scripts_dir)
-    soon = token(exp=int(time.time()) + 2)
+    at = int(time.time()) + 2
+    soon = token(exp=str(at) if as_text else at)
     resp = await client.get("/me", headers={"Authorization": f"Bearer {soon}"})
     assert resp.status == 200
     reader = SSEReader(resp)

@@ -34,6 +34,7 @@ log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
 CONNECTION_ID = re.compile(rules.CONNECTION_ID)
+SWEEP_BATCH = 500  # idle channels freed in one step of the loop: 100,000 expiring at once is 200 steps
 
 
 class Transport(Protocol):
@@ -394,33 +395,28 @@ class StreamRegistry:
         self._idle[channel] = self.clock()
         return channel
 
-    def targets(self, paths: tuple[str, ...] | list[str] | None) -> list[Channel]:
-        """The channels a send reaches: every channel of every broadcast stream, or for each of
-        `paths` all channels of the stream registered at it, else the channel at it (made if need
-        be). A path no stream has is skipped; TooManyChannels if one cannot be made."""
-        if paths is None:
-            return [c for s in self.streams.values() if s.broadcast for c in s.channels.values()]
-        out: list[Channel] = []
-        for p in paths:
-            stream = self.streams.get(p)
-            if stream is not None:
-                out.extend(stream.channels.values())
-            else:
-                channel = self.open(p)
-                if channel is not None:
-                    out.append(channel)
-        return out
+    def broadcast_channels(self) -> list[Channel]:
+        """What `sendStreamMessage(data)` reaches: every channel of every broadcast stream, now."""
+        return [c for s in self.streams.values() if s.broadcast for c in s.channels.values()]
+
+    def live(self, channel: Channel) -> bool:
+        """Is `channel` still the one served at its path (not freed, not replaced, since it was found)?"""
+        return self.channels.get(channel.path) is channel
 
     def sweep(self) -> int:
-        """Free the pattern channels nobody has read or sent to for `history_ttl` seconds."""
+        """Free the pattern channels nobody has read or sent to for `history_ttl` seconds, at most
+        SWEEP_BATCH of them; when there are more, the rest go in later steps of the loop, so that
+        freeing many never holds it up."""
         cutoff = self.clock() - self.history_ttl
         freed = 0
-        while self._idle:
+        while self._idle and freed < SWEEP_BATCH:
             channel, since = next(iter(self._idle.items()))
             if since > cutoff:
-                break
+                return freed
             self._free(channel, "idle")
             freed += 1
+        if freed == SWEEP_BATCH:
+            asyncio.get_running_loop().call_soon(self.sweep)
         return freed
 
     def _free(self, channel: Channel, reason: str) -> None:
