@@ -29,6 +29,7 @@ MAX_HEADER_CHARS = 8192  # one header's name and value together (what clients re
 ENGINE_STREAMS = "/graphql/"  # GraphQL subscriptions' streams: sendSubscriptionMessage only
 CONNECTION_ID = "^[0-9a-f]{8}\\.[A-Za-z0-9_-]{16}$"  # this node, then 96 random bits
 MAX_REASON = 200  # characters of a closeConnection reason
+MAX_CONN_QUERY = 2048  # characters of query a hooked stream's reader may bring: its `conn` is kept while it reads
 
 _RESERVED = [re.compile(r) for r in RESERVED]
 _BAD_PATH = re.compile(BAD_PATH_CHARS)

@@ -333,6 +333,11 @@ async def test_a_huge_or_undecodable_message_is_refused(engine_client: MakeClien
     resp = await say(client, "/rooms/red", alice, data=b"\xff\xfe", content_type="text/plain")
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_message"
     assert (await say(client, "/rooms/red", alice, {"echo": "fine"})).status == 200
+    # a reply no UTF-8 can carry (a lone surrogate, which JSON can spell): replaced, not a 500
+    resp = await say(client, "/rooms/red", alice, {"echo": "a\ud800b"})
+    assert resp.status == 200 and (await resp.text())[::2] == "ab"
+    resp = await say(client, "/rooms/red", alice, {"echo": {"s": "a\ud800b"}})  # as JSON: escaped, kept
+    assert resp.status == 200 and await resp.json() == {"s": "a\ud800b"}
 
 
 async def test_a_message_storm_from_one_client_is_bounded_and_others_are_unaffected(
@@ -468,3 +473,12 @@ register("/o/close", (req) => { closeConnection(req.query.id, "hijacked"); retur
     assert alice.id in client.app[STREAMS].connections
     logs = await (await client.get("/_engine/scripts/other.js/logs")).json()
     assert sum(f"no connection {alice.id} of this script's streams" in line for line in logs["lines"]) == 2
+
+
+async def test_a_hooked_streams_reader_brings_a_bounded_query(engine_client: MakeClient) -> None:
+    client = await engine_client(ROOMS)
+    resp = await client.get("/rooms/red", params={"pad": "x" * 3000})
+    assert resp.status == 414 and (await resp.json())["error"]["code"] == "query_too_long"
+    assert (await seen(client))["connects"] == []
+    alice = await join(client, "/rooms/red", {"pad": "x" * 1000})
+    assert alice.welcome["room"] == "red"

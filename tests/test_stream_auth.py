@@ -24,7 +24,7 @@ from sse_client import SSEReader
 from engine.auth import Verifier
 from engine.config import AuthConfig
 from engine.errors import ConfigError
-from engine.http.keys import STREAMS
+from engine.http.keys import SCRIPTS, STREAMS
 
 SECRET = "s3cret-that-is-long-enough-for-hs256!!"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -196,3 +196,33 @@ async def test_an_expiring_token_ends_its_connection_at_exp(engine_client: MakeC
     await wait_for(lambda: not client.app[STREAMS].connections, what="the connection to go")
     logs = await (await client.get("/ch/seen")).json()
     assert [d["reason"] for d in logs["disconnects"]] == ["the token expired"]
+
+
+async def test_a_reload_that_makes_a_stream_need_a_token_ends_its_readers_without_one(
+    engine_client: MakeClient, scripts_dir,
+) -> None:
+    before = """
+registerWebStream("/open/{id}", { onConnect() { return undefined; } });
+registerWebStream("/plain");
+register("/say", () => { sendStreamMessageToPath("/open/1", "after"); return "ok"; });
+"""
+    config = replace(make_config(scripts_dir), auth=AuthConfig(jwt_secret=SECRET))
+    client = await engine_client(config=config, extra={"gate.js": before})
+    anonymous = SSEReader(await client.get("/open/1"))
+    plain = SSEReader(await client.get("/plain"))
+    alice = SSEReader(await client.get("/open/1", headers={"Authorization": f"Bearer {token()}"}))
+    for reader in (anonymous, alice):
+        assert (await reader.next()).event == "connected"
+    record = await client.app[SCRIPTS].save("gate.js", before.replace("{ onConnect", '{ auth: "required", onConnect')
+                                            .replace('registerWebStream("/plain")',
+                                                     'registerWebStream("/plain", { auth: "required" })'))
+    assert record.status == "loaded", record.last_error
+    for reader in (anonymous, plain):
+        close = await reader.next()
+        assert close.event == "close" and json.loads(close.data) == {"reason": "the stream now needs a token"}
+        assert await reader.ended()
+    await client.get("/say")
+    assert (await alice.next()).data == "after"  # a reader that came with a token reads on
+    assert len(client.app[STREAMS].connections) == 1
+    resp = await client.get("/open/1")
+    assert resp.status == 401

@@ -66,6 +66,10 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
     if stream.plain:
         return await serve_sse(request, open_channel(registry, path), registry, config, rid)
     check_room(registry)
+    query = _query_for_scripts(request)
+    if len(query) > rules.MAX_CONN_QUERY:
+        raise HTTPError(414, "query_too_long", f"a query of more than {rules.MAX_CONN_QUERY} characters (a token "
+                        "aside); the connection keeps it (conn.query) as long as it reads")
     if not registry.room_for(path):  # before a script is asked
         raise channels_full(registry)
     found = registry.match(path)
@@ -77,7 +81,7 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
     # queued): a reload in between must not close it under the reader it accepted.
     unhold = stream.hooks.target.hold() if stream.hooks is not None else _nothing
     try:
-        accepted = await hooks.connect(stream, path, found[1], cid, _query_for_scripts(request), "sse", user)
+        accepted = await hooks.connect(stream, path, found[1], cid, query, "sse", user)
     except BaseException as e:
         unhold()
         if isinstance(e, Refused):
@@ -138,8 +142,9 @@ async def post_message(request: web.Request, cid: str, rid: str) -> web.Response
     headers = _cors(request)
     if answer.text is None:
         return web.Response(status=204, headers=headers)
-    content = "application/json" if answer.json else "text/plain"
-    return web.Response(text=answer.text, content_type=content, charset="utf-8", headers=headers)
+    headers["Content-Type"] = "application/json" if answer.json else "text/plain; charset=utf-8"
+    # as a route's body: a lone surrogate in a text reply becomes U+FFFD, not an encoding error
+    return web.Response(body=answer.text.encode("utf-8", "replace"), headers=headers)
 
 
 def preflight(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ instead of slowing anyone else. The registry never knows which broker runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -28,12 +29,14 @@ from engine import rules
 from engine.broker.base import Broker, Replay
 from engine.errors import RouteConflict
 from engine.routes import Match, Route, RouteTable, pattern_key
-from engine.streams.wire import chunk, encode_comment
+from engine.streams.wire import chunk, encode_comment, encode_event
 
 log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
 CONNECTION_ID = re.compile(rules.CONNECTION_ID)
+NEEDS_TOKEN_REASON = "the stream now needs a token"
+NEEDS_TOKEN = chunk(encode_event(json.dumps({"reason": NEEDS_TOKEN_REASON}), None, "close"))
 SWEEP_BATCH = 500  # idle channels freed in one step of the loop: 100,000 expiring at once is 200 steps
 
 
@@ -305,6 +308,8 @@ class StreamRegistry:
             if kept is None:
                 self._make(owner, spec)
             else:
+                if spec.auth and not kept.auth:
+                    self._drop_anonymous(kept)
                 kept.hooks, kept.auth = spec.hooks, spec.auth
         self._table.replace(owner, [Route("GET", s.path, owner, self.streams[s.path], 0) for s in specs
                                     if self.streams[s.path].pattern])
@@ -333,6 +338,13 @@ class StreamRegistry:
         if not pattern:  # its one channel, for as long as it is registered (not counted as made on demand)
             self.channels[spec.path] = stream.channels[spec.path] = Channel(spec.path, stream, {})
         return stream
+
+    def _drop_anonymous(self, stream: Stream) -> None:
+        """A reload made `stream` need a token: readers that came without one may not read on."""
+        for channel in list(stream.channels.values()):
+            for conn in [c for c in channel.connections if not getattr(c.info, "authenticated", False)]:
+                write_one(conn.transport, NEEDS_TOKEN)
+                self.detach(conn, NEEDS_TOKEN_REASON)
 
     def _remove(self, stream: Stream) -> None:
         del self.streams[stream.path]
