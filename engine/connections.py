@@ -21,8 +21,8 @@ from engine.auth import Claims, Verifier
 from engine.broker.base import Broker
 from engine.errors import ScriptError, ScriptGone
 from engine.sandbox.context import HookAnswer, ScriptContext
+from engine.streams.event import Event, notice
 from engine.streams.registry import Connection, Stream, StreamRegistry
-from engine.streams.wire import chunk, encode_event
 
 log = logging.getLogger("engine.streams")
 DISCONNECT_BATCH = 16  # onDisconnect calls one script version runs at once
@@ -55,7 +55,7 @@ class ConnInfo:
 @dataclass(frozen=True, slots=True)
 class Accepted:
     info: ConnInfo
-    first: tuple[bytes, ...]  # framed: `connected`, then onConnect's own event
+    first: tuple[Event, ...]  # `connected`, then onConnect's own event, then what it sent this reader
     cursor: str | None  # where the channel stood before onConnect ran: what it sent, the reader gets
 
 
@@ -75,8 +75,17 @@ class TooManyMessages(Exception):
     """The connection already has `max_client_messages` messages waiting."""
 
 
-def event(text: str, name: str | None = None) -> bytes:
-    return chunk(encode_event(text, None, name))
+def answer_event(answer: HookAnswer) -> Event:
+    """A hook's value as an event for one reader. A value's JSON is checked before an envelope
+    embeds it (what the sandbox hands over is untrusted); one that is not JSON goes as a string."""
+    assert answer.text is not None
+    is_json = answer.json
+    if is_json:
+        try:
+            json.loads(answer.text)
+        except (ValueError, RecursionError):
+            is_json = False
+    return Event(answer.text, None, None, is_json)
 
 
 class ConnectionHooks:
@@ -102,12 +111,12 @@ class ConnectionHooks:
                                          "transport": transport, "user": None if user is None else user.values}),
                         stream, user is not None)
         hooks = stream.hooks
-        first: list[bytes] = []
+        first: list[Event] = []
         cursor = None
         if hooks is not None:
             if len(self._owed.get(hooks.target, ())) >= self.registry.max_connections:
                 raise Busy(f"the script owes {self.registry.max_connections} onDisconnect calls still; retry later")
-            first.append(event(json.dumps({"id": cid, "path": path, "params": params}), "connected"))
+            first.append(notice("connected", {"id": cid, "path": path, "params": params}))
             if hooks.connect is not None:
                 cursor = self.broker.cursor(path)
                 self.registry.expect(cid, stream.owner)
@@ -126,8 +135,8 @@ class ConnectionHooks:
                 if answer.refused:
                     raise Refused("the stream's onConnect refused this connection")
                 if answer.text is not None and not (answer.json and answer.text == "true"):
-                    first.append(event(answer.text))
-                first.extend(held.frames)
+                    first.append(answer_event(answer))
+                first.extend(held.events)
                 if held.closed is not None:  # closeConnection while onConnect ran: accepted, then ended
                     self.release(info, held.closed)
                     raise Refused(held.closed)

@@ -78,8 +78,8 @@ class LogStream(logging.Handler):
             return
         self._publishing = True
         try:
-            self.broker.publish(ALL, data)
+            self.broker.publish(ALL, data, None, True)
             if script and f"{ALL}/{script}" in self.registry.private:
-                self.broker.publish(f"{ALL}/{script}", data)
+                self.broker.publish(f"{ALL}/{script}", data, None, True)
         finally:
             self._publishing = False

@@ -39,7 +39,7 @@ class Outbox:
         elif isinstance(command, SendSubscription):
             yield from self._send_subscription(script, command)
         elif isinstance(command, SendTo):
-            if not self.broker.send_to(command.connection, command.data, command.event, script):
+            if not self.broker.send_to(command.connection, command.data, command.event, script, command.json):
                 self.script_line(script, "warning", f"sendToConnection: no connection {command.connection} of this "
                                  "script's streams is open (it ended); the message was not sent")
         elif not self.broker.close(command.connection, command.reason, script):
@@ -49,7 +49,7 @@ class Outbox:
     def _send(self, script: str, command: Send) -> Steps:
         for channel in self._channels(script, command.paths):
             if self.streams.live(channel):  # a channel freed between two steps is not written to
-                self.broker.publish(channel.path, command.data, command.event)
+                self.broker.publish(channel.path, command.data, command.event, command.json)
             yield None
 
     def _channels(self, script: str, paths: tuple[str, ...] | None) -> Iterator[Channel]:
@@ -82,4 +82,4 @@ class Outbox:
             return
         yield from self.subscriptions.publish(self.graphql.schema, name, value)
         if SUBSCRIPTION_STREAM + name in self.streams.streams:
-            self.broker.publish(SUBSCRIPTION_STREAM + name, text)
+            self.broker.publish(SUBSCRIPTION_STREAM + name, text, None, command.json)

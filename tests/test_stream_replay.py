@@ -48,13 +48,13 @@ async def closed_by_server(sock: socket.socket) -> bool:
 async def test_a_reader_that_cannot_take_its_replay_is_cut_at_once(
     engine_client: MakeClient, caplog: pytest.LogCaptureFixture, request_line: bytes
 ) -> None:
-    """A reader with a tiny receive window that never reads asks for 8 MB of history (an unusable
+    """A reader with a tiny receive window that never reads asks for 4 MB of history (an unusable
     id, or an old one): more than max_buffer_bytes is left unsent, so it is cut before any publish."""
     client = await engine_client("api_streams.js")
     registry, broker = client.app[STREAMS], client.app[BROKER]
     epoch = broker.epoch
-    await client.get("/s/big", params={"paths": "/s/a", "n": "160", "kb": "50"})
-    assert len(broker.channels["/s/a"].history) == 160  # 8 MB, all kept
+    await client.get("/s/big", params={"paths": "/s/a", "n": "80", "kb": "50"})
+    assert len(broker.channels["/s/a"].history) == 80  # 4 MB (8 MB counted: its SSE frames and its data), all kept
     for last_id in (b"garbage", b"%s-1" % epoch.encode()):
         caplog.clear()
         sock = await stalled_client(client.host, client.port,
@@ -69,9 +69,9 @@ async def test_a_reader_that_cannot_take_its_replay_is_cut_at_once(
     assert not registry.channels["/s/a"].connections
 
     # A reader that reads, resuming with a replay within the bound, gets it, then live events.
-    resp = await client.get("/s/a", headers={"Last-Event-ID": f"{epoch}-156"})
+    resp = await client.get("/s/a", headers={"Last-Event-ID": f"{epoch}-76"})
     reader = SSEReader(resp)
-    assert [e.data.rstrip(".") for e in await reader.take(4)] == ["157", "158", "159", "160"]
+    assert [e.data.rstrip(".") for e in await reader.take(4)] == ["77", "78", "79", "80"]
     await client.get("/s/burst", params={"n": "1"})
     assert (await reader.next()).data == "1"
     assert registry.connection_count == 1

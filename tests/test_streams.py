@@ -323,19 +323,20 @@ async def test_scripts_see_streams_of_scripts_loaded_after_them(engine_client: M
 
 
 async def test_history_is_bounded_in_bytes_per_stream_and_in_all(engine_client: MakeClient, scripts_dir) -> None:
-    """5 streams of 1 KiB messages: each stream keeps at most 8 KiB, all of them together 20 KiB,
-    the oldest event anywhere going first; a reader whose id was evicted gets `reset`."""
+    """5 streams of 1 KiB messages (each counted a little over 2 KiB: its SSE form and its data are
+    both held): each stream keeps at most 16 KiB, all of them together 40 KiB, the oldest event
+    anywhere going first; a reader whose id was evicted gets `reset`."""
     config = make_config(scripts_dir)
-    config = replace(config, streams=replace(config.streams, history_bytes=8 * 1024, total_history_bytes=20 * 1024))
+    config = replace(config, streams=replace(config.streams, history_bytes=16 * 1024, total_history_bytes=40 * 1024))
     client = await engine_client("api_streams.js", config=config)
     broker = client.app[BROKER]
     epoch = broker.epoch
     await client.get("/s/big", params={"paths": "/s/a", "n": "3", "kb": "1"})
     assert len(broker.channels["/s/a"].history) == 3
-    # 20 more to /s/a: it keeps what fits in 8 KiB (each event is a little over 1 KiB framed)
+    # 20 more to /s/a: it keeps what fits in 16 KiB
     await client.get("/s/big", params={"paths": "/s/a", "n": "20", "kb": "1"})
     a = broker.channels["/s/a"]
-    assert a.history_bytes <= 8 * 1024 and len(a.history) == 7
+    assert a.history_bytes <= 16 * 1024 and len(a.history) == 7
     resumed = await open_stream(client, "/s/a", {"Last-Event-ID": f"{epoch}-1"})
     reset = await resumed.next()
     assert reset.event == "reset" and "has left the history" in json.loads(reset.data)["reason"]
@@ -346,7 +347,7 @@ async def test_history_is_bounded_in_bytes_per_stream_and_in_all(engine_client: 
     assert [e.data.rstrip(".") for e in await tail.take(2)] == ["19", "20"]
     # now the other streams: together they pass 20 KiB, and the oldest events anywhere go first
     await client.get("/s/big", params={"paths": "/s/b,/s/c1,/s/c2,/s/c3", "n": "4", "kb": "1"})
-    assert broker.kept_bytes <= 20 * 1024
+    assert broker.kept_bytes <= 40 * 1024
     assert sum(c.history_bytes for c in broker.channels.values()) == broker.kept_bytes
     assert len(a.history) < 7  # /s/a held the oldest events, so it gave them up first
     assert len(broker.channels["/s/c3"].history) == 4  # the newest stream kept all of its own

@@ -5,25 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.streams.event import Event
+
 
 @dataclass(frozen=True)
 class Replay:
     """What a (re)connecting reader gets before live events: a reset notice, then history."""
 
     reset: str | None  # why the given id could not be resumed from, or None
-    events: list[bytes]
+    events: list[Event]
 
 
 class Node(Protocol):
     """A registry of readers (one per engine process): where the broker hands what it numbered."""
 
-    def deliver(self, path: str, framed: bytes) -> None:
-        """One event of channel `path`, framed for the wire, for every reader of it here."""
+    def deliver(self, path: str, event: Event) -> None:
+        """One event of channel `path` for every reader of it here."""
 
-    def deliver_to(self, connection: str, framed: bytes, owner: str | None = None) -> bool:
+    def deliver_to(self, connection: str, event: Event, owner: str | None = None) -> bool:
         """One event for one reader, if it is here and on a stream of `owner` (any, if None): True."""
 
-    def close_connection(self, connection: str, framed: bytes, reason: str, owner: str | None = None) -> bool:
+    def close_connection(self, connection: str, event: Event, reason: str, owner: str | None = None) -> bool:
         """A last event for one reader, then its end, if it is here and on a stream of `owner`: True."""
 
 
@@ -34,10 +36,11 @@ class Broker(Protocol):
     def subscribe(self, node: Node) -> None:
         """`node` gets every event published from now on."""
 
-    def publish(self, channel: str, data: str, event: str | None = None) -> None:
-        """Number, frame and keep one message, and deliver it."""
+    def publish(self, channel: str, data: str, event: str | None = None, is_json: bool = False) -> None:
+        """Number, frame and keep one message, and deliver it. `is_json`: `data` is a JSON value's text."""
 
-    def send_to(self, connection: str, data: str, event: str | None = None, owner: str | None = None) -> bool:
+    def send_to(self, connection: str, data: str, event: str | None = None, owner: str | None = None,
+                is_json: bool = False) -> bool:
         """One message to one connection, wherever it is, if it reads a stream of `owner` (a script
         addresses only its own streams' connections); not numbered, not kept. False if none has it."""
 

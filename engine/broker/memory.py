@@ -10,14 +10,13 @@ a reader whose id has been evicted is told (`reset`) rather than silently missin
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from engine.broker.base import Node, Replay
-from engine.streams.wire import chunk, encode_event
+from engine.streams.event import Event, notice
 
 _EVENT_ID = re.compile(r"([0-9a-f]{1,16})-([0-9]{1,19})")
 _SHOWN_ID = 80  # characters of a client's unusable Last-Event-ID quoted back in the reset notice
@@ -26,7 +25,7 @@ _SHOWN_ID = 80  # characters of a client's unusable Last-Event-ID quoted back in
 @dataclass(eq=False)
 class Channel:
     seq: int = 0
-    history: deque[tuple[int, bytes, int]] = field(default_factory=deque)  # (seq, framed, order key)
+    history: deque[tuple[int, Event, int]] = field(default_factory=deque)  # (seq, event, order key)
     history_bytes: int = 0
 
 
@@ -46,31 +45,32 @@ class MemoryBroker:
     def subscribe(self, node: Node) -> None:
         self._nodes.append(node)
 
-    def publish(self, channel: str, data: str, event: str | None = None) -> None:
-        """Number, encode and frame the event once; keep it in history; deliver it."""
+    def publish(self, channel: str, data: str, event: str | None = None, is_json: bool = False) -> None:
+        """Number the event and frame it for SSE once; keep it in history; deliver it."""
         ch = self.channels.get(channel)
         if ch is None:
             ch = self.channels[channel] = Channel(self._floor)
         ch.seq += 1
-        framed = chunk(encode_event(data, f"{self.epoch}-{ch.seq}", event))
-        self._keep(ch, framed)
+        ev = Event(data, f"{self.epoch}-{ch.seq}", event, is_json)
+        self._keep(ch, ev)
         for node in self._nodes:
-            node.deliver(channel, framed)
+            node.deliver(channel, ev)
 
-    def send_to(self, connection: str, data: str, event: str | None = None, owner: str | None = None) -> bool:
-        framed = chunk(encode_event(data, None, event))
-        return any(node.deliver_to(connection, framed, owner) for node in self._nodes)
+    def send_to(self, connection: str, data: str, event: str | None = None, owner: str | None = None,
+                is_json: bool = False) -> bool:
+        ev = Event(data, None, event, is_json)
+        return any(node.deliver_to(connection, ev, owner) for node in self._nodes)
 
     def close(self, connection: str, reason: str, owner: str | None = None) -> bool:
-        framed = chunk(encode_event(json.dumps({"reason": reason}), None, "close"))
-        return any(node.close_connection(connection, framed, reason, owner) for node in self._nodes)
+        ev = notice("close", {"reason": reason})
+        return any(node.close_connection(connection, ev, reason, owner) for node in self._nodes)
 
     def since(self, channel: str, last_event_id: str | None) -> Replay:
         """Whatever the client sent, this answers: an id that is not one of ours is a `reset`."""
         if last_event_id is None:
             return Replay(None, [])
         ch = self.channels.get(channel) or Channel(self._floor)
-        events = [framed for _, framed, _ in ch.history]
+        events = [ev for _, ev, _ in ch.history]
         shown = repr(last_event_id[:_SHOWN_ID]) + ("..." if len(last_event_id) > _SHOWN_ID else "")
         m = _EVENT_ID.fullmatch(last_event_id)
         if m is None or m.group(1) != self.epoch:
@@ -82,7 +82,7 @@ class MemoryBroker:
         if seq + 1 < oldest:
             return Replay(f"event id {shown} has left the history (it holds the last {len(events)} events; "
                           "streams.history, streams.history_bytes, streams.total_history_bytes)", events)
-        return Replay(None, [framed for s, framed, _ in ch.history if s > seq])
+        return Replay(None, [ev for s, ev, _ in ch.history if s > seq])
 
     def cursor(self, channel: str) -> str:
         ch = self.channels.get(channel)
@@ -104,14 +104,15 @@ class MemoryBroker:
             return 0, None
         return len(ch.history), f"{self.epoch}-{ch.seq}"
 
-    def _keep(self, ch: Channel, framed: bytes) -> None:
+    def _keep(self, ch: Channel, ev: Event) -> None:
         """Add the event to history, then drop the oldest until every bound holds again. An event too
         large to keep takes the channel's older history with it, so no replay can skip over it."""
         key = self._next_key
         self._next_key += 1
-        ch.history.append((ch.seq, framed, key))
-        ch.history_bytes += len(framed)
-        self.kept_bytes += len(framed)
+        ch.history.append((ch.seq, ev, key))
+        size = ev.size
+        ch.history_bytes += size
+        self.kept_bytes += size
         self._order[key] = ch
         while ch.history and (len(ch.history) > self.history or ch.history_bytes > self.history_bytes):
             self._evict(ch)
@@ -119,7 +120,8 @@ class MemoryBroker:
             self._evict(next(iter(self._order.values())))
 
     def _evict(self, ch: Channel) -> None:
-        _, framed, key = ch.history.popleft()
-        ch.history_bytes -= len(framed)
-        self.kept_bytes -= len(framed)
+        _, ev, key = ch.history.popleft()
+        size = ev.size
+        ch.history_bytes -= size
+        self.kept_bytes -= size
         del self._order[key]

@@ -6,6 +6,7 @@ breaking them was forged (a tampered built-in, a bug), and fails the call that p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class Send:
     data: str
     event: str | None
     paths: tuple[str, ...] | None  # None: every broadcast stream
+    json: bool = False  # `data` is a JSON value's text (checked), not a string
 
 
 @dataclass(slots=True)
@@ -66,6 +68,7 @@ class SendTo:
     connection: str
     data: str
     event: str | None
+    json: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,19 @@ class _Reader:
         if not isinstance(value, bool):
             raise self.fail(f"{key} must be true or false")
         return value
+
+    def json_flag(self, data: str) -> bool:
+        """`json: true` says `data` is a JSON value's text: envelopes embed it as it is, so it is
+        parsed here, on the script's thread, to be sure it is one value and nothing more."""
+        flag = self.raw.get("json", False)
+        if not isinstance(flag, bool):
+            raise self.fail("json must be true or false")
+        if flag:
+            try:
+                json.loads(data)
+            except (ValueError, RecursionError):
+                raise self.fail("data is not JSON, yet json is true") from None
+        return flag
 
     def event(self) -> str | None:
         event = self.text("event", optional=True)
@@ -184,13 +200,13 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
                     raise r.fail(f"{p[:60]!r} is reserved by the engine; it cannot be sent to")
                 r.check(rules.stream_problem(p))
             paths = tuple(dict.fromkeys(paths))  # each stream once, in order
-        return Send(data, event, paths)
+        return Send(data, event, paths, r.json_flag(data))
     if op == "sendto":
         connection = r.text("id")
         r.check(rules.connection_id_problem(connection))
         data = r.text("data")
         r.check(size_problem(data, limits.max_message_bytes))
-        return SendTo(connection, data, r.event())
+        return SendTo(connection, data, r.event(), r.json_flag(data))
     if op == "close":
         connection = r.text("id")
         r.check(rules.connection_id_problem(connection))

@@ -466,6 +466,7 @@
 
   function sendStreamMessage(data, options) {
     const cmd = rec({ op: "send", data: messageText("sendStreamMessage", data) });
+    if (typeof data !== "string") cmd.json = true;
     const o = readOptions("sendStreamMessage", options);
     if (o.event !== undefined) cmd.event = o.event;
     if (o.path !== undefined) {
@@ -484,6 +485,7 @@
     }
     if (!isChannel(path)) throw hostError("sendStreamMessageToPath: no stream is registered at " + describe(path));
     const cmd = rec({ op: "send", data: messageText("sendStreamMessageToPath", data), paths: list() });
+    if (typeof data !== "string") cmd.json = true;
     const o = readOptions("sendStreamMessageToPath", options);
     add(cmd.paths, path);
     if (o.event !== undefined) cmd.event = o.event;
@@ -499,6 +501,7 @@
   function sendToConnection(id, data, options) {
     checkConnectionId("sendToConnection", id);
     const cmd = rec({ op: "sendto", id: id, data: messageText("sendToConnection", data) });
+    if (typeof data !== "string") cmd.json = true;
     const o = readOptions("sendToConnection", options);
     if (o.path !== undefined) throw hostError("sendToConnection: options.path does not apply: the message goes to one connection");
     if (o.event !== undefined) cmd.event = o.event;

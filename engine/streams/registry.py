@@ -15,7 +15,6 @@ instead of slowing anyone else. The registry never knows which broker runs.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
@@ -29,14 +28,16 @@ from engine import rules
 from engine.broker.base import Broker, Replay
 from engine.errors import RouteConflict
 from engine.routes import Match, Route, RouteTable, pattern_key
-from engine.streams.wire import chunk, encode_comment, encode_event
+from engine.streams.event import NDJSON, SSE, Event, notice
+from engine.streams.wire import chunk, encode_comment
 
 log = logging.getLogger("engine.streams")
 
 PING = chunk(encode_comment("ping"))
+PINGS = {SSE: PING, NDJSON: chunk(b"\n")}  # a heartbeat in each format that has one of its own
 CONNECTION_ID = re.compile(rules.CONNECTION_ID)
 NEEDS_TOKEN_REASON = "the stream now needs a token"
-NEEDS_TOKEN = chunk(encode_event(json.dumps({"reason": NEEDS_TOKEN_REASON}), None, "close"))
+NEEDS_TOKEN = notice("close", {"reason": NEEDS_TOKEN_REASON})
 SWEEP_BATCH = 500  # idle channels freed in one step of the loop: 100,000 expiring at once is 200 steps
 
 
@@ -56,7 +57,7 @@ class Held:
     """What a script sent to, or did with, a connection its onConnect has not answered for yet."""
 
     owner: str  # the script whose stream it is: no other may address it
-    frames: list[bytes] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     size: int = 0
     closed: str | None = None  # closeConnection's reason
 
@@ -94,7 +95,16 @@ class Channel:
     stream: Stream
     params: dict[str, str]
     sent: int = 0  # events delivered to it on this node
-    connections: set[Connection] = field(default_factory=set)
+    groups: dict[str, set[Connection]] = field(default_factory=dict)  # its readers by wire format
+    count: int = 0  # its readers
+
+    @property
+    def connections(self) -> list[Connection]:
+        """Every reader, whatever its format (a copy: safe to detach while walking it)."""
+        return [c for g in self.groups.values() for c in g]
+
+    def by_format(self) -> dict[str, int]:
+        return {fmt: len(g) for fmt, g in self.groups.items()}
 
 
 @dataclass(eq=False, slots=True)
@@ -105,6 +115,7 @@ class Connection:
     transport: Transport
     on_end: Callable[[str], None]
     id: str
+    fmt: str = SSE  # what its transport carries: every event is framed once per format
     ended: bool = False
     info: Any = None  # what the hooks' server keeps for a connection its stream's onConnect accepted
 
@@ -343,7 +354,7 @@ class StreamRegistry:
         """A reload made `stream` need a token: readers that came without one may not read on."""
         for channel in list(stream.channels.values()):
             for conn in [c for c in channel.connections if not getattr(c.info, "authenticated", False)]:
-                write_one(conn.transport, NEEDS_TOKEN)
+                write_one(conn.transport, NEEDS_TOKEN.frame(conn.fmt))
                 self.detach(conn, NEEDS_TOKEN_REASON)
 
     def _remove(self, stream: Stream) -> None:
@@ -450,12 +461,16 @@ class StreamRegistry:
 
     def attach(
         self, channel: Channel, transport: Transport, last_event_id: str | None, on_end: Callable[[str], None],
-        connection_id: str | None = None, info: Any = None,
+        connection_id: str | None = None, info: Any = None, fmt: str = SSE,
     ) -> tuple[Connection, Replay]:
         """Add a reader. Write the returned replay before any await, so no live event slips in between."""
         replay = self.broker.since(channel.path, last_event_id)
-        conn = Connection(channel, transport, on_end, connection_id or self.new_id(), info=info)
-        channel.connections.add(conn)
+        conn = Connection(channel, transport, on_end, connection_id or self.new_id(), fmt, info=info)
+        group = channel.groups.get(fmt)
+        if group is None:
+            group = channel.groups[fmt] = set()
+        group.add(conn)
+        channel.count += 1
         self.connections[conn.id] = conn
         self._read.add(channel)
         self._idle.pop(channel, None)
@@ -464,11 +479,15 @@ class StreamRegistry:
 
     def detach(self, conn: Connection, reason: str = "the client went away") -> None:
         channel = conn.channel
-        if conn in channel.connections:
-            channel.connections.discard(conn)
+        group = channel.groups.get(conn.fmt)
+        if group is not None and conn in group:
+            group.discard(conn)
+            if not group:
+                del channel.groups[conn.fmt]
+            channel.count -= 1
             del self.connections[conn.id]
             self.connection_count -= 1
-            if not channel.connections:
+            if not channel.count:
                 self._read.discard(channel)
                 if channel.stream.pattern and self.channels.get(channel.path) is channel:
                     if self.broker.describe(channel.path)[0]:
@@ -481,15 +500,15 @@ class StreamRegistry:
 
     # ---- fan-out (what the broker calls) -------------------------------------------------------
 
-    def deliver(self, path: str, framed: bytes) -> None:
-        """One event, framed once, for every reader of channel `path` here."""
+    def deliver(self, path: str, event: Event) -> None:
+        """One event, framed once per format, for every reader of channel `path` here."""
         channel = self.channels.get(path) or self.private.get(path)
         if channel is not None:
             channel.sent += 1
             if channel in self._idle:
                 self._idle.move_to_end(channel)
                 self._idle[channel] = self.clock()
-            self._write_all(channel, framed)
+            self._write_all(channel, event)
 
     def expect(self, connection: str, owner: str) -> None:
         """A connection whose onConnect runs now: what its script sends it meanwhile is held."""
@@ -498,27 +517,28 @@ class StreamRegistry:
     def unexpect(self, connection: str) -> Held:
         return self.held.pop(connection)
 
-    def deliver_to(self, connection: str, framed: bytes, owner: str | None = None) -> bool:
+    def deliver_to(self, connection: str, event: Event, owner: str | None = None) -> bool:
         """One event for one reader only, if it is here (and on a stream of `owner`, when given)."""
         conn = self.connections.get(connection)
         if conn is None:
             held = self.held.get(connection)
             if held is None or (owner is not None and held.owner != owner):
                 return False
-            held.size += len(framed)
+            held.size += event.size
             if held.size > self.max_buffer_bytes:
                 held.closed = held.closed or "slow consumer"
             else:
-                held.frames.append(framed)
+                held.events.append(event)
             return True
         if owner is not None and conn.channel.stream.owner != owner:
             return False
+        framed = event.frame(conn.fmt)
         if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
         return True
 
-    def close_connection(self, connection: str, framed: bytes, reason: str, owner: str | None = None) -> bool:
-        """Send `framed` (the notice), then end the reader, if it is here (and on a stream of `owner`)."""
+    def close_connection(self, connection: str, event: Event, reason: str, owner: str | None = None) -> bool:
+        """Send `event` (the notice), then end the reader, if it is here (and on a stream of `owner`)."""
         conn = self.connections.get(connection)
         if conn is None:
             held = self.held.get(connection)
@@ -528,12 +548,17 @@ class StreamRegistry:
             return True
         if owner is not None and conn.channel.stream.owner != owner:
             return False
-        write_one(conn.transport, framed)
+        write_one(conn.transport, event.frame(conn.fmt))
         self.detach(conn, reason)
         return True
 
-    def _write_all(self, channel: Channel, framed: bytes) -> None:
-        for conn in write_all(channel.connections, framed, self.max_buffer_bytes):
+    def _write_all(self, channel: Channel, event: Event) -> None:
+        groups = channel.groups
+        if len(groups) == 1 and SSE in groups:  # the common case, kept as lean as it was
+            slow = write_all(groups[SSE], event.sse, self.max_buffer_bytes)
+        else:
+            slow = [c for fmt, g in list(groups.items()) for c in write_all(g, event.frame(fmt), self.max_buffer_bytes)]
+        for conn in slow:
             self._cut(conn)
 
     def _cut(self, conn: Connection) -> None:
@@ -551,7 +576,11 @@ class StreamRegistry:
         for channel in list(self._read):
             for conn in [c for c in channel.connections if c.transport.is_closing()]:
                 self.detach(conn)
-            self._write_all(channel, PING)
+            for fmt, group in list(channel.groups.items()):
+                ping = PINGS.get(fmt)
+                if ping is not None:
+                    for conn in write_all(group, ping, self.max_buffer_bytes):
+                        self._cut(conn)
         self.sweep()
 
     def close_all(self, reason: str = "the server is shutting down") -> None:

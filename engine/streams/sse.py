@@ -10,7 +10,6 @@ fan-out, never through a coroutine. Events are stored framed as HTTP/1.1 chunks;
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -20,8 +19,9 @@ from aiohttp.http import SERVER_SOFTWARE
 
 from engine.config import StreamsConfig
 from engine.errors import HTTPError
+from engine.streams.event import SSE, Event, notice
 from engine.streams.registry import Channel, Connection, StreamRegistry, TooManyChannels, Transport, ender
-from engine.streams.wire import chunk, encode_event, encode_retry
+from engine.streams.wire import chunk, encode_retry
 
 log = logging.getLogger("engine.streams")
 
@@ -106,9 +106,11 @@ def begin_reading(
     retry_ms: int,
     on_end: Callable[[str], None],
     connection_id: str,
-    first: tuple[bytes, ...] = (),
+    first: tuple[Event, ...] = (),
     info: Any = None,
     implicit: bool = False,
+    fmt: str = SSE,
+    preface: bytes | None = None,
 ) -> Connection:
     """Attach a reader whose response head is sent: `retry:`, what goes to this reader first (its
     `connected` event and onConnect's, framed), a `reset` notice if its id cannot be resumed from,
@@ -120,20 +122,22 @@ def begin_reading(
     holding that memory until the next publish looks.
 
     `implicit`: the id is the engine's own (where the channel stood when onConnect began), not the
-    client's: if it cannot be resumed from, the reader starts live, as a fresh reader does."""
-    conn, replay = registry.attach(channel, transport, last_event_id, on_end, connection_id, info)
-    transport.write(chunk(encode_retry(retry_ms)))
-    for framed in first:
-        transport.write(framed)
+    client's: if it cannot be resumed from, the reader starts live, as a fresh reader does.
+
+    `fmt`: the reader's wire format (every transport starts this way); `preface`: what goes before
+    anything else (SSE's `retry:` when None)."""
+    conn, replay = registry.attach(channel, transport, last_event_id, on_end, connection_id, info, fmt)
+    transport.write(chunk(encode_retry(retry_ms)) if preface is None else preface)
+    for ev in first:
+        transport.write(ev.frame(fmt))
     events = replay.events
     if replay.reset is not None:
         if implicit:
             events = []
         else:
-            notice = json.dumps({"reason": replay.reset, "lastEventId": last_event_id})
-            transport.write(chunk(encode_event(notice, event="reset")))
-    for framed in events:
-        transport.write(framed)
+            transport.write(notice("reset", {"reason": replay.reset, "lastEventId": last_event_id}).frame(fmt))
+    for ev in events:
+        transport.write(ev.frame(fmt))
     if transport.get_write_buffer_size() > registry.max_buffer_bytes:
         log.warning("closed a slow reader of %s: more than %d bytes unsent after its replay",
                     channel.path, registry.max_buffer_bytes)
@@ -172,7 +176,7 @@ def last_event_id(request: web.Request) -> str | None:
 
 async def serve_sse(
     request: web.Request, channel: Channel, registry: StreamRegistry, config: StreamsConfig, request_id: str,
-    cors: bool = True, first: tuple[bytes, ...] = (), info: Any = None, resume_from: str | None = None,
+    cors: bool = True, first: tuple[Event, ...] = (), info: Any = None, resume_from: str | None = None,
     connection_id: str | None = None, on_attached: Callable[[], None] | None = None,
 ) -> web.StreamResponse:
     """Serve one reader until it or the server ends it. `resume_from`: where to replay from when the

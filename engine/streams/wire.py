@@ -1,4 +1,4 @@
-"""The SSE wire format as pure functions: (data, id, event) -> bytes, framed once for every reader.
+"""The wire formats as pure functions: (data, id, event) -> bytes, framed once for every reader.
 
 aiohttp sends a length-less HTTP/1.1 response chunked, so each event is stored already framed as one
 chunk: a publish then costs one `transport.write` of shared bytes per connection.
@@ -28,3 +28,16 @@ def encode_comment(text: str) -> bytes:
 def chunk(payload: bytes) -> bytes:
     """One HTTP/1.1 chunk."""
     return b"%x\r\n%b\r\n" % (len(payload), payload)
+
+
+def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One unmasked, unfragmented WebSocket frame from the server (RFC 6455 5.2): text by default.
+    Built here, once per message, so fan-out writes the same bytes to every socket; aiohttp reads
+    the clients' frames and answers the protocol's own."""
+    n = len(payload)
+    head = 0x80 | opcode
+    if n < 126:
+        return bytes((head, n)) + payload
+    if n < 65536:
+        return bytes((head, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((head, 127)) + n.to_bytes(8, "big") + payload
