@@ -39,6 +39,7 @@ from engine.http.keys import (
     GRAPHQL_RUNNER,
     HOOKS,
     LOGS,
+    POLLERS,
     ROUTES,
     SCRIPTS,
     STARTED,
@@ -52,6 +53,7 @@ from engine.routes import RouteTable
 from engine.scripts import ScriptManager
 from engine.streams.registry import StreamRegistry
 from engine.streams.sse import heartbeat
+from engine.transports.poll import Pollers
 from engine.watcher import ScriptWatcher
 
 log = logging.getLogger("engine")
@@ -91,6 +93,7 @@ def build_app(config: Config) -> web.Application:
     app[SCRIPTS] = scripts = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub)
     app[AUTH] = verifier = Verifier(config.auth)
     app[HOOKS] = ConnectionHooks(app[STREAMS], broker, verifier, s.max_client_messages, scripts.background_error)
+    app[POLLERS] = Pollers(app[STREAMS], s)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_log_stream)
     app.cleanup_ctx.append(_graphql_runner)
@@ -158,7 +161,8 @@ async def _watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(heartbeat([app[STREAMS], app[SUBSCRIPTIONS]], app[CONFIG].streams.heartbeat_seconds))
+    task = asyncio.create_task(heartbeat([app[STREAMS], app[SUBSCRIPTIONS], app[POLLERS]],
+                                       app[CONFIG].streams.heartbeat_seconds))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -89,6 +89,10 @@ class StreamsConfig:
                                          "message (or its last reader); then it goes, history and all", min=0)
     max_client_messages: int = setting(16, "messages from one connection waiting for its stream's onMessage "
                                        "(429 beyond)", min=1)
+    poll_timeout_seconds: float = setting(30.0, "how long a long-poll waits for an event before it answers an "
+                                          "empty batch", min=0.01)
+    poll_grace_seconds: float = setting(30.0, "how long a long-poll connection lives between two polls; then it "
+                                        "counts as gone (its onDisconnect runs)", min=0.01)
     retry_ms: int = setting(2000, "the `retry:` reconnection delay sent to every reader", min=0)
     cors_origin: str = setting("*", "Access-Control-Allow-Origin on streams; empty for none")
     lean_readers: bool = setting(True, "serve a fresh connection's stream reader below aiohttp (a few KB each)")

@@ -21,10 +21,11 @@ from engine.auth import Claims, Verifier
 from engine.broker.base import Broker
 from engine.errors import ScriptError, ScriptGone
 from engine.sandbox.context import HookAnswer, ScriptContext
-from engine.streams.event import Event, notice
+from engine.streams.event import WS, WS_V1, Event, notice
 from engine.streams.registry import Connection, Stream, StreamRegistry
 
 log = logging.getLogger("engine.streams")
+TRANSPORT_OF = {WS: "websocket", WS_V1: "websocket"}  # conn.transport by wire format, where they differ
 DISCONNECT_BATCH = 16  # onDisconnect calls one script version runs at once
 ErrorSink = Callable[[ScriptContext, ScriptError, str], None]
 
@@ -163,7 +164,7 @@ class ConnectionHooks:
         if info is None:  # it connected before its stream had hooks (a reload added them)
             info = conn.info = ConnInfo(conn.id, json.dumps({
                 "id": conn.id, "path": conn.channel.path, "params": conn.channel.params, "query": "",
-                "transport": "sse", "user": None}), conn.channel.stream, False)
+                "transport": TRANSPORT_OF.get(conn.fmt, conn.fmt), "user": None}), conn.channel.stream, False)
         if info.pending >= self.max_client_messages:
             raise TooManyMessages(f"connection {conn.id} already has {info.pending} messages waiting "
                                   "(streams.max_client_messages); retry once they are answered")

@@ -9,6 +9,9 @@ no, 503 past `streams.max_connections` or `streams.max_channels`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
@@ -17,10 +20,15 @@ from engine import rules
 from engine.auth import SECRET_PARAMS, Claims, Forbidden, Unauthorized, Verifier
 from engine.connections import Busy, NoHandler, Refused, TooManyMessages
 from engine.errors import HTTPError
-from engine.http.keys import AUTH, CONFIG, HOOKS, STREAMS
+from engine.http.keys import AUTH, CONFIG, HOOKS, POLLERS, STREAMS
 from engine.http.request import read_body
-from engine.streams.registry import Stream
+from engine.streams.event import NDJSON, POLL, SSE, Event
+from engine.streams.registry import Channel, Stream
 from engine.streams.sse import channels_full, check_room, open_channel, serve_sse
+from engine.transports.negotiate import WEBSOCKET, choose
+from engine.transports.poll import farewell_answer, first_poll, poll_again
+from engine.transports.websocket import handshake_problem, serve_ws
+from engine.transports.websocket import refuse as refuse_ws
 
 _JSON_TYPES = ("application/json", "text/json")
 _ALLOW = "GET, POST, OPTIONS"
@@ -58,13 +66,72 @@ def _user(request: web.Request, stream: Stream, path: str) -> Claims | None:
         raise HTTPError(403, "forbidden", str(e)) from None
 
 
+@dataclass(slots=True)
+class Admitted:
+    """A reader let in (a token checked, onConnect asked where the stream has them), to attach."""
+
+    channel: Channel
+    cid: str
+    first: tuple[Event, ...] = ()
+    info: Any = None
+    resume_from: str | None = None
+    on_attached: Callable[[], None] | None = None
+
+
 async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.StreamResponse:
+    """A reader of a channel, over the transport it asked for (negotiate.py). A WebSocket refused
+    before it was accepted is accepted to be closed with a code saying why: browsers see no status."""
+    kind = choose(request.headers.get("Upgrade"), request.headers.get("Accept"), request.query.get("transport"))
+    if kind is None:
+        raise HTTPError(400, "bad_transport", "?transport= must be sse, ndjson or poll (or ask for a WebSocket with "
+                        "Upgrade: websocket)")
+    if kind == POLL and (again := _poll_again(request, rid)) is not None:
+        return await again
+    if kind == WEBSOCKET and (problem := handshake_problem(request)) is not None:
+        raise problem
+    try:
+        return await _admit_and_serve(request, stream, rid, kind)
+    except HTTPError as e:
+        if kind != WEBSOCKET:
+            raise
+        return await refuse_ws(request, e, request.app[CONFIG].streams.heartbeat_seconds)
+
+
+def _poll_again(request: web.Request, rid: str) -> Awaitable[web.StreamResponse] | None:
+    """The next poll of a poller this server holds (or held: its last answer); None for a new one."""
+    cid = request.query.get("connectionId") or request.headers.get("X-Connection-Id")
+    if not cid:
+        return None
+    if rules.connection_id_problem(cid):
+        raise HTTPError(400, "bad_connection_id", "connectionId is not a connection id (it comes from the last "
+                        "poll's answer)")
+    pollers = request.app[POLLERS]
+    conn = request.app[STREAMS].connections.get(cid)
+    if conn is not None and conn.fmt == POLL:
+        if conn.channel.path != request.path:
+            raise HTTPError(403, "wrong_channel", f"connection {cid} reads {conn.channel.path}, not {request.path}")
+        return poll_again(request, conn, pollers, rid)
+    if conn is not None:
+        raise HTTPError(409, "not_a_poller", f"connection {cid} reads over {conn.fmt}, not by long-poll")
+    farewell = pollers.take_farewell(cid)
+    if farewell is not None and farewell.path == request.path:
+        return _ready(farewell_answer(farewell, cid, pollers.config, rid))
+    return None  # gone (its grace passed): a new poller, resuming from the client's id
+
+
+async def _ready(response: web.Response) -> web.Response:
+    return response
+
+
+async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind: str) -> web.StreamResponse:
     app = request.app
     registry = app[STREAMS]
-    config = app[CONFIG].streams
     path = request.path
     if stream.plain:
-        return await serve_sse(request, open_channel(registry, path), registry, config, rid)
+        if kind == SSE:
+            return await serve_sse(request, open_channel(registry, path), registry, app[CONFIG].streams, rid)
+        check_room(registry)
+        return await _serve(request, kind, Admitted(open_channel(registry, path), registry.new_id()), rid)
     check_room(registry)
     query = _query_for_scripts(request)
     if len(query) > rules.MAX_CONN_QUERY:
@@ -81,7 +148,7 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
     # queued): a reload in between must not close it under the reader it accepted.
     unhold = stream.hooks.target.hold() if stream.hooks is not None else _nothing
     try:
-        accepted = await hooks.connect(stream, path, found[1], cid, query, "sse", user)
+        accepted = await hooks.connect(stream, path, found[1], cid, query, kind, user)
     except BaseException as e:
         unhold()
         if isinstance(e, Refused):
@@ -98,12 +165,26 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
             ended = "the stream was removed"
             raise HTTPError(503, "stream_changed", f"the stream at {path} changed while this reader was being "
                             "connected; retry")
-        channel = open_channel(registry, path)
-        return await serve_sse(request, channel, registry, config, rid, first=accepted.first, info=accepted.info,
-                               resume_from=accepted.cursor, connection_id=cid, on_attached=unhold)
+        admitted = Admitted(open_channel(registry, path), cid, accepted.first, accepted.info, accepted.cursor, unhold)
+        return await _serve(request, kind, admitted, rid)
     finally:
         hooks.release(accepted.info, ended)
         unhold()
+
+
+async def _serve(request: web.Request, kind: str, a: Admitted, rid: str) -> web.StreamResponse:
+    app = request.app
+    registry, config = app[STREAMS], app[CONFIG].streams
+    if kind == WEBSOCKET:
+        return await serve_ws(request, a.channel, registry, app[HOOKS], config.heartbeat_seconds,
+                              app[CONFIG].limits.max_body_bytes, config.retry_ms, rid, a.cid, a.first, a.info,
+                              a.resume_from, a.on_attached)
+    if kind == POLL:
+        return await first_poll(request, a.channel, app[POLLERS], rid, a.cid, a.first, a.info, a.resume_from,
+                                a.on_attached)
+    return await serve_sse(request, a.channel, registry, config, rid, first=a.first, info=a.info,
+                           resume_from=a.resume_from, connection_id=a.cid, on_attached=a.on_attached,
+                           fmt=NDJSON if kind == NDJSON else SSE)
 
 
 def _nothing() -> None:

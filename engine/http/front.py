@@ -30,6 +30,7 @@ from engine.http.middleware import new_request_id
 from engine.streams.lean_reader import LeanReader
 from engine.streams.registry import StreamRegistry
 from engine.streams.sse import sse_head
+from engine.transports.negotiate import SSE, choose
 
 access_log = logging.getLogger("aiohttp.access")
 
@@ -77,7 +78,7 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
     if found is None or not found[0].plain or streams.full() or (
             path not in streams.channels and len(streams.channels) >= streams.max_channels):
         return HAND_OVER
-    last_event_id = request_id = None
+    last_event_id = request_id = accept = None
     for line in buf[line_end + 2 : head_end].split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon or not name or not _TOKEN.issuperset(name):  # also rejects obs-fold lines
@@ -89,8 +90,13 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
             last_event_id = value.decode("latin-1")
         elif name == b"x-request-id":
             request_id = value.decode("latin-1")
-    if not last_event_id and query:
-        last_event_id = parse_qs(query.decode("latin-1")).get("lastEventId", [None])[0]
+        elif name == b"accept":
+            accept = value.decode("latin-1")
+    params = parse_qs(query.decode("latin-1")) if query else {}
+    if choose(None, accept, params.get("transport", [None])[0]) != SSE:  # NDJSON and long-poll: aiohttp's
+        return HAND_OVER
+    if not last_event_id:
+        last_event_id = params.get("lastEventId", [None])[0]
     return StreamRequest(path, last_event_id or None, request_id)
 
 

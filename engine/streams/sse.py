@@ -19,7 +19,7 @@ from aiohttp.http import SERVER_SOFTWARE
 
 from engine.config import StreamsConfig
 from engine.errors import HTTPError
-from engine.streams.event import SSE, Event, notice
+from engine.streams.event import NDJSON, SSE, Event, notice
 from engine.streams.registry import Channel, Connection, StreamRegistry, TooManyChannels, Transport, ender
 from engine.streams.wire import chunk, encode_retry
 
@@ -35,10 +35,11 @@ def sse_head(config: StreamsConfig, request_id: str, date: str, connection_id: s
 
 
 def sse_headers(config: StreamsConfig, request_id: str, cors: bool = True,
-                connection_id: str | None = None) -> dict[str, str]:
+                connection_id: str | None = None, content_type: str = "text/event-stream; charset=utf-8",
+                ) -> dict[str, str]:
     """`cors=False` for the engine's own streams (the live log): no other site may read those."""
     headers = {
-        "Content-Type": "text/event-stream; charset=utf-8",
+        "Content-Type": content_type,
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
         "X-Request-Id": request_id,
@@ -177,21 +178,24 @@ def last_event_id(request: web.Request) -> str | None:
 async def serve_sse(
     request: web.Request, channel: Channel, registry: StreamRegistry, config: StreamsConfig, request_id: str,
     cors: bool = True, first: tuple[Event, ...] = (), info: Any = None, resume_from: str | None = None,
-    connection_id: str | None = None, on_attached: Callable[[], None] | None = None,
+    connection_id: str | None = None, on_attached: Callable[[], None] | None = None, fmt: str = SSE,
 ) -> web.StreamResponse:
     """Serve one reader until it or the server ends it. `resume_from`: where to replay from when the
-    client gave no id (a reader whose onConnect ran gets what was sent while it ran)."""
+    client gave no id (a reader whose onConnect ran gets what was sent while it ran). `fmt` NDJSON
+    serves the same events as JSON lines (`{"id","event","data"}`), blank lines as heartbeats."""
     check_room(registry)
     cid = connection_id or registry.new_id()
-    response = web.StreamResponse(status=200, headers=sse_headers(config, request_id, cors, cid))
+    content_type = "application/x-ndjson; charset=utf-8" if fmt == NDJSON else "text/event-stream; charset=utf-8"
+    response = web.StreamResponse(status=200, headers=sse_headers(config, request_id, cors, cid, content_type))
     await response.prepare(request)
     transport = body_transport(request)
     if transport is None or transport.is_closing():
         return response
     ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     given = last_event_id(request)
-    conn = begin_reading(registry, channel, transport, given or resume_from, config.retry_ms,
-                         ender(ended), cid, first, info, implicit=given is None and resume_from is not None)
+    conn = begin_reading(registry, channel, transport, given or resume_from, config.retry_ms, ender(ended), cid,
+                         first, info, implicit=given is None and resume_from is not None, fmt=fmt,
+                         preface=None if fmt == SSE else b"")
     if on_attached is not None:
         on_attached()
     try:
