@@ -22,7 +22,7 @@ from engine.connections import Busy, NoHandler, Refused, TooManyMessages
 from engine.errors import HTTPError
 from engine.http.keys import AUTH, CONFIG, HOOKS, POLLERS, STREAMS
 from engine.http.request import read_body
-from engine.streams.event import NDJSON, POLL, SSE, Event
+from engine.streams.event import NDJSON, POLL, SSE, WS, WS_V1, Event
 from engine.streams.registry import Channel, Stream
 from engine.streams.sse import channels_full, check_room, open_channel, serve_sse
 from engine.transports.negotiate import WEBSOCKET, choose
@@ -205,6 +205,8 @@ async def post_message(request: web.Request, cid: str, rid: str) -> web.Response
                         "was never this server's)")
     if conn.channel.path != request.path:
         raise HTTPError(403, "wrong_channel", f"connection {cid} reads {conn.channel.path}, not {request.path}")
+    if conn.fmt in (WS, WS_V1):
+        raise HTTPError(409, "wrong_transport", f"connection {cid} is a WebSocket: its messages go over the socket")
     body = await read_body(request, app[CONFIG].limits.max_body_bytes)
     try:
         text = body.decode("utf-8")

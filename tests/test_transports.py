@@ -1,0 +1,352 @@
+"""One channel over SSE, NDJSON, WebSocket (raw and rtengine.v1) and long-poll: the same events with
+the same ids, the same hooks, the same bounds, and clean ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import MakeClient, make_config, stalled_client, wait_for
+from sse_client import SSEReader
+from transports_client import Poller, ndjson, ws_closed, ws_json
+
+from engine.http.keys import BROKER, SCRIPTS, STREAMS
+
+SCRIPT = "transports.js"
+N = 1000  # sockets opened and dropped
+V1 = ("rtengine.v1",)
+
+
+def config_with(scripts_dir: Any, limits: dict[str, Any] | None = None, **streams: Any) -> Any:
+    config = make_config(scripts_dir, **(limits or {}))
+    return replace(config, streams=replace(config.streams, **streams))
+
+
+async def seen(client: TestClient) -> dict[str, Any]:
+    return await (await client.get("/ctl/seen")).json()  # type: ignore[no-any-return]
+
+
+async def test_one_channel_over_every_transport_carries_the_same_events(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    sse = SSEReader(await client.get("/plain"))
+    lines = await ndjson(client, "/plain")
+    raw = await client.ws_connect("/plain")
+    v1 = await client.ws_connect("/plain", protocols=V1)
+    assert v1.protocol == "rtengine.v1" and raw.protocol is None
+    poller = Poller(client, "/plain")
+    first_poll = asyncio.ensure_future(poller.collect(5))
+    await wait_for(lambda: client.app[STREAMS].connection_count == 5, what="five readers")
+    await client.get("/ctl/send", params={"path": "/plain", "n": "3"})  # JSON values
+    await client.get("/ctl/send", params={"path": "/plain", "n": "2", "from": "3", "text": "line\nbreak ",
+                                          "event": "note"})
+    sse_events = await sse.take(5)
+    expected = [{"id": e.id, "event": e.event, "data": json.loads(e.data) if e.event is None else e.data}
+                for e in sse_events]
+    assert [e["data"] for e in expected] == [{"n": 0}, {"n": 1}, {"n": 2}, "line\nbreak 3", "line\nbreak 4"]
+    assert await lines.take(5) == expected
+    assert [await ws_json(v1) for _ in range(5)] == expected
+    raw_frames = [(await raw.receive(timeout=5)).data for _ in range(5)]
+    assert raw_frames == ['{"n":0}', '{"n":1}', '{"n":2}', "line\nbreak 3", "line\nbreak 4"]  # the data as sent
+    assert await first_poll == expected
+    info = await (await client.get("/_engine/streams")).json()
+    assert info["streams"]["/plain"]["by_transport"] == {"sse": 1, "ndjson": 1, "websocket": 2, "poll": 1}
+    await raw.close()
+    await v1.close()
+
+
+async def test_the_hooks_run_over_every_transport(engine_client: MakeClient, scripts_dir) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, poll_grace_seconds=0.3,
+                                                            heartbeat_seconds=0.05))
+    # SSE and NDJSON: the id in the `connected` event; messages by POST
+    sse = SSEReader(await client.get("/t/a"))
+    sse_id = json.loads((await sse.next()).data)["id"]
+    assert json.loads((await sse.next()).data) == {"hello": "sse"}
+    lines = await ndjson(client, "/t/a")
+    connected, hello = await lines.take(2)
+    assert (connected["event"], hello["data"]) == ("connected", {"hello": "ndjson"})
+    nd_id = connected["data"]["id"]
+    # a poller: the same two events in its first answer
+    poller = Poller(client, "/t/a")
+    events = await poller.poll()
+    assert [e["event"] for e in events] == ["connected", None] and events[1]["data"] == {"hello": "poll"}
+    assert events[0]["data"]["id"] == poller.connection_id
+    # WebSocket: raw frames carry data only (no `connected`); v1 envelopes carry everything
+    raw = await client.ws_connect("/t/a")
+    assert await ws_json(raw) == {"hello": "websocket"}
+    v1 = await client.ws_connect("/t/a", protocols=V1)
+    v1_connected = await ws_json(v1)
+    assert v1_connected["event"] == "connected" and (await ws_json(v1))["data"] == {"hello": "websocket"}
+    # messages: each answered on its own transport, to that client only
+    for cid in (sse_id, nd_id, poller.connection_id):
+        resp = await client.post("/t/a", json="whoami", headers={"X-Connection-Id": cid})
+        assert (await resp.json())["id"] == cid
+    await v1.send_json({"id": 7, "data": "whoami"})
+    assert await ws_json(v1) == {"replyTo": 7, "data": {"id": v1_connected["data"]["id"], "transport": "websocket"}}
+    await raw.send_str(json.dumps({"echo": "plain text back"}))
+    assert (await raw.receive(timeout=5)).data == "plain text back"
+    await v1.send_json({"id": "x", "data": "throw"})
+    reply = await ws_json(v1)
+    assert reply["replyTo"] == "x" and reply["error"]["code"] == "script_error"
+    # a message the others hear, in order, on every transport
+    await v1.send_json({"data": "hi all"})
+    said = {"from": v1_connected["data"]["id"], "text": "hi all"}
+    assert json.loads((await sse.next()).data) == said
+    assert (await lines.next())["data"] == said
+    assert (await ws_json(raw)) == said
+    assert [e["data"] for e in await poller.poll()] == [said]
+    # every one ends, and onDisconnect says which transport it was
+    sse.response.close()
+    lines.response.close()
+    await raw.close()
+    await v1.close()
+    await wait_for(lambda: _disconnected(client, 5), what="five onDisconnects (the poller's after its grace)")
+    transports = sorted(d["transport"] for d in (await seen(client))["disconnects"])
+    assert transports == ["ndjson", "poll", "sse", "websocket", "websocket"]
+
+
+def _disconnected(client: TestClient, n: int) -> Any:
+    async def check() -> bool:
+        return len((await seen(client))["disconnects"]) >= n
+    return check()
+
+
+async def test_a_websocket_with_the_subprotocol_resumes_from_its_id(engine_client: MakeClient, scripts_dir) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, history=5))
+    v1 = await client.ws_connect("/plain", protocols=V1)
+    await client.get("/ctl/send", params={"path": "/plain", "n": "5"})
+    got = [await ws_json(v1) for _ in range(5)]
+    await v1.close()
+    resumed = await client.ws_connect(f"/plain?lastEventId={got[1]['id']}", protocols=V1)
+    assert [e["data"]["n"] for e in [await ws_json(resumed) for _ in range(3)]] == [2, 3, 4]
+    await client.get("/ctl/send", params={"path": "/plain", "n": "1", "from": "5"})
+    assert (await ws_json(resumed))["data"] == {"n": 5}  # then live: no gap, no duplicate
+    await client.get("/ctl/send", params={"path": "/plain", "n": "5", "from": "6"})  # the first ids leave history
+    late = await client.ws_connect(f"/plain?lastEventId={got[0]['id']}", protocols=V1)
+    reset = await ws_json(late)
+    assert reset["event"] == "reset" and "has left the history" in reset["data"]["reason"]
+    assert [(await ws_json(late))["data"]["n"] for _ in range(5)] == [6, 7, 8, 9, 10]
+    await resumed.close()
+    await late.close()
+
+
+async def test_a_long_poll_loses_nothing_while_events_pour_in(engine_client: MakeClient) -> None:
+    """10,000 events published in bursts while a client polls in a loop: every id exactly once, in order."""
+    client = await engine_client(SCRIPT)
+    poller = Poller(client, "/plain")
+    first = asyncio.ensure_future(poller.poll())
+    await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the poller")
+
+    async def publish() -> None:
+        for burst in range(20):
+            await client.get("/ctl/send", params={"path": "/plain", "n": "500", "from": str(burst * 500)})
+
+    publisher = asyncio.ensure_future(publish())
+    got = await first
+    while len(got) < 10_000:
+        got.extend(await poller.poll())
+    await publisher
+    assert [e["data"]["n"] for e in got] == list(range(10_000))
+    ids = [e["id"] for e in got]
+    assert len(set(ids)) == 10_000 and poller.cursor == ids[-1]
+
+
+async def test_a_long_poll_answers_from_history_when_an_answer_was_lost(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    poller = Poller(client, "/plain")
+    pending = asyncio.ensure_future(poller.poll())
+    await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the poller")
+    await client.get("/ctl/send", params={"path": "/plain", "n": "3"})
+    got = await pending
+    while len(got) < 3:
+        got += await poller.poll()
+    # the client never saw that answer: it polls again from its older cursor, and gets it all again
+    poller.cursor = got[0]["id"]
+    again = await poller.poll()
+    assert [e["data"]["n"] for e in again] == [1, 2]
+    assert poller.cursor == got[2]["id"]
+
+
+async def test_a_long_poll_with_nothing_new_answers_an_empty_batch_with_the_same_cursor(
+    engine_client: MakeClient, scripts_dir,
+) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, poll_timeout_seconds=0.2))
+    await client.get("/ctl/send", params={"path": "/plain", "n": "1"})
+    poller = Poller(client, "/plain")
+    poller.cursor = client.app[BROKER].describe("/plain")[1]
+    assert await poller.poll() == []
+    cursor = poller.cursor
+    assert await poller.poll() == [] and poller.cursor == cursor
+
+
+@pytest.mark.parametrize("kind", ["poll", "ndjson"])
+async def test_an_unusable_or_forgotten_id_is_a_reset_on_poll_and_ndjson(engine_client: MakeClient, scripts_dir,
+                                                                          kind: str) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, history=3))
+    await client.get("/ctl/send", params={"path": "/plain", "n": "6"})
+    epoch = client.app[BROKER].epoch
+    for given in ("garbage", f"{epoch}-1"):
+        if kind == "poll":
+            poller = Poller(client, "/plain")
+            poller.cursor = given
+            events = await poller.poll()
+        else:
+            events = await (await ndjson(client, "/plain", headers={"Last-Event-ID": given})).take(4)
+        assert events[0]["event"] == "reset" and events[0]["data"]["lastEventId"] == given
+        assert [e["data"]["n"] for e in events[1:4]] == [3, 4, 5]  # what history still holds
+
+
+async def test_every_transport_ends_cleanly_when_its_stream_goes(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    lines = await ndjson(client, "/t/r")
+    await lines.take(2)
+    ws = await client.ws_connect("/t/r")
+    await ws_json(ws)
+    poller = Poller(client, "/t/r")
+    await poller.poll()
+    waiting = asyncio.ensure_future(poller.poll())
+    await wait_for(lambda: client.app[STREAMS].connection_count == 3, what="three readers")
+    record = await client.app[SCRIPTS].save(SCRIPT, 'register("/ctl/seen", () => ({body: {}}));')
+    assert record.status == "loaded"
+    assert await ws_closed(ws) == (1001, "the stream was removed")
+    assert await waiting == [] and poller.closed == "the stream was removed"
+    with pytest.raises(EOFError):
+        await lines.next()
+    assert client.app[STREAMS].connection_count == 0
+
+
+async def test_a_poller_closed_between_polls_learns_why_at_its_next_poll(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    poller = Poller(client, "/t/r")
+    await poller.poll()
+    await client.get("/ctl/close", params={"id": poller.connection_id, "reason": "kicked"})
+    events = await poller.poll()
+    assert events[-1]["event"] == "close" and events[-1]["data"] == {"reason": "kicked"}
+    assert poller.closed == "kicked"
+    old = poller.connection_id
+    await poller.poll()  # polling on is a new connection, through onConnect again
+    assert poller.connection_id != old
+
+
+async def test_transports_count_toward_max_connections(engine_client: MakeClient, scripts_dir) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_connections=2))
+    ws = await client.ws_connect("/plain")
+    poller = Poller(client, "/plain")
+    pending = asyncio.ensure_future(poller.poll())
+    await wait_for(lambda: client.app[STREAMS].connection_count == 2, what="two readers")
+    resp = await client.get("/plain", headers={"Accept": "application/x-ndjson"})
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "too_many_connections"
+    third = await client.ws_connect("/plain")
+    code, reason = await ws_closed(third)
+    assert code == 1013 and "streams.max_connections" in reason
+    await ws.close()
+    await client.get("/ctl/send", params={"path": "/plain"})
+    assert len(await pending) == 1
+
+
+async def test_websocket_close_codes_say_why(engine_client: MakeClient, scripts_dir) -> None:
+    config = config_with(scripts_dir, {"max_body_bytes": 1024}, max_client_messages=2)
+    config = replace(config, auth=replace(config.auth, jwt_secret="s" * 32))
+    client = await engine_client(SCRIPT, config=config)
+    refused = await client.ws_connect("/t/a?deny=1")
+    code, reason = await ws_closed(refused)
+    assert code == 1008 and "onConnect refused" in reason
+    secret = await client.ws_connect("/secret/x")
+    code, reason = await ws_closed(secret)
+    assert code == 4401 and "needs a token" in reason
+    big = await client.ws_connect("/t/a")
+    await ws_json(big)
+    await big.send_str("x" * 2048)
+    assert (await ws_closed(big))[0] == 1009
+    binary = await client.ws_connect("/t/a")
+    await ws_json(binary)
+    await binary.send_bytes(b"\x00\x01")
+    assert await ws_closed(binary) == (1003, "text frames only")
+    storm = await client.ws_connect("/t/a")
+    await ws_json(storm)
+    for i in range(10):
+        await storm.send_json({"wait": 300, "n": i})
+    code, reason = await ws_closed(storm)
+    assert code == 4429 and "streams.max_client_messages" in reason
+    kicked = await client.ws_connect("/t/a")
+    await ws_json(kicked)
+    await kicked.send_str('"kick"')
+    assert await ws_closed(kicked) == (1000, "kicked")
+    # a POST naming a WebSocket's connection: its messages go over the socket
+    v1 = await client.ws_connect("/t/a", protocols=V1)
+    cid = (await ws_json(v1))["data"]["id"]
+    resp = await client.post("/t/a", json="hi", headers={"X-Connection-Id": cid})
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "wrong_transport"
+    await v1.close()
+
+
+@pytest.mark.parametrize(("headers", "what"), [
+    ({"Sec-WebSocket-Version": "12", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, "bad version"),
+    ({"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "short"}, "bad key"),
+    ({"Sec-WebSocket-Version": "13"}, "no key"),
+])
+async def test_a_bad_websocket_handshake_is_a_400_before_any_script_is_asked(
+    engine_client: MakeClient, headers: dict[str, str], what: str,
+) -> None:
+    client = await engine_client(SCRIPT)
+    resp = await client.get("/t/a", headers={"Upgrade": "websocket", "Connection": "Upgrade", **headers})
+    assert resp.status == 400, what
+    assert (await resp.json())["error"]["code"] == "bad_websocket_handshake"
+    assert (await seen(client))["connects"] == []
+
+
+async def test_a_websocket_that_never_answers_pings_is_closed(engine_client: MakeClient, scripts_dir) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, heartbeat_seconds=0.1))
+    silent = await client.ws_connect("/plain", autoping=False)
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the silent socket to be dropped")
+    await silent.close()
+
+
+async def test_a_stalled_websocket_is_cut_and_the_others_get_everything(
+    engine_client: MakeClient, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine")
+    client = await engine_client(SCRIPT)
+    watcher = await client.ws_connect("/plain")
+    sock = await stalled_client(client.host, client.port, (
+        b"GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"))
+    try:
+        await wait_for(lambda: client.app[STREAMS].connection_count == 2, what="the stalled socket")
+        for _ in range(16):
+            await client.get("/ctl/burst", params={"path": "/plain", "n": "3", "kb": "200"})
+            for _ in range(3):
+                assert len((await watcher.receive(timeout=5)).data) == 200 * 1024
+            if client.app[STREAMS].connection_count == 1:
+                break
+        assert client.app[STREAMS].connection_count == 1
+        assert any("closed a slow reader of /plain" in r.getMessage() for r in caplog.records)
+    finally:
+        sock.close()
+    await watcher.close()
+
+
+async def test_a_thousand_sockets_opened_and_dropped_leave_nothing_behind(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    registry = client.app[STREAMS]
+    sem = asyncio.Semaphore(100)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # the test client's pool holds 100
+
+    async def one(i: int) -> None:
+        async with sem:
+            ws = await session.ws_connect(client.make_url(f"/t/r{i % 10}"))
+            await ws_json(ws)
+            ws._response.connection.transport.abort()  # type: ignore[union-attr]  # gone, no close frame
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(N)))
+    finally:
+        await session.close()
+    await wait_for(lambda: registry.connection_count == 0, timeout=20, what="every socket to be dropped")
+    assert not registry.connections and not [c for c in registry.channels.values() if c.count]
+    await wait_for(lambda: _disconnected(client, N), timeout=20, what="every onDisconnect")
