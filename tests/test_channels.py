@@ -240,8 +240,9 @@ async def test_engine_streams_lists_patterns_with_their_live_channels(engine_cli
     info = await (await client.get("/_engine/streams")).json()
     feeds = info["streams"]["/feeds/{feed}"]
     assert feeds["channel_count"] == 1 and feeds["connections"] == 1 and feeds["messages_sent"] == 1
-    assert feeds["channels"]["/feeds/a"] == {"connections": 1, "messages_sent": 1, "history": 1,
-                                             "last_id": f"{client.app[BROKER].epoch}-1"}
+    assert feeds["by_transport"] == {"sse": 1}
+    assert feeds["channels"]["/feeds/a"] == {"connections": 1, "by_transport": {"sse": 1}, "messages_sent": 1,
+                                             "history": 1, "last_id": f"{client.app[BROKER].epoch}-1"}
     assert info["streams"]["/rooms/{room}"]["hooks"] is True and info["streams"]["/inbox/{user}"]["auth"] is True
     assert info["streams"]["/rooms/lobby"]["connections"] == 0
     assert info["max_channels"] == 100000 and info["channels"] == len(client.app[STREAMS].channels)
