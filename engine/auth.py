@@ -139,7 +139,11 @@ class Verifier:
                                "paths or patterns")
         exp = payload.get("exp")
         # PyJWT checked `exp` as int(exp) would read it (a string of digits too): so it is read here.
-        return Claims(payload, None if exp is None else float(int(exp)))
+        try:
+            expires = None if exp is None else float(int(exp))
+        except OverflowError:  # past any date a timer can wait for: the token does not expire
+            expires = None
+        return Claims(payload, expires)
 
     @staticmethod
     def may_read(claims: Claims, path: str) -> bool:

@@ -12,6 +12,12 @@ registerWebStream("/rooms/{room}", {
     if (conn.query.spin) spin(Number(conn.query.spin));
     if (conn.query.dm === "1") sendToConnection(conn.id, "early", { event: "dm" });
     if (conn.query.closeSelf === "1") { closeConnection(conn.id, "not today"); return { type: "never seen" }; }
+    if (conn.query.waitThenJoin) {
+      return new Promise((resolve) => setTimeout(() => {
+        sendStreamMessageToPath(conn.path, { type: "join", id: conn.id });
+        resolve({ type: "welcome", late: true });
+      }, Number(conn.query.waitThenJoin)));
+    }
     if (conn.query.wait) return new Promise((resolve) => setTimeout(() => resolve({ type: "welcome", late: true }), Number(conn.query.wait)));
     sendStreamMessageToPath(conn.path, { type: "join", id: conn.id });
     if (conn.query.quiet === "1") return undefined;

@@ -310,3 +310,28 @@ async def test_many_idle_channels_are_freed_a_batch_per_step_of_the_loop() -> No
     assert registry.sweep() == SWEEP_BATCH
     assert len(registry.channels) == 1200 - SWEEP_BATCH  # the rest wait for the loop's next steps
     await wait_for(lambda: not registry.channels, what="the rest of the idle channels to go")
+
+
+async def test_readers_turned_away_leave_no_channel_behind(engine_client: MakeClient, scripts_dir) -> None:
+    """A full server answers 503 to new readers of a pattern: the channels opened for them go with them
+    (they once stayed for streams.history_ttl_seconds, and filled streams.max_channels)."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_connections=2, max_channels=10))
+    client = await engine_client("channels.js", config=config)
+    held = [await read(client, "/feeds/held"), await read(client, "/feeds/held2")]
+    for i in range(30):
+        resp = await client.get(f"/feeds/n{i}", headers={"Accept": "text/event-stream"}, params={"v": "1.0"})
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "too_many_connections"
+    assert not [p for p in client.app[STREAMS].channels if p.startswith("/feeds/n")]
+    for r in held:
+        r.response.close()
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the held readers to go")
+    resp = await client.get("/feeds/after")
+    assert resp.status == 200
+    resp.close()
+
+
+async def test_head_on_a_stream_says_which_methods_it_takes(engine_client: MakeClient) -> None:
+    client = await engine_client("channels.js")
+    resp = await client.head("/rooms/a")
+    assert resp.status == 405 and resp.headers["Allow"] == "GET, POST, OPTIONS"

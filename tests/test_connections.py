@@ -482,3 +482,36 @@ async def test_a_hooked_streams_reader_brings_a_bounded_query(engine_client: Mak
     assert (await seen(client))["connects"] == []
     alice = await join(client, "/rooms/red", {"pad": "x" * 1000})
     assert alice.welcome["room"] == "red"
+
+
+async def test_what_onconnect_sends_its_new_channel_arrives_whatever_is_freed_meanwhile(
+    engine_client: MakeClient, scripts_dir,
+) -> None:
+    """A channel made by onConnect's own send numbers from wherever freed channels left the count:
+    the reader's replay starts at the channel's start, not at a number taken before it existed."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, history_ttl_seconds=0.1, heartbeat_seconds=0.05))
+    client = await engine_client(ROOMS, config=config)
+    await client.get("/ch/send", params={"path": "/feeds/hist", "data": "h"})
+    registry = client.app[STREAMS]
+    pending = asyncio.ensure_future(join(client, "/rooms/fresh", {"waitThenJoin": "400"}))
+    await wait_for(lambda: "/feeds/hist" not in registry.channels, what="the other channel to be freed")
+    member = await pending
+    assert member.welcome == {"type": "welcome", "late": True}
+    assert await member.next_json() == {"type": "join", "id": member.id}
+
+
+async def test_a_reload_that_adds_auth_while_onconnect_runs_turns_the_tokenless_reader_away(
+    engine_client: MakeClient, scripts_dir,
+) -> None:
+    config = replace(make_config(scripts_dir), auth=replace(make_config(scripts_dir).auth, jwt_secret="s" * 32))
+    client = await engine_client(ROOMS, config=config)
+    pending = asyncio.ensure_future(client.get("/rooms/anon", params={"wait": "400"}))
+    await wait_for(lambda: client.app[STREAMS].held, what="onConnect to start")
+    opening = 'registerWebStream("/rooms/{room}", {'
+    source = (scripts_dir / ROOMS).read_text().replace(opening, opening + ' auth: "required",')
+    record = await client.app[SCRIPTS].save(ROOMS, source)
+    assert record.status == "loaded", record.last_error
+    resp = await pending
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "stream_changed"
+    assert not client.app[STREAMS].connections

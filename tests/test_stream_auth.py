@@ -226,3 +226,11 @@ register("/say", () => { sendStreamMessageToPath("/open/1", "after"); return "ok
     assert len(client.app[STREAMS].connections) == 1
     resp = await client.get("/open/1")
     assert resp.status == 401
+
+
+async def test_a_token_that_expires_past_any_date_is_one_that_does_not_expire(engine_client: MakeClient,
+                                                                             scripts_dir) -> None:
+    client = await engine(engine_client, scripts_dir)
+    resp = await client.get("/me", headers={"Authorization": f"Bearer {token(exp=10**400)}"})
+    assert resp.status == 200
+    resp.close()

@@ -72,6 +72,8 @@ class MemoryBroker:
         ch = self.channels.get(channel) or Channel(self._floor)
         events = [ev for _, ev, _ in ch.history]
         shown = repr(last_event_id[:_SHOWN_ID]) + ("..." if len(last_event_id) > _SHOWN_ID else "")
+        if last_event_id == f"{self.epoch}-start":
+            return Replay(None, events)
         m = _EVENT_ID.fullmatch(last_event_id)
         if m is None or m.group(1) != self.epoch:
             return Replay(f"unknown event id {shown} (from another server run?)", events)
@@ -85,8 +87,10 @@ class MemoryBroker:
         return Replay(None, [ev for s, ev, _ in ch.history if s > seq])
 
     def cursor(self, channel: str) -> str:
+        """For a channel not made yet, "from its start": its first id depends on what is forgotten
+        before it is made, which a number taken now cannot know."""
         ch = self.channels.get(channel)
-        return f"{self.epoch}-{self._floor if ch is None else ch.seq}"
+        return f"{self.epoch}-start" if ch is None else f"{self.epoch}-{ch.seq}"
 
     def forget(self, channel: str) -> None:
         """The channel goes, history and all; nothing of it is kept. Whatever channel takes its path

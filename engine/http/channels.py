@@ -23,7 +23,7 @@ from engine.errors import HTTPError
 from engine.http.keys import AUTH, CONFIG, HOOKS, POLLERS, STREAMS
 from engine.http.request import read_body
 from engine.streams.event import NDJSON, POLL, SSE, WS, WS_V1, Event
-from engine.streams.registry import Channel, Stream
+from engine.streams.registry import NEEDS_TOKEN_REASON, Channel, Stream
 from engine.streams.sse import channels_full, check_room, open_channel, serve_sse
 from engine.transports.negotiate import WEBSOCKET, choose
 from engine.transports.poll import farewell_answer, first_poll, poll_again
@@ -127,12 +127,9 @@ async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind:
     app = request.app
     registry = app[STREAMS]
     path = request.path
-    if stream.plain:
-        if kind == SSE:
-            return await serve_sse(request, open_channel(registry, path), registry, app[CONFIG].streams, rid)
-        check_room(registry)
-        return await _serve(request, kind, Admitted(open_channel(registry, path), registry.new_id()), rid)
     check_room(registry)
+    if stream.plain:
+        return await _serve(request, kind, Admitted(open_channel(registry, path), registry.new_id()), rid)
     query = _query_for_scripts(request)
     if len(query) > rules.MAX_CONN_QUERY:
         raise HTTPError(414, "query_too_long", f"a query of more than {rules.MAX_CONN_QUERY} characters (a token "
@@ -161,8 +158,8 @@ async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind:
         # Made only now: a reader refused makes no channel. The stream may have gone or changed
         # while onConnect ran (a reload): then this reader is not attached to what replaced it.
         found = registry.match(path)
-        if found is None or found[0] is not stream:
-            ended = "the stream was removed"
+        if found is None or found[0] is not stream or (stream.auth and user is None):
+            ended = "the stream was removed" if found is None or found[0] is not stream else NEEDS_TOKEN_REASON
             raise HTTPError(503, "stream_changed", f"the stream at {path} changed while this reader was being "
                             "connected; retry")
         admitted = Admitted(open_channel(registry, path), cid, accepted.first, accepted.info, accepted.cursor, unhold)
@@ -173,6 +170,16 @@ async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind:
 
 
 async def _serve(request: web.Request, kind: str, a: Admitted, rid: str) -> web.StreamResponse:
+    """Serve an admitted reader. A channel made for it that it never came to read (the client left,
+    the server was full) goes with it rather than waiting out its idle time: no request can leave
+    channels behind."""
+    try:
+        return await _serve_on(request, kind, a, rid)
+    finally:
+        request.app[STREAMS].drop_if_unused(a.channel)
+
+
+async def _serve_on(request: web.Request, kind: str, a: Admitted, rid: str) -> web.StreamResponse:
     app = request.app
     registry, config = app[STREAMS], app[CONFIG].streams
     if kind == WEBSOCKET:

@@ -49,6 +49,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             response = await post_message(request, request.headers["X-Connection-Id"], rid)
             response.headers["X-Request-Id"] = rid
             return response
+        elif method == "HEAD" and app[STREAMS].match(request.path):
+            raise HTTPError(405, "method_not_allowed", f"HEAD is not allowed on the stream {request.path}; allowed: "
+                            "GET, POST, OPTIONS", {"Allow": "GET, POST, OPTIONS"})
         elif method == "OPTIONS" and app[STREAMS].match(request.path):
             response = preflight(request)
             response.headers["X-Request-Id"] = rid

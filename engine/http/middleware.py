@@ -62,7 +62,9 @@ def error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Res
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, _STATUS_CODES.get(exc.status, "http_error"), exc.reason, rid, headers)
-    if isinstance(exc, (web.HTTPException, ConnectionResetError)):
+    if isinstance(exc, ConnectionResetError):  # the client left mid-answer: nothing to say, nothing to log
+        return web.Response(status=499, reason="Client Closed Request")
+    if isinstance(exc, web.HTTPException):
         raise exc
     log.error("internal error on %s %s (request %s)", request.method, request.path, rid, exc_info=exc)
     return error_response(500, "internal_error", f"internal server error (request id {rid})", rid)

@@ -422,6 +422,13 @@ class StreamRegistry:
         """What `sendStreamMessage(data)` reaches: every channel of every broadcast stream, now."""
         return [c for s in self.streams.values() if s.broadcast for c in s.channels.values()]
 
+    def drop_if_unused(self, channel: Channel) -> None:
+        """Free a pattern's channel that has no reader and nothing kept (one made for a reader who
+        never came to read)."""
+        if (channel.stream.pattern and not channel.count and self.live(channel)
+                and not self.broker.describe(channel.path)[0]):
+            self._free(channel, "empty")
+
     def live(self, channel: Channel) -> bool:
         """Is `channel` still the one served at its path (not freed, not replaced, since it was found)?"""
         return self.channels.get(channel.path) is channel

@@ -187,7 +187,10 @@ async def serve_sse(
     cid = connection_id or registry.new_id()
     content_type = "application/x-ndjson; charset=utf-8" if fmt == NDJSON else "text/event-stream; charset=utf-8"
     response = web.StreamResponse(status=200, headers=sse_headers(config, request_id, cors, cid, content_type))
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionResetError:  # the client left before the head went: nothing to serve
+        return response
     transport = body_transport(request)
     if transport is None or transport.is_closing():
         return response
