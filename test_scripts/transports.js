@@ -6,6 +6,7 @@ registerWebStream("/t/{room}", {
   onConnect(conn) {
     seen.connects.push({ id: conn.id, transport: conn.transport });
     if (conn.query.deny === "1") return false;
+    if (conn.query.spin === "1") { const t = Date.now(); while (Date.now() - t < 5000) {} }
     return { hello: conn.transport };
   },
   onMessage(conn, data) {

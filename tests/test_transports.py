@@ -250,12 +250,15 @@ async def test_transports_count_toward_max_connections(engine_client: MakeClient
 
 
 async def test_websocket_close_codes_say_why(engine_client: MakeClient, scripts_dir) -> None:
-    config = config_with(scripts_dir, {"max_body_bytes": 1024}, max_client_messages=2)
+    config = config_with(scripts_dir, {"max_body_bytes": 1024, "script_time_ms": 200}, max_client_messages=2)
     config = replace(config, auth=replace(config.auth, jwt_secret="s" * 32))
     client = await engine_client(SCRIPT, config=config)
     refused = await client.ws_connect("/t/a?deny=1")
     code, reason = await ws_closed(refused)
     assert code == 1008 and "onConnect refused" in reason
+    failed = await client.ws_connect("/t/a?spin=1")  # onConnect past its time limit
+    code, reason = await ws_closed(failed)
+    assert code == 1011 and "time limit" in reason
     secret = await client.ws_connect("/secret/x")
     code, reason = await ws_closed(secret)
     assert code == 4401 and "needs a token" in reason

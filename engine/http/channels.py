@@ -19,9 +19,10 @@ from aiohttp import web
 from engine import rules
 from engine.auth import SECRET_PARAMS, Claims, Forbidden, Unauthorized, Verifier
 from engine.connections import Busy, NoHandler, Refused, TooManyMessages
-from engine.errors import HTTPError
+from engine.errors import HTTPError, ScriptError
 from engine.http.keys import AUTH, CONFIG, HOOKS, POLLERS, STREAMS
 from engine.http.request import read_body
+from engine.http.script_errors import classify, log_script_error
 from engine.streams.event import NDJSON, POLL, SSE, WS, WS_V1, Event
 from engine.streams.registry import NEEDS_TOKEN_REASON, Channel, Stream
 from engine.streams.sse import channels_full, check_room, open_channel, serve_sse
@@ -91,9 +92,13 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
         raise problem
     try:
         return await _admit_and_serve(request, stream, rid, kind)
-    except HTTPError as e:
+    except (HTTPError, ScriptError) as e:
         if kind != WEBSOCKET:
             raise
+        if isinstance(e, ScriptError):  # onConnect failed: logged as a route's failure is
+            log_script_error(f"onConnect on {request.path}", rid, e)
+            status, code, message = classify(e)
+            e = HTTPError(status, code, message)
         return await refuse_ws(request, e, request.app[CONFIG].streams.heartbeat_seconds)
 
 
