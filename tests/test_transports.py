@@ -14,9 +14,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeClient, make_config, stalled_client, wait_for
 from sse_client import SSEReader
-from transports_client import Poller, ndjson, ws_closed, ws_json
+from transports_client import NDJSONReader, Poller, ndjson, ws_closed, ws_json
 
 from engine.http.keys import BROKER, SCRIPTS, STREAMS
+from engine.transports.poll import box_of
 
 SCRIPT = "transports.js"
 N = 1000  # sockets opened and dropped
@@ -353,3 +354,24 @@ async def test_a_thousand_sockets_opened_and_dropped_leave_nothing_behind(engine
     await wait_for(lambda: registry.connection_count == 0, timeout=20, what="every socket to be dropped")
     assert not registry.connections and not [c for c in registry.channels.values() if c.count]
     await wait_for(lambda: _disconnected(client, N), timeout=20, what="every onDisconnect")
+
+
+async def test_every_transport_ends_cleanly_at_shutdown(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    async with aiohttp.ClientSession() as session:  # its own: the test client's closes with the server
+        ws = await session.ws_connect(client.make_url("/t/a"))
+        await ws_json(ws)
+        resp = await session.get(client.make_url("/t/a"), headers={"Accept": "application/x-ndjson"})
+        lines = NDJSONReader(resp)
+        await lines.take(2)
+        first = await (await session.get(client.make_url("/t/a"), params={"transport": "poll"})).json()
+        waiting = asyncio.ensure_future(session.get(client.make_url("/t/a"), params={
+            "transport": "poll", "connectionId": first["connectionId"], "lastEventId": first["lastEventId"]}))
+        poller = client.app[STREAMS].connections[first["connectionId"]]
+        await wait_for(lambda: box_of(poller).waiter is not None, what="the poll to be held")
+        stopping = asyncio.ensure_future(client.close())
+        assert await ws_closed(ws) == (1001, "the server is shutting down")
+        assert (await (await waiting).json())["closed"] == "the server is shutting down"
+        with pytest.raises((EOFError, aiohttp.ClientPayloadError)):
+            await lines.next()
+        await stopping
