@@ -375,3 +375,13 @@ async def test_every_transport_ends_cleanly_at_shutdown(engine_client: MakeClien
         with pytest.raises((EOFError, aiohttp.ClientPayloadError)):
             await lines.next()
         await stopping
+
+
+async def test_ndjson_heartbeats_are_blank_lines(engine_client: MakeClient, scripts_dir) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, heartbeat_seconds=0.05))
+    lines = await ndjson(client, "/plain")
+    await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the reader")
+    next_line = asyncio.ensure_future(lines.next())
+    await wait_for(lambda: lines.heartbeats >= 2, what="two heartbeats")
+    await client.get("/ctl/send", params={"path": "/plain"})
+    assert (await next_line)["data"] == {"n": 0}

@@ -73,11 +73,7 @@ def handshake_problem(request: web.Request) -> HTTPError | None:
                      "(Sec-WebSocket-Version 13 and a 16-byte Sec-WebSocket-Key are needed)")
 
 
-def wants_envelopes(request: web.Request) -> bool:
-    return web.WebSocketResponse(protocols=(SUBPROTOCOL,)).can_prepare(request).protocol == SUBPROTOCOL
-
-
-def _socket(request: web.Request, heartbeat: float, max_message: int) -> web.WebSocketResponse:
+def _socket(heartbeat: float, max_message: int) -> web.WebSocketResponse:
     return web.WebSocketResponse(protocols=(SUBPROTOCOL,), heartbeat=heartbeat, max_msg_size=max_message,
                                  compress=False)
 
@@ -85,7 +81,7 @@ def _socket(request: web.Request, heartbeat: float, max_message: int) -> web.Web
 async def refuse(request: web.Request, error: HTTPError, heartbeat: float) -> web.WebSocketResponse:
     """Accept the socket only to close it with a code and the reason: a browser's WebSocket cannot
     read an HTTP status, only a close frame."""
-    ws = _socket(request, heartbeat, 1024)
+    ws = _socket(heartbeat, 1024)
     await ws.prepare(request)
     code = REFUSALS.get(error.status, WSCloseCode.POLICY_VIOLATION)
     if error.code == "refused":
@@ -107,7 +103,7 @@ async def serve_ws(
     info: Any = None, resume_from: str | None = None, on_attached: Callable[[], None] | None = None,
 ) -> web.WebSocketResponse:
     """Serve one socket until it or the server ends it; its frames go to the stream's onMessage."""
-    ws = _socket(request, heartbeat, max_message)
+    ws = _socket(heartbeat, max_message)
     await ws.prepare(request)
     transport = request.transport
     if transport is None or transport.is_closing():
