@@ -34,8 +34,8 @@ class LeanReader(asyncio.Protocol):
     ) -> None:
         self._transport = transport
         transport.write(head)
-        self._conn = begin_reading(self._registry, channel, transport, last_event_id, retry_ms, self._ended,
-                                   connection_id)
+        # The reader is its own `on_end` (__call__): no bound method kept per reader.
+        self._conn = begin_reading(self._registry, channel, transport, last_event_id, retry_ms, self, connection_id)
 
     def data_received(self, data: bytes) -> None:
         """A reader has nothing more to say: anything it sends is dropped."""
@@ -48,7 +48,7 @@ class LeanReader(asyncio.Protocol):
             self._registry.detach(self._conn)
             self._conn = None
 
-    def _ended(self, reason: str) -> None:
+    def __call__(self, reason: str) -> None:
         """The server dropped the reader (stream removed, shutdown, slow consumer): end the response."""
         t = self._transport
         if t is not None and not t.is_closing():
