@@ -17,8 +17,12 @@
  * answered, events in them (`"data":"T<ms>|...`), their publish-to-read latency. A connection the
  * server closes is opened again and polls on with the same connectionId and cursor.
  *
- * Sockets are spread over source addresses 127.0.0.1-127.0.0.8 (IP_BIND_ADDRESS_NO_PORT), so many
- * runs in a row never run out of ephemeral ports. Prints one JSON line at the end.
+ * Connects are non-blocking, with at most WINDOW (128, the listen backlog aiohttp uses) sockets between
+ * connect() and their first answer (the 101, or a first poll's answer) at once: a blocking connect
+ * into a full accept queue waits out SYN retransmits (1 s, 3 s...), which made 5,000 WebSocket
+ * handshakes to aiohttp take over 30 s. Sockets are spread over source addresses 127.0.0.1-127.0.0.8
+ * (IP_BIND_ADDRESS_NO_PORT), so many runs in a row never run out of ephemeral ports. Prints one JSON
+ * line at the end.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -46,11 +50,13 @@
 #define WS_BUF 65536
 #define MAX_LAT 8000000
 #define SPREAD 8
+#define WINDOW 128
 
 typedef struct {
     int fd;
     int ready;  /* ws: 101 seen; poll: answered at least once */
     int open;
+    int connecting;  /* connect() under way: waiting for EPOLLOUT */
     size_t len, cap;
     char *buf;
     /* poll */
@@ -82,13 +88,40 @@ static int open_socket(int i) {
     struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
     src.sin_addr.s_addr = htonl(0x7f000001 + (i % SPREAD));
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
+        (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0 && errno != EINPROGRESS)) {
         close(fd);
         return -1;
     }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     return fd;
+}
+
+/* Start connection i: non-blocking connect, EPOLLOUT tells when it is through. 0, or -1 on failure. */
+static int start_conn(conn_t *c, int i) {
+    int fd = open_socket(i);
+    if (fd < 0) return -1;
+    c->fd = fd;
+    c->open = 1;
+    c->connecting = 1;
+    c->len = 0;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
+}
+
+/* EPOLLOUT on a connecting socket: 0 and reading from now on, or -1 (the connect failed). */
+static int connected(conn_t *c, int i) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    c->connecting = 0;
+    if (err) return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    return 0;
 }
 
 static int write_all(int fd, const char *p, size_t n) {
@@ -144,22 +177,20 @@ static int run_ws(int n, long expected, double seconds) {
     int ready = 0, closed = 0, errors = 0, refused = 0, close_frames = 0, announced = 0;
     double first = 0, last = 0, start = now_ms();
 
+    int started = 0, pending = 0;  /* pending: connecting, or waiting for its 101 */
     for (int i = 0; i < n; i++) {
-        int fd = open_socket(i);
         conns[i].fd = -1;
-        if (fd < 0) { errors++; continue; }
-        if (write(fd, request, reqlen) != reqlen) errors++;
-        fcntl(fd, F_SETFL, O_NONBLOCK);
-        conns[i].fd = fd;
-        conns[i].open = 1;
         conns[i].cap = WS_BUF;
         conns[i].buf = malloc(WS_BUF);
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     }
 
     struct epoll_event evs[1024];
     while (1) {
+        while (started < n && pending < WINDOW) {
+            if (start_conn(&conns[started], started) == 0) pending++;
+            else errors++;
+            started++;
+        }
         double t = now_ms();
         if (t - start > seconds * 1000) break;
         if (expected > 0 && events >= expected) break;
@@ -167,6 +198,12 @@ static int run_ws(int n, long expected, double seconds) {
         int k = epoll_wait(ep, evs, 1024, 100);
         for (int e = 0; e < k; e++) {
             conn_t *c = &conns[evs[e].data.u32];
+            if (c->connecting) {
+                if (connected(c, evs[e].data.u32) != 0 || write_all(c->fd, request, reqlen) != 0) {
+                    c->open = 0; errors++; pending--; close(c->fd);
+                }
+                continue;
+            }
             while (c->open) {
                 struct iovec iov = {c->buf + c->len, c->cap - 1 - c->len};
                 char ctrl[256];
@@ -175,9 +212,13 @@ static int run_ws(int n, long expected, double seconds) {
                 ssize_t r = recvmsg(c->fd, &msg, 0);
                 if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
                     c->open = 0; closed++; close(c->fd);
+                    if (!c->ready) pending--;
                     break;
                 }
                 if (r < 0) break;
+                /* a read that did not fill the buffer took all there was: no second recvmsg to hear
+                   EAGAIN (epoll is level-triggered and says when more comes), half the syscalls */
+                int drained = (size_t)r < iov.iov_len;
                 c->len += r;
                 c->buf[c->len] = 0;
                 double recv = now_ms(), arrived = recv;
@@ -191,15 +232,16 @@ static int run_ws(int n, long expected, double seconds) {
                 if (!c->ready) {
                     char *he = memmem(c->buf, c->len, "\r\n\r\n", 4);
                     if (!he) {
-                        if (c->len >= c->cap - 1) { c->open = 0; closed++; refused++; close(c->fd); }
+                        if (c->len >= c->cap - 1) { c->open = 0; closed++; refused++; pending--; close(c->fd); }
                         continue;
                     }
                     if (c->len < 12 || memcmp(c->buf + 9, "101", 3) != 0) {  /* "HTTP/1.1 101" */
-                        c->open = 0; closed++; refused++; close(c->fd);
+                        c->open = 0; closed++; refused++; pending--; close(c->fd);
                         break;
                     }
                     c->ready = 1;
                     ready++;
+                    pending--;
                     p = (unsigned char *)he + 4;
                 }
                 while (end - p >= 2) {
@@ -248,6 +290,7 @@ static int run_ws(int n, long expected, double seconds) {
                 }
                 c->len = end - p;
                 memmove(c->buf, p, c->len);
+                if (drained) break;
             }
         }
         if (!announced && ready + errors + closed >= n) {
@@ -298,19 +341,11 @@ static int json_string(const char *body, size_t blen, const char *key, char *out
     return 1;
 }
 
+/* (Re)open poller i's connection; its poll goes once the connect is through. */
 static int reopen(conn_t *c, int i) {
     if (c->open) close(c->fd);
     c->open = 0;
-    c->len = 0;
-    int fd = open_socket(i);
-    if (fd < 0) return -1;
-    c->fd = fd;
-    c->open = 1;
-    if (send_poll(c) != 0) return -1;
-    fcntl(fd, F_SETFL, O_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-    return 0;
+    return start_conn(c, i);
 }
 
 static int run_poll(int n, double seconds, double warmup) {
@@ -319,14 +354,20 @@ static int run_poll(int n, double seconds, double warmup) {
     int ready = 0, errors = 0, measuring = 0;
     double start = now_ms(), m_start = 0, m_end = 0, cpu_at_start = 0;
 
+    int started = 0, pending = 0;  /* pending: not answered once yet */
     for (int i = 0; i < n; i++) {
+        conns[i].fd = -1;
         conns[i].cap = WS_BUF;
         conns[i].buf = malloc(WS_BUF);
-        if (reopen(&conns[i], i) != 0) errors++;
     }
 
     struct epoll_event evs[1024];
     while (1) {
+        while (started < n && pending < WINDOW) {
+            if (reopen(&conns[started], started) == 0) pending++;
+            else errors++;
+            started++;
+        }
         double t = now_ms();
         if (!measuring && (ready + errors >= n || t - start > warmup * 1000)) {
             measuring = 1;
@@ -341,6 +382,13 @@ static int run_poll(int n, double seconds, double warmup) {
         for (int e = 0; e < k; e++) {
             int i = evs[e].data.u32;
             conn_t *c = &conns[i];
+            if (c->connecting) {
+                if (connected(c, i) != 0 || send_poll(c) != 0) {
+                    reconnects++;
+                    if (reopen(c, i) != 0) { errors++; c->open = 0; if (!c->ready) pending--; }
+                }
+                continue;
+            }
             while (c->open) {
                 if (c->len + 1 >= c->cap) {
                     c->cap *= 2;
@@ -349,7 +397,7 @@ static int run_poll(int n, double seconds, double warmup) {
                 ssize_t r = read(c->fd, c->buf + c->len, c->cap - 1 - c->len);
                 if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
                     reconnects++;
-                    if (reopen(c, i) != 0) { errors++; c->open = 0; }
+                    if (reopen(c, i) != 0) { errors++; c->open = 0; if (!c->ready) pending--; }
                     break;
                 }
                 if (r < 0) break;
@@ -380,7 +428,7 @@ static int run_poll(int n, double seconds, double warmup) {
                     char cid[64];
                     if (json_string(body, clen, "\"connectionId\":", cid, sizeof cid)) strcpy(c->cid, cid);
                     c->have_last = json_string(body, clen, "\"lastEventId\":", c->last, sizeof c->last);
-                    if (!c->ready) { c->ready = 1; ready++; }
+                    if (!c->ready) { c->ready = 1; ready++; pending--; }
                     polls_total++;
                     events_total += got;
                     if (measuring) { polls++; events += got; if (!got) empty++; }

@@ -21,13 +21,14 @@ Cases, for each server:
   client's first-to-last receive;
 - latency: the same number of sockets, 20 messages/s for `--rate-seconds`; publish-to-read p50/p99,
   and publish-to-arrival (the kernel's receive timestamp, leaving the client's own walk out);
-- memory: server RSS growth per idle socket at `--memory-sockets` sockets (the brief's figure is the
-  engine's and the ceiling's; the other two are measured the same way, for reference);
+- memory (run first, on the fresh server): RSS growth per idle socket at `--memory-sockets` sockets
+  (the engine's and the ceiling's are the figures asked for; the other two are measured the same way);
 - long-poll (engine only): `--pollers` pollers of `/events?transport=poll`, each polling again with
   the answer's connectionId and lastEventId as soon as it is answered, while `--poll-rate` messages/s
   are published; polls answered/s and events delivered/s over `--poll-seconds`.
 The client is bench/ws_client.c (compiled here with gcc), one epoll thread; its CPU share is printed
-so it can be seen not to be the bottleneck. Publish times have millisecond resolution.
+(over the whole client run, as fanout_bench.py does, and for the burst over its receive span) so it
+can be seen whether it set the pace. Publish times have millisecond resolution.
 """
 
 from __future__ import annotations
@@ -143,17 +144,21 @@ def start_server(kind: str, port: int, loop: str, scripts: Path) -> subprocess.P
 
 
 class Publisher(threading.Thread):
-    """`rate` publishes of one message a second, until stopped; counts them."""
+    """`rate` messages a second, until stopped; counts them. A server busy with pollers answers a
+    publish late: the next publish then carries every message due since (`n` > 1), so the message
+    rate holds whatever one publish takes."""
 
     def __init__(self, base: str, rate: float) -> None:
         super().__init__(daemon=True)
-        self.base, self.rate, self.sent, self.halt = base, rate, 0, threading.Event()
+        self.base, self.rate, self.sent, self.publishes, self.halt = base, rate, 0, 0, threading.Event()
 
     def run(self) -> None:
         start = time.monotonic()
         while not self.halt.is_set():
-            get(f"{self.base}/publish?n=1&size=200")
-            self.sent += 1
+            n = max(1, int((time.monotonic() - start) * self.rate) - self.sent)
+            get(f"{self.base}/publish?n={n}&size=200")
+            self.sent += n
+            self.publishes += 1
             self.halt.wait(max(0.0, start + self.sent / self.rate - time.monotonic()))
 
 
@@ -169,6 +174,22 @@ def run_server(kind: str, exe: Path, scripts: Path, a: argparse.Namespace) -> di
     try:
         wait_up(base + "/publish?n=1")
 
+        # Memory first, on a server that has had no load yet: buffers freed after the bursts would
+        # otherwise be reused by the idle sockets and hide their cost. A few sockets come and go first,
+        # so that what the first one alone costs (lazily made code paths) is not counted.
+        Client(exe, port, "ws", 50, 0, 600).stop()
+        time.sleep(0.5)
+        before = rss_kb(server.pid)
+        c = Client(exe, port, "ws", a.memory_sockets, 0, 600)
+        time.sleep(1.0)  # let the server settle its buffers before reading its memory
+        after = rss_kb(server.pid)
+        out["memory"] = {"sockets": c.ready, "rss_before_kb": before, "rss_after_kb": after,
+                         "kb_per_idle_socket": round((after - before) / a.memory_sockets, 2)}
+        if kind == "engine":
+            out["memory"]["server_counted_by_transport"] = engine_counted(base)
+        c.stop()
+        time.sleep(1.0)
+
         c = Client(exe, port, "ws", a.clients, a.clients * a.burst, 120)
         counted = engine_counted(base) if kind == "engine" else None
         t0 = time.monotonic()
@@ -180,6 +201,10 @@ def run_server(kind: str, exe: Path, scripts: Path, a: argparse.Namespace) -> di
             "events_per_s": round(r["events"] / (r["receive_span_ms"] / 1000), 0) if r["receive_span_ms"] else None,
             "publish_to_last_receive_s": round(time.monotonic() - t0, 3),
             "client_cpu_share": share(r),
+            # the client's CPU over the burst alone (its connects cost little): near 1 means the
+            # client, not the server, set the pace
+            "client_cpu_per_receive_span": round(r["cpu_seconds"] / (r["receive_span_ms"] / 1000), 2)
+            if r["receive_span_ms"] else None,
         }
         if counted is not None:
             out["throughput"]["server_counted_by_transport"] = counted
@@ -195,18 +220,6 @@ def run_server(kind: str, exe: Path, scripts: Path, a: argparse.Namespace) -> di
                                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
                                    "arrive_p50_ms": r["arrive_p50_ms"], "arrive_p99_ms": r["arrive_p99_ms"],
                                    "pings_answered": r["pings"], "client_cpu_share": share(r)}
-
-        time.sleep(0.5)
-        before = rss_kb(server.pid)
-        c = Client(exe, port, "ws", a.memory_sockets, 0, 600)
-        time.sleep(1.0)  # let the server settle its buffers before reading its memory
-        after = rss_kb(server.pid)
-        out["memory"] = {"sockets": c.ready, "rss_before_kb": before, "rss_after_kb": after,
-                         "kb_per_idle_socket": round((after - before) / a.memory_sockets, 2)}
-        if kind == "engine":
-            out["memory"]["server_counted_by_transport"] = engine_counted(base)
-        c.stop()
-        time.sleep(1.0)
 
         if kind == "engine":
             out["long_poll"] = run_poll(exe, port, base, a)
@@ -225,16 +238,16 @@ def run_poll(exe: Path, port: int, base: str, a: argparse.Namespace) -> dict[str
     pub.start()
     try:
         c = Client(exe, port, "poll", a.pollers, a.poll_seconds, 30)
-        sent_at_ready = pub.sent
+        sent_at_ready, publishes_at_ready = pub.sent, pub.publishes
         r = c.result()
-        sent = pub.sent - sent_at_ready
+        sent, publishes = pub.sent - sent_at_ready, pub.publishes - publishes_at_ready
     finally:
         pub.halt.set()
         pub.join()
     w = r["window_seconds"]
     return {
         "pollers": a.pollers, "answered_once": r["answered_once"], "publish_rate": a.poll_rate,
-        "window_s": w, "messages_published_in_window": sent,
+        "window_s": w, "messages_published_in_window": sent, "publish_requests_in_window": publishes,
         "polls": r["polls"], "polls_per_s": round(r["polls"] / w, 0), "empty_polls": r["empty_polls"],
         "events": r["events"], "events_per_s": round(r["events"] / w, 0),
         "events_per_poll": round(r["events"] / r["polls"], 2) if r["polls"] else None,

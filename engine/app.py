@@ -38,6 +38,7 @@ from engine.http.keys import (
     GRAPHQL,
     GRAPHQL_RUNNER,
     HOOKS,
+    LEAN_SOCKETS,
     LOGS,
     POLLERS,
     ROUTES,
@@ -53,6 +54,7 @@ from engine.routes import RouteTable
 from engine.scripts import ScriptManager
 from engine.streams.registry import StreamRegistry
 from engine.streams.sse import heartbeat
+from engine.transports.lean_socket import LeanSockets
 from engine.transports.poll import Pollers
 from engine.watcher import ScriptWatcher
 
@@ -94,6 +96,7 @@ def build_app(config: Config) -> web.Application:
     app[AUTH] = verifier = Verifier(config.auth)
     app[HOOKS] = ConnectionHooks(app[STREAMS], broker, verifier, s.max_client_messages, scripts.background_error)
     app[POLLERS] = Pollers(app[STREAMS], s)
+    app[LEAN_SOCKETS] = LeanSockets()
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_log_stream)
     app.cleanup_ctx.append(_graphql_runner)
@@ -161,7 +164,7 @@ async def _watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(heartbeat([app[STREAMS], app[SUBSCRIPTIONS], app[POLLERS]],
+    task = asyncio.create_task(heartbeat([app[STREAMS], app[SUBSCRIPTIONS], app[POLLERS], app[LEAN_SOCKETS]],
                                        app[CONFIG].streams.heartbeat_seconds))
     yield
     task.cancel()

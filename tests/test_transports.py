@@ -16,7 +16,7 @@ from conftest import MakeClient, make_config, stalled_client, wait_for
 from sse_client import SSEReader
 from transports_client import NDJSONReader, Poller, ndjson, ws_closed, ws_json
 
-from engine.http.keys import BROKER, SCRIPTS, STREAMS
+from engine.http.keys import BROKER, LEAN_SOCKETS, SCRIPTS, STREAMS
 from engine.transports.poll import box_of
 
 SCRIPT = "transports.js"
@@ -385,3 +385,29 @@ async def test_ndjson_heartbeats_are_blank_lines(engine_client: MakeClient, scri
     await wait_for(lambda: lines.heartbeats >= 2, what="two heartbeats")
     await client.get("/ctl/send", params={"path": "/plain"})
     assert (await next_line)["data"] == {"n": 0}
+
+
+async def test_a_plain_streams_websocket_is_served_lean_and_says_why_it_ends(engine_client: MakeClient,
+                                                                             scripts_dir) -> None:
+    """A fresh connection's handshake for a plain stream is served below aiohttp (a KB or two idle):
+    the same frames, the same close codes."""
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, {"max_body_bytes": 1024}))
+    lean = client.app[LEAN_SOCKETS].live
+    talker = await client.ws_connect("/plain")
+    big = await client.ws_connect("/plain")
+    kicked = await client.ws_connect("/plain", protocols=V1)
+    removed = await client.ws_connect("/plain")
+    assert kicked.protocol == "rtengine.v1" and len(lean) == 4
+    await talker.send_str("hello?")
+    assert await ws_closed(talker) == (1003, "this stream takes no messages (it has no onMessage)")
+    await big.send_str("x" * 2048)
+    assert (await ws_closed(big))[0] == 1009
+    cid = next(c.id for c in client.app[STREAMS].connections.values() if c.fmt == "ws.v1")
+    await client.get("/ctl/close", params={"id": cid, "reason": "kicked"})
+    close = await ws_json(kicked)
+    assert close["event"] == "close" and close["data"] == {"reason": "kicked"}
+    assert await ws_closed(kicked) == (1000, "kicked")
+    record = await client.app[SCRIPTS].save(SCRIPT, 'register("/ctl/seen", () => ({body: {}}));')
+    assert record.status == "loaded"
+    assert await ws_closed(removed) == (1001, "the stream was removed")
+    await wait_for(lambda: not lean and client.app[STREAMS].connection_count == 0, what="every socket to go")

@@ -25,11 +25,12 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
 from engine.config import Config
-from engine.http.keys import CONFIG, STREAMS
+from engine.http.keys import CONFIG, LEAN_SOCKETS, STREAMS
 from engine.http.middleware import new_request_id
 from engine.streams.lean_reader import LeanReader
 from engine.streams.registry import StreamRegistry
 from engine.streams.sse import sse_head
+from engine.transports.lean_socket import LeanSocket, LeanSockets, handshake_head, valid_key, wants
 from engine.transports.negotiate import SSE, choose
 
 access_log = logging.getLogger("aiohttp.access")
@@ -37,7 +38,8 @@ access_log = logging.getLogger("aiohttp.access")
 MAX_HEAD = 8192  # a longer head goes to aiohttp, which has its own limits and errors
 MAX_METHOD = 32  # a first "word" longer than this is no request line: aiohttp answers it at once
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_HANDS_TO_AIOHTTP = (b"content-length", b"transfer-encoding", b"upgrade", b"expect")
+_HANDS_TO_AIOHTTP = (b"content-length", b"transfer-encoding", b"expect")
+_WS_HEADERS = (b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-protocol")
 _PREFIX = b"GET /"
 
 
@@ -46,6 +48,8 @@ class StreamRequest:
     path: str
     last_event_id: str | None
     request_id: str | None
+    ws_key: str | None = None  # a WebSocket handshake's key: the reader is a lean socket
+    ws_protocols: str | None = None
 
 
 NEED_MORE = object()  # the head is not complete yet
@@ -79,6 +83,7 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
             path not in streams.channels and len(streams.channels) >= streams.max_channels):
         return HAND_OVER
     last_event_id = request_id = accept = None
+    ws: dict[bytes, str] = {}
     for line in buf[line_end + 2 : head_end].split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon or not name or not _TOKEN.issuperset(name):  # also rejects obs-fold lines
@@ -92,7 +97,16 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
             request_id = value.decode("latin-1")
         elif name == b"accept":
             accept = value.decode("latin-1")
+        elif name in _WS_HEADERS:
+            ws[bytes(name)] = value.decode("latin-1")
     params = parse_qs(query.decode("latin-1")) if query else {}
+    if b"upgrade" in ws:  # a WebSocket handshake, well formed, or aiohttp's to answer
+        key = ws.get(b"sec-websocket-key", "")
+        if (ws[b"upgrade"].lower() != "websocket" or "upgrade" not in ws.get(b"connection", "").lower()
+                or ws.get(b"sec-websocket-version") != "13" or not valid_key(key)):
+            return HAND_OVER
+        return StreamRequest(path, params.get("lastEventId", [None])[0], request_id, key,
+                             ws.get(b"sec-websocket-protocol"))
     if choose(None, accept, params.get("transport", [None])[0]) != SSE:  # NDJSON and long-poll: aiohttp's
         return HAND_OVER
     if not last_event_id:
@@ -128,12 +142,14 @@ def head_timeout_response(seconds: float, request_id: str, date: str) -> bytes:
 class FrontProtocol(asyncio.Protocol):
     """Reads a connection's first request head, then gives the connection away for good."""
 
-    __slots__ = ("_aiohttp", "_config", "_streams", "_transport", "_buf", "_lean", "_timer")
+    __slots__ = ("_aiohttp", "_config", "_streams", "_sockets", "_transport", "_buf", "_lean", "_timer")
 
-    def __init__(self, aiohttp: Callable[[], asyncio.Protocol], config: Config, streams: StreamRegistry) -> None:
+    def __init__(self, aiohttp: Callable[[], asyncio.Protocol], config: Config, streams: StreamRegistry,
+                 sockets: LeanSockets) -> None:
         self._aiohttp = aiohttp
         self._config = config
         self._streams = streams
+        self._sockets = sockets
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()  # the head so far, when it came in more than one piece
         self._lean = config.streams.lean_readers  # could this still become a lean reader?
@@ -217,12 +233,21 @@ class FrontProtocol(asyncio.Protocol):
         channel = self._streams.open(req.path)  # read_head found its stream, and room for it, this turn
         assert channel is not None
         cid = self._streams.new_id()
-        head = sse_head(s, rid, email.utils.formatdate(usegmt=True), cid)
+        date = email.utils.formatdate(usegmt=True)
         log_line = None
         if self._config.logs.access:
             peer = transport.get_extra_info("peername")
             # The path only: a query (a `?token=`, say) never reaches the log from here.
-            log_line = f'{peer[0] if peer else "-"} "GET {req.path} HTTP/1.1" 200 stream'
+            status = "101 websocket" if req.ws_key else "200 stream"
+            log_line = f'{peer[0] if peer else "-"} "GET {req.path} HTTP/1.1" {status}'
+        if req.ws_key is not None:
+            subprotocol = wants(req.ws_protocols)
+            head = handshake_head(req.ws_key, subprotocol, cid, rid, date, SERVER_SOFTWARE)
+            sock = LeanSocket(self._streams, self._sockets, self._config.limits.max_body_bytes, log_line)
+            transport.set_protocol(sock)
+            sock.start(transport, channel, head, subprotocol is not None, req.last_event_id, cid)
+            return
+        head = sse_head(s, rid, date, cid)
         reader = LeanReader(self._streams, log_line)
         transport.set_protocol(reader)
         reader.start(transport, channel, head, req.last_event_id, s.retry_ms, cid)
@@ -241,4 +266,5 @@ class EngineRunner(web.AppRunner):
     def server(self) -> Any:
         """What the sites call for each new connection."""
         inner = self.web_server
-        return None if inner is None else partial(FrontProtocol, inner, self.app[CONFIG], self.app[STREAMS])
+        return None if inner is None else partial(FrontProtocol, inner, self.app[CONFIG], self.app[STREAMS],
+                                                  self.app[LEAN_SOCKETS])

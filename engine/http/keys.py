@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.graphql.subscriptions import SubscriptionHub
     from engine.logstream import LogStream
     from engine.scripts import ScriptManager
+    from engine.transports.lean_socket import LeanSockets
     from engine.transports.poll import Pollers
     from engine.watcher import ScriptWatcher
 
@@ -29,6 +30,7 @@ STREAMS = web.AppKey("streams", StreamRegistry)
 AUTH = web.AppKey("auth", Verifier)
 HOOKS: web.AppKey[ConnectionHooks] = web.AppKey("hooks")
 POLLERS: web.AppKey[Pollers] = web.AppKey("pollers")
+LEAN_SOCKETS: web.AppKey[LeanSockets] = web.AppKey("lean_sockets")
 SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")
 GRAPHQL: web.AppKey[GraphQLRegistry] = web.AppKey("graphql")
 SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")

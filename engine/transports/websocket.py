@@ -88,11 +88,11 @@ async def refuse(request: web.Request, error: HTTPError, heartbeat: float) -> we
         code = WSCloseCode.POLICY_VIOLATION
     elif error.status >= 500 and error.status != 503:
         code = WSCloseCode.INTERNAL_ERROR
-    await ws.close(code=code, message=_reason(error.message))
+    await ws.close(code=code, message=close_reason(error.message))
     return ws
 
 
-def _reason(text: str) -> bytes:
+def close_reason(text: str) -> bytes:
     """A close frame's reason: at most 123 bytes of UTF-8, cut on a character."""
     return text.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
 
@@ -117,7 +117,7 @@ async def serve_ws(
             ended.append(reason)
             if reason != "the client went away":
                 code = CLOSE_CODES.get(reason, WSCloseCode.OK)
-                asyncio.ensure_future(ws.close(code=code, message=_reason(reason)))
+                asyncio.ensure_future(ws.close(code=code, message=close_reason(reason)))
 
     sock = SocketTransport(transport)  # type: ignore[arg-type]
     given = last_event_id(request)
@@ -167,14 +167,11 @@ async def _message(ws: web.WebSocketResponse, conn: Connection, hooks: Connectio
         text = json.dumps(frame["data"])
     try:
         answer = await hooks.message(conn, text, as_json)
-    except NoHandler as e:
-        if fmt == WS_V1:
-            _send(conn, fmt, {"replyTo": msg_id, "error": {"code": "no_message_handler", "message": str(e)}})
-        else:
-            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=_reason(str(e)))
+    except NoHandler as e:  # as a lean socket of a plain stream answers any data frame
+        await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=close_reason(str(e)))
         return
     except TooManyMessages as e:
-        await ws.close(code=TOO_MANY_MESSAGES, message=_reason(str(e)))
+        await ws.close(code=TOO_MANY_MESSAGES, message=close_reason(str(e)))
         return
     except ScriptError as e:
         log_script_error(f"onMessage on {conn.channel.path}", request_id, e)
