@@ -295,8 +295,10 @@ def main() -> None:
     for other in ("raw_asyncio", "node_ws", "aiohttp_ws"):
         if other in results and "skipped" not in results[other] and "engine" in results:
             ratios[f"engine_vs_{other}"] = {
-                "events_per_s": ratio(fig("engine", "throughput", "events_per_s"), fig(other, "throughput", "events_per_s")),
-                "latency_p99": ratio(fig("engine", "latency_20_per_s", "p99_ms"), fig(other, "latency_20_per_s", "p99_ms")),
+                "events_per_s": ratio(fig("engine", "throughput", "events_per_s"),
+                                      fig(other, "throughput", "events_per_s")),
+                "latency_p99": ratio(fig("engine", "latency_20_per_s", "p99_ms"),
+                                     fig(other, "latency_20_per_s", "p99_ms")),
                 "kb_per_idle_socket": ratio(fig("engine", "memory", "kb_per_idle_socket"),
                                             fig(other, "memory", "kb_per_idle_socket")),
             }
