@@ -150,11 +150,12 @@ class Section {
     this.state(why, why === "stopped" ? "" : "err");
     this.id = null;
   }
-  async say() {
+  say() {
     const text = this.text.value.trim();
     if (!text || !this.id) return;
     this.text.value = "";
-    await this.deliver(text);
+    // One after another: POSTs sent at once may take different connections and arrive in any order.
+    this.sending = (this.sending || Promise.resolve()).then(() => this.deliver(text)).catch(() => {});
   }
   async post(text) {
     const r = await fetch(PATH, { method: "POST", body: JSON.stringify(text),
