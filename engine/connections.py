@@ -61,7 +61,12 @@ class Accepted:
 
 
 class Refused(Exception):
-    """onConnect said no (returned false, or threw: the thrown message is the reason)."""
+    """onConnect said no (returned false, or threw: the thrown message is the reason, and an Error's
+    `status`, 400 to 499, the answer's status instead of 403)."""
+
+    def __init__(self, reason: str, status: int = 403) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class Busy(Exception):
@@ -129,7 +134,7 @@ class ConnectionHooks:
                     raise
                 except ScriptError as e:
                     if type(e) is ScriptError:  # a throw: the script's own refusal, in its own words
-                        raise Refused(e.message.removeprefix("Error: ")[:200]) from None
+                        raise Refused(e.message.removeprefix("Error: ")[:200], e.status or 403) from None
                     raise
                 finally:
                     held = self.registry.unexpect(cid)

@@ -20,6 +20,7 @@ class ScriptError(EngineError):
         self.message = message
         self.stack = stack
         self.location = location  # "name.js:12" when the engine could tell
+        self.status: int | None = None  # a 4xx the script's Error carried (`status`), for a refusal
 
     def describe(self) -> str:
         """One line for logs: where, then what."""

@@ -139,7 +139,10 @@ function finish(search, message) {
 registerWebStream("/api/result/{query_id}", {
   onConnect(conn) {
     const search = QUERY_ID.test(conn.params.query_id) ? searches[conn.params.query_id] : undefined;
-    if (!search) throw new Error("no search " + conn.params.query_id + " (start one with GET /api/search)");
+    if (!search) {
+      throw Object.assign(new Error("no search " + conn.params.query_id + " (start one with GET /api/search)"),
+                          { status: 404 });
+    }
     search.readers++;
     if (search.state === "waiting" && search.readers >= search.waitFor) start(search);
     return undefined;

@@ -105,6 +105,7 @@ FORGED: dict[str, tuple[Any, str]] = {
     "headers": (env(o={"r": {"s": 200, "b": "", "h": {"X": 1}}}), "headers must be an object of strings"),
     "promise id": (env(o={"p": -1}), "Promise id must be a positive integer"),
     "outcome fields": (env(o={"zz": 1}), "unknown fields"),
+    "error status": (env(o={"e": {"m": "x", "st": "", "s": 500}}), "status must be an integer from 400 to 499"),
     "settled id": (env(s=[{"o": {}}]), "settled Promise needs an id"),
     "timer": (env(t="soon"), "next timer must be a time or null"),
     "timer infinite": ('{"t": 1e999}', "next timer must be a time or null"),

@@ -114,4 +114,6 @@ async def test_unknown_searches_and_bad_requests_are_json_errors(engine_client: 
     resp = await client.get("/api/search", params={"from": "JAKARTA", "to": "CGK"})
     assert resp.status == 400 and "three-letter" in (await resp.json())["error"]["message"]
     resp = await client.get("/api/result/0123456789abcdef")
-    assert resp.status == 403 and "no search 0123456789abcdef" in (await resp.json())["error"]["message"]
+    assert resp.status == 404 and "no search 0123456789abcdef" in (await resp.json())["error"]["message"]
+    resp = await client.get("/api/result/0123456789abcdef", params={"transport": "poll"})
+    assert resp.status == 404  # the same refusal whatever the transport

@@ -154,7 +154,7 @@ async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind:
     except BaseException as e:
         unhold()
         if isinstance(e, Refused):
-            raise HTTPError(403, "refused", f"the stream refused this connection: {e}") from None
+            raise HTTPError(e.status, "refused", f"the stream refused this connection: {e}") from None
         if isinstance(e, Busy):
             raise HTTPError(503, "script_busy", str(e)) from None
         raise

@@ -343,7 +343,9 @@ class ScriptContext:
     def _raise_js(self, info: dict[str, Any]) -> Any:
         """An error JS caught (a throw in a handler, a rejected Promise), as the engine's error."""
         stack, where = self._stack(info.get("st", ""))
-        raise self._error(info["m"], stack, where)
+        error = self._error(info["m"], stack, where)
+        error.status = info.get("s")
+        raise error
 
     def _error(self, first: str, stack: str, where: str) -> ScriptError:
         """The one place that reads QuickJS's error text: time limit, memory limit, or the script's own."""

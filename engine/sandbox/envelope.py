@@ -138,7 +138,14 @@ def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
         e = o["e"]
         if not isinstance(e, dict):
             raise Malformed("an error must be an object")
-        return {"e": {"m": _text(e.get("m"), "an error's message"), "st": _text(e.get("st", ""), "a stack")}}
+        out: dict[str, str | int] = {"m": _text(e.get("m"), "an error's message"),
+                                     "st": _text(e.get("st", ""), "a stack")}
+        status = e.get("s")
+        if status is not None:
+            if type(status) is not int or not 400 <= status <= 499:
+                raise Malformed("an error's status must be an integer from 400 to 499")
+            out["s"] = status
+        return {"e": out}
     if "bad" in o:
         return {"bad": _text(o["bad"], "bad")}
     if "j" in o:

@@ -587,7 +587,12 @@
     // error object may have getters that throw: read it defensively.
     if (e === null) return rec({ m: "null", st: "" });
     try {
-      if (e instanceof ErrorCtor) return rec({ m: toText(e.name) + ": " + toText(e.message), st: toText(e.stack || "") });
+      if (e instanceof ErrorCtor) {
+        const info = rec({ m: toText(e.name) + ": " + toText(e.message), st: toText(e.stack || "") });
+        const status = e.status;  // onConnect's refusal may name its status (404 for what does not exist)
+        if (typeof status === "number" && status >= 400 && status <= 499 && status === (status | 0)) info.s = status;
+        return info;
+      }
     } catch (x) { /* fall through to the generic text */ }
     let text;
     try { text = typeof e === "string" ? e : stringify(e); } catch (x) { text = undefined; }
