@@ -411,3 +411,26 @@ async def test_a_plain_streams_websocket_is_served_lean_and_says_why_it_ends(eng
     assert record.status == "loaded"
     assert await ws_closed(removed) == (1001, "the stream was removed")
     await wait_for(lambda: not lean and client.app[STREAMS].connection_count == 0, what="every socket to go")
+
+
+async def test_a_lean_socket_that_pings_and_never_reads_is_dropped(engine_client: MakeClient, scripts_dir) -> None:
+    """Every ping is answered with a pong: a client that sends pings and reads nothing would make the
+    server hold its pongs without end. Past streams.max_buffer_bytes unsent, it is dropped."""
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_buffer_bytes=64 * 1024))
+    sock = await stalled_client(client.host, client.port, (
+        b"GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"))
+    try:
+        await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the socket")
+        ping = bytes((0x89, 0x80 | 125)) + b"\x00\x00\x00\x00" + b"p" * 125  # masked with zeros
+        loop = asyncio.get_running_loop()
+        for _ in range(40000):  # 5 MB of pings; the pongs back would be as much (past what the kernel holds)
+            try:
+                await asyncio.wait_for(loop.sock_sendall(sock, ping), 2)
+            except (OSError, TimeoutError):
+                break
+            if client.app[STREAMS].connection_count == 0:
+                break
+        await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the pinging socket to be dropped")
+    finally:
+        sock.close()

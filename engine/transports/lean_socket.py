@@ -118,8 +118,13 @@ class LeanSocket(asyncio.Protocol):
             opcode, payload, used = frame
             buf = buf[used:]
             if opcode == _PING:
-                if self._transport is not None:
-                    self._transport.write(ws_frame(payload, _PONG))
+                t = self._transport
+                if t is not None:
+                    if t.get_write_buffer_size() > self._registry.max_buffer_bytes:  # pings, never reading
+                        self._drop()
+                        t.abort()
+                        return
+                    t.write(ws_frame(payload, _PONG))
             elif opcode == _CLOSE:
                 self._end(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else WSCloseCode.OK, "")
                 return
