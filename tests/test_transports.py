@@ -434,3 +434,32 @@ async def test_a_lean_socket_that_pings_and_never_reads_is_dropped(engine_client
         await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the pinging socket to be dropped")
     finally:
         sock.close()
+
+
+def masked_text(payload: bytes) -> bytes:
+    """A client's text frame (masked with zeros: the bytes stay as they are)."""
+    n = len(payload)
+    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+async def test_a_websocket_that_sends_and_never_reads_its_replies_is_cut(engine_client: MakeClient,
+                                                                         scripts_dir) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_buffer_bytes=64 * 1024))
+    sock = await stalled_client(client.host, client.port, (
+        b"GET /t/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"))
+    try:
+        await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the socket")
+        echo = masked_text(json.dumps({"echo": "r" * 16000}).encode())
+        loop = asyncio.get_running_loop()
+        for _ in range(400):  # 6.4 MB of replies asked for, none read
+            try:
+                await asyncio.wait_for(loop.sock_sendall(sock, echo), 2)
+            except (OSError, TimeoutError):
+                break
+            if client.app[STREAMS].connection_count == 0:
+                break
+        await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the socket to be cut")
+    finally:
+        sock.close()

@@ -539,10 +539,13 @@ class StreamRegistry:
             return True
         if owner is not None and conn.channel.stream.owner != owner:
             return False
-        framed = event.frame(conn.fmt)
+        self.write_to(conn, event.frame(conn.fmt))
+        return True
+
+    def write_to(self, conn: Connection, framed: bytes) -> None:
+        """Bytes for one reader (an event of its own, a reply): cut it if they leave it too far behind."""
         if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
-        return True
 
     def close_connection(self, connection: str, event: Event, reason: str, owner: str | None = None) -> bool:
         """Send `event` (the notice), then end the reader, if it is here (and on a stream of `owner`)."""

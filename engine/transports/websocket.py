@@ -21,7 +21,7 @@ from engine.connections import ConnectionHooks, NoHandler, TooManyMessages, answ
 from engine.errors import HTTPError, ScriptError
 from engine.http.script_errors import classify, log_script_error
 from engine.streams.event import WS, WS_V1, Event
-from engine.streams.registry import Channel, Connection, StreamRegistry, write_one
+from engine.streams.registry import Channel, Connection, StreamRegistry
 from engine.streams.sse import begin_reading, last_event_id
 from engine.streams.wire import ws_frame
 
@@ -131,7 +131,7 @@ async def serve_ws(
             if conn.ended:
                 break
             if msg.type == WSMsgType.TEXT:
-                task = asyncio.ensure_future(_message(ws, conn, hooks, fmt, msg.data, request_id))
+                task = asyncio.ensure_future(_message(ws, conn, registry, hooks, fmt, msg.data, request_id))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             elif msg.type == WSMsgType.BINARY:
@@ -146,8 +146,8 @@ async def serve_ws(
     return ws
 
 
-async def _message(ws: web.WebSocketResponse, conn: Connection, hooks: ConnectionHooks, fmt: str, text: str,
-                   request_id: str) -> None:
+async def _message(ws: web.WebSocketResponse, conn: Connection, registry: StreamRegistry, hooks: ConnectionHooks,
+                   fmt: str, text: str, request_id: str) -> None:
     """One client frame to onMessage; its reply, or error, goes back to this socket only."""
     msg_id: Any = None
     as_json = True
@@ -157,7 +157,7 @@ async def _message(ws: web.WebSocketResponse, conn: Connection, hooks: Connectio
         except (ValueError, RecursionError):
             frame = None
         if not isinstance(frame, dict) or "data" not in frame:
-            _send(conn, fmt, {"replyTo": None, "error": {"code": "bad_message", "message":
+            _send(conn, registry, {"replyTo": None, "error": {"code": "bad_message", "message":
                   'a message is {"id": <number or string>, "data": <any JSON>} with the rtengine.v1 subprotocol'}})
             return
         msg_id = frame.get("id")
@@ -177,18 +177,20 @@ async def _message(ws: web.WebSocketResponse, conn: Connection, hooks: Connectio
         log_script_error(f"onMessage on {conn.channel.path}", request_id, e)
         if fmt == WS_V1:
             _, code, message = classify(e)
-            _send(conn, fmt, {"replyTo": msg_id, "error": {"code": code, "message": message}})
+            _send(conn, registry, {"replyTo": msg_id, "error": {"code": code, "message": message}})
         return
     if answer.text is None or conn.ended:
         return
+    # A reply counts toward the socket's unsent bytes as events do: a client that sends and never
+    # reads is cut as a slow consumer.
     if fmt == WS:
-        write_one(conn.transport, ws_frame(answer.text.encode("utf-8", "replace")))
+        registry.write_to(conn, ws_frame(answer.text.encode("utf-8", "replace")))
         return
     reply = answer_event(answer)  # its JSON checked before it is embedded
     data = reply.data if reply.json else json.dumps(reply.data)
-    write_one(conn.transport, ws_frame(f'{{"replyTo":{json.dumps(msg_id)},"data":{data}}}'.encode("utf-8", "replace")))
+    registry.write_to(conn, ws_frame(f'{{"replyTo":{json.dumps(msg_id)},"data":{data}}}'.encode("utf-8", "replace")))
 
 
-def _send(conn: Connection, fmt: str, body: dict[str, Any]) -> None:
+def _send(conn: Connection, registry: StreamRegistry, body: dict[str, Any]) -> None:
     if not conn.ended:
-        write_one(conn.transport, ws_frame(json.dumps(body).encode("utf-8", "replace")))
+        registry.write_to(conn, ws_frame(json.dumps(body).encode("utf-8", "replace")))
