@@ -445,7 +445,8 @@ def masked_text(payload: bytes) -> bytes:
 
 async def test_a_websocket_that_sends_and_never_reads_its_replies_is_cut(engine_client: MakeClient,
                                                                          scripts_dir) -> None:
-    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_buffer_bytes=64 * 1024))
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_buffer_bytes=64 * 1024,
+                                                            max_client_messages=1000))  # only the buffer may end it
     sock = await stalled_client(client.host, client.port, (
         b"GET /t/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"))
