@@ -464,3 +464,47 @@ async def test_a_websocket_that_sends_and_never_reads_its_replies_is_cut(engine_
         await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the socket to be cut")
     finally:
         sock.close()
+
+
+async def lean_handshake(client: TestClient) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 ") and b"X-Connection-Id: " in head
+    return reader, writer
+
+
+async def server_close_code(reader: asyncio.StreamReader) -> int:
+    """Read server frames until its close frame; its code."""
+    while True:
+        b0, n = await asyncio.wait_for(reader.readexactly(2), 5)
+        payload = await reader.readexactly(n & 0x7F)  # the server's frames here are all short
+        if b0 & 0x0F == 0x8:
+            return int.from_bytes(payload[:2], "big")
+
+
+@pytest.mark.parametrize(("frames", "code"), [
+    (bytes((0x89, 0x80)) + b"\x00" * 4, None),  # one ping: answered, nothing closed
+    ((bytes((0x89, 0x80)) + b"\x00" * 4) * 1000, 1008),  # a flood of pings in one go
+    (bytes((0x8B, 0x80)) + b"\x00" * 4, 1002),  # a reserved control opcode
+    (bytes((0x83, 0x80)) + b"\x00" * 4, 1002),  # a reserved data opcode
+    (bytes((0x81, 0x05)) + b"hello", 1002),  # unmasked
+    (bytes((0x81, 0xFE)) + (2000).to_bytes(2, "big"), 1009),  # over limits.max_body_bytes
+    (bytes((0x81, 0xFF)) + (100_000).to_bytes(8, "big"), 1009),
+    (bytes((0x81, 0xFE)) + (500).to_bytes(2, "big"), 1003),  # within it, but the stream takes no messages
+    (bytes((0x88, 0x82)) + b"\x00" * 4 + (999).to_bytes(2, "big"), 1002),  # a close code no one may send
+])
+async def test_a_lean_socket_answers_odd_frames_with_the_right_close(engine_client: MakeClient, scripts_dir,
+                                                                    frames: bytes, code: int | None) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, {"max_body_bytes": 1024}))
+    reader, writer = await lean_handshake(client)
+    writer.write(frames)
+    if code is None:
+        b0, n = await asyncio.wait_for(reader.readexactly(2), 5)
+        assert b0 == 0x8A and n == 0  # the pong
+        assert client.app[STREAMS].connection_count == 1
+    else:
+        assert await server_close_code(reader) == code
+        await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the socket to go")
+    writer.close()

@@ -29,6 +29,9 @@ access_log = logging.getLogger("aiohttp.access")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PING = ws_frame(b"", 0x9)
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
+MAX_CONTROL_FRAMES = 64  # in one read: pings and pongs beyond this are a flood, not a heartbeat
+_KNOWN = frozenset((0x0, 0x1, 0x2, _CLOSE, _PING, _PONG))
+_VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 _WHY: dict[int, str] = {WSCloseCode.UNSUPPORTED_DATA: "this stream takes no messages (it has no onMessage)",
         WSCloseCode.MESSAGE_TOO_BIG: "message too big"}
 
@@ -106,29 +109,47 @@ class LeanSocket(asyncio.Protocol):
         t.write(PING)
 
     def data_received(self, data: bytes) -> None:
+        """Read frames by offset (no copy per frame); the pongs a chunk asks for go out in one write,
+        and none once the client leaves more than streams.max_buffer_bytes of them unread."""
         self._heard = True
         buf = self._buf + data if self._buf else data
+        pos = frames = 0
+        pongs: list[bytes] = []
         while True:
-            frame = _parse(buf, self._max)
+            frame = _parse(buf, pos, self._max)
             if frame is None:
                 break
             if isinstance(frame, int):  # the code to close with
+                self._answer(pongs)
                 self._end(frame, _WHY.get(frame, "protocol error"))
                 return
-            opcode, payload, used = frame
-            buf = buf[used:]
-            if opcode == _PING:
-                t = self._transport
-                if t is not None:
-                    if t.get_write_buffer_size() > self._registry.max_buffer_bytes:  # pings, never reading
-                        self._drop()
-                        t.abort()
-                        return
-                    t.write(ws_frame(payload, _PONG))
-            elif opcode == _CLOSE:
-                self._end(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else WSCloseCode.OK, "")
+            opcode, payload, pos = frame
+            frames += 1
+            if frames > MAX_CONTROL_FRAMES:  # no client needs this many at once: a flood
+                self._end(WSCloseCode.POLICY_VIOLATION, "too many control frames at once")
                 return
-        self._buf = bytes(buf)
+            if opcode == _PING:
+                pongs.append(ws_frame(payload, _PONG))
+            elif opcode == _CLOSE:
+                self._answer(pongs)
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 0
+                self._end(WSCloseCode.OK if code in _VALID_CLOSE or 3000 <= code <= 4999 else
+                          WSCloseCode.PROTOCOL_ERROR, "")
+                return
+        if not self._answer(pongs):
+            return
+        self._buf = bytes(buf[pos:])
+
+    def _answer(self, pongs: list[bytes]) -> bool:
+        t = self._transport
+        if not pongs or t is None or t.is_closing():
+            return True
+        if t.get_write_buffer_size() > self._registry.max_buffer_bytes:  # it pings and never reads
+            self._drop()
+            t.abort()
+            return False
+        t.write(b"".join(pongs))
+        return True
 
     def _end(self, code: int, reason: str) -> None:
         t = self._transport
@@ -161,30 +182,32 @@ class LeanSocket(asyncio.Protocol):
             access_log.info("%s (%s)", self._log_line, reason)
 
 
-def _parse(buf: bytes, limit: int) -> tuple[int, bytes, int] | int | None:
-    """One whole client frame from the start of `buf`: (opcode, unmasked payload, bytes used); None
-    if it is not all here yet; a close code if it cannot be taken (unmasked, reserved bits, too big,
-    or a data frame: a plain stream takes no messages, so one is refused at its header, unread)."""
-    if len(buf) < 2:
+def _parse(buf: bytes, pos: int, limit: int) -> tuple[int, bytes, int] | int | None:
+    """One whole client frame at `pos` in `buf`: (opcode, unmasked payload, where the next begins);
+    None if it is not all here yet; a close code if it cannot be taken (unmasked, reserved bits or
+    opcodes, too big, or a data frame: a plain stream takes no messages, so one is refused at its
+    header, unread)."""
+    if len(buf) - pos < 2:
         return None
-    b0, b1 = buf[0], buf[1]
-    if b0 & 0x70 or not b1 & 0x80:  # extensions were not agreed; a client must mask
-        return int(WSCloseCode.PROTOCOL_ERROR)
+    b0, b1 = buf[pos], buf[pos + 1]
     opcode, n = b0 & 0x0F, b1 & 0x7F
+    if b0 & 0x70 or not b1 & 0x80 or opcode not in _KNOWN:  # no extensions agreed; a client must mask
+        return int(WSCloseCode.PROTOCOL_ERROR)
     if opcode < _CLOSE:
-        return int(WSCloseCode.MESSAGE_TOO_BIG) if n == 127 or (n == 126 and _long(buf) > limit) \
-            else int(WSCloseCode.UNSUPPORTED_DATA)
+        if n == 126 and len(buf) - pos >= 4:
+            n = struct.unpack_from("!H", buf, pos + 2)[0]
+        elif n == 127 and len(buf) - pos >= 10:
+            n = struct.unpack_from("!Q", buf, pos + 2)[0]
+        elif n >= 126:
+            return None  # its length is not all here yet
+        return int(WSCloseCode.MESSAGE_TOO_BIG) if n > limit else int(WSCloseCode.UNSUPPORTED_DATA)
     if n > 125 or not b0 & 0x80:  # a control frame is short and whole (RFC 6455 5.5)
         return int(WSCloseCode.PROTOCOL_ERROR)
-    if len(buf) < 6 + n:
+    if len(buf) - pos < 6 + n:
         return None
-    mask = buf[2:6]
-    payload = bytes(b ^ mask[i & 3] for i, b in enumerate(buf[6:6 + n]))
-    return opcode, payload, 6 + n
-
-
-def _long(buf: bytes) -> int:
-    return struct.unpack_from("!H", buf, 2)[0] if len(buf) >= 4 else 0
+    mask = buf[pos + 2:pos + 6]
+    payload = bytes(b ^ mask[i & 3] for i, b in enumerate(buf[pos + 6:pos + 6 + n]))
+    return opcode, payload, pos + 6 + n
 
 
 def wants(protocols: str | None) -> str | None:
