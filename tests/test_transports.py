@@ -508,3 +508,39 @@ async def test_a_lean_socket_answers_odd_frames_with_the_right_close(engine_clie
         assert await server_close_code(reader) == code
         await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the socket to go")
     writer.close()
+
+
+async def test_bad_envelopes_cost_no_task_and_count_toward_the_buffer(engine_client: MakeClient, scripts_dir) -> None:
+    """rtengine.v1 frames that are not envelopes are answered at once; a client sending thousands and
+    reading nothing is cut when the answers pass streams.max_buffer_bytes."""
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_buffer_bytes=64 * 1024))
+    sock = await stalled_client(client.host, client.port, (
+        b"GET /t/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Protocol: rtengine.v1\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"))
+    try:
+        await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the socket")
+        loop = asyncio.get_running_loop()
+        for _ in range(100):  # 100 x 500 frames that are not JSON
+            try:
+                await asyncio.wait_for(loop.sock_sendall(sock, masked_text(b"x") * 500), 2)
+            except (OSError, TimeoutError):
+                break
+            if client.app[STREAMS].connection_count == 0:
+                break
+        await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the socket to be cut")
+        assert (await seen(client))["messages"] == []
+    finally:
+        sock.close()
+
+
+async def test_a_socket_closed_by_its_script_is_closed_whatever_the_reason_says(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    ws = await client.ws_connect("/t/a", protocols=V1)
+    cid = (await ws_json(ws))["data"]["id"]
+    assert ws._response.headers["X-Connection-Id"] == cid  # type: ignore[union-attr]
+    await ws_json(ws)
+    await client.get("/ctl/close", params={"id": cid, "reason": "the client went away"})
+    assert (await ws_json(ws))["event"] == "close"
+    code, reason = await ws_closed(ws)
+    assert reason == "the client went away" and code is not None

@@ -104,6 +104,7 @@ async def serve_ws(
 ) -> web.WebSocketResponse:
     """Serve one socket until it or the server ends it; its frames go to the stream's onMessage."""
     ws = _socket(heartbeat, max_message)
+    ws.headers["X-Connection-Id"] = connection_id
     await ws.prepare(request)
     transport = request.transport
     if transport is None or transport.is_closing():
@@ -115,7 +116,7 @@ async def serve_ws(
         """The server dropped the reader: say why in the close frame."""
         if not ended:
             ended.append(reason)
-            if reason != "the client went away":
+            if not ws.closed:  # whatever the reason says: a detached socket must not stay open
                 code = CLOSE_CODES.get(reason, WSCloseCode.OK)
                 asyncio.ensure_future(ws.close(code=code, message=close_reason(reason)))
 
@@ -131,9 +132,20 @@ async def serve_ws(
             if conn.ended:
                 break
             if msg.type == WSMsgType.TEXT:
-                task = asyncio.ensure_future(_message(ws, conn, registry, hooks, fmt, msg.data, request_id))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                # Counted here, before anything is made for it: a client cannot queue work unbounded.
+                if len(tasks) >= hooks.max_client_messages:
+                    await ws.close(code=TOO_MANY_MESSAGES, message=close_reason(
+                        f"more than {hooks.max_client_messages} messages waiting (streams.max_client_messages)"))
+                    break
+                unpacked = _unpack(msg.data) if fmt == WS_V1 else (None, msg.data)
+                if unpacked is None:  # answered here: a bad frame costs no task
+                    _send(conn, registry, {"replyTo": None, "error": {"code": "bad_message", "message": _BAD}})
+                else:
+                    msg_id, text = unpacked
+                    task = asyncio.ensure_future(_message(ws, conn, registry, hooks, fmt, msg_id, text, request_id))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                await asyncio.sleep(0)  # frames queued up are read one per turn of the loop, not in one go
             elif msg.type == WSMsgType.BINARY:
                 await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
                 break
@@ -146,27 +158,30 @@ async def serve_ws(
     return ws
 
 
-async def _message(ws: web.WebSocketResponse, conn: Connection, registry: StreamRegistry, hooks: ConnectionHooks,
-                   fmt: str, text: str, request_id: str) -> None:
-    """One client frame to onMessage; its reply, or error, goes back to this socket only."""
-    msg_id: Any = None
-    as_json = True
-    if fmt == WS_V1:
-        try:
-            frame = json.loads(text)
-        except (ValueError, RecursionError):
-            frame = None
-        if not isinstance(frame, dict) or "data" not in frame:
-            _send(conn, registry, {"replyTo": None, "error": {"code": "bad_message", "message":
-                  'a message is {"id": <number or string>, "data": <any JSON>} with the rtengine.v1 subprotocol'}})
-            return
-        msg_id = frame.get("id")
-        if not (msg_id is None or (isinstance(msg_id, (int, float)) and not isinstance(msg_id, bool))
-                or (isinstance(msg_id, str) and len(msg_id) <= _MAX_REPLY_ID)):
-            msg_id = None
-        text = json.dumps(frame["data"])
+_BAD = 'a message is {"id": <number or string>, "data": <any JSON>} with the rtengine.v1 subprotocol'
+
+
+def _unpack(text: str) -> tuple[Any, str] | None:
+    """An rtengine.v1 frame's (id, data as JSON text), or None if it is not one."""
     try:
-        answer = await hooks.message(conn, text, as_json)
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(frame, dict) or "data" not in frame:
+        return None
+    msg_id = frame.get("id")
+    if not (msg_id is None or (isinstance(msg_id, (int, float)) and not isinstance(msg_id, bool))
+            or (isinstance(msg_id, str) and len(msg_id) <= _MAX_REPLY_ID)):
+        msg_id = None
+    return msg_id, json.dumps(frame["data"])
+
+
+async def _message(ws: web.WebSocketResponse, conn: Connection, registry: StreamRegistry, hooks: ConnectionHooks,
+                   fmt: str, msg_id: Any, text: str, request_id: str) -> None:
+    """One client message to onMessage (the data of an rtengine.v1 frame, or a raw frame, parsed when
+    it is JSON); its reply, or error, goes back to this socket only."""
+    try:
+        answer = await hooks.message(conn, text, True)
     except NoHandler as e:  # as a lean socket of a plain stream answers any data frame
         await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=close_reason(str(e)))
         return
