@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeClient, make_config, stalled_client, wait_for
@@ -544,3 +545,21 @@ async def test_a_socket_closed_by_its_script_is_closed_whatever_the_reason_says(
     assert (await ws_json(ws))["event"] == "close"
     code, reason = await ws_closed(ws)
     assert reason == "the client went away" and code is not None
+
+
+async def test_a_websocket_from_another_site_cannot_read_with_the_users_cookie(engine_client: MakeClient,
+                                                                               scripts_dir) -> None:
+    """Cross-site WebSocket hijacking: a page elsewhere opens a socket and the browser adds the
+    cookie. SSE is safe behind CORS; a WebSocket has none, so the cookie only counts same-site."""
+    config = config_with(scripts_dir)
+    config = replace(config, auth=replace(config.auth, jwt_secret="s" * 32))
+    client = await engine_client(SCRIPT, config=config)
+    cookie = {"Cookie": f"{config.auth.cookie}=" + jwt.encode({"sub": "ada"}, "s" * 32, algorithm="HS256")}
+    evil = await client.ws_connect("/secret/ada", headers={"Origin": "https://evil.example", **cookie})
+    code, reason = await ws_closed(evil)
+    assert code == 4401 and "needs a token" in reason
+    own = f"http://{client.host}:{client.port}"
+    mine = await client.ws_connect("/secret/ada", headers={"Origin": own, **cookie})
+    await client.get("/ctl/send", params={"path": "/secret/ada"})
+    assert await ws_json(mine) == {"n": 0}
+    await mine.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from aiohttp import web
 
@@ -44,11 +44,14 @@ def _query_for_scripts(request: web.Request) -> str:
     return "&".join(p for p in raw.split("&") if unquote_plus(p.partition("=")[0]).lower() not in SECRET_PARAMS)
 
 
-def _user(request: web.Request, stream: Stream, path: str) -> Claims | None:
+def _user(request: web.Request, stream: Stream, path: str, websocket: bool) -> Claims | None:
     """The verified claims of the reader's token (None when the stream does not need one and none
-    came). A token that came and does not verify is refused even where none is needed."""
+    came). A token that came and does not verify is refused even where none is needed. A WebSocket
+    from a page of another site does not get to use the cookie: browsers send it along, and no CORS
+    stands between that page and what the socket reads (cross-site WebSocket hijacking)."""
     verifier: Verifier = request.app[AUTH]
-    token = verifier.token_from(request.headers, request.query, request.cookies)
+    cookies = request.cookies if not websocket or _same_site(request) else {}
+    token = verifier.token_from(request.headers, request.query, cookies)
     try:
         if token is None:
             if stream.auth:
@@ -65,6 +68,15 @@ def _user(request: web.Request, stream: Stream, path: str) -> Claims | None:
         raise HTTPError(401, "unauthorized", str(e), {"WWW-Authenticate": challenge}) from None
     except Forbidden as e:
         raise HTTPError(403, "forbidden", str(e)) from None
+
+
+def _same_site(request: web.Request) -> bool:
+    """No Origin (not a browser), the server's own origin, or the one `streams.cors_origin` names."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    allowed = request.app[CONFIG].streams.cors_origin
+    return urlsplit(origin).netloc.lower() == request.host.lower() or (allowed not in ("", "*") and origin == allowed)
 
 
 @dataclass(slots=True)
@@ -143,7 +155,7 @@ async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind:
         raise channels_full(registry)
     found = registry.match(path)
     assert found is not None
-    user = _user(request, stream, path) if stream.auth or stream.hooks is not None else None
+    user = _user(request, stream, path, kind == WEBSOCKET) if stream.auth or stream.hooks is not None else None
     cid = registry.new_id()
     hooks = app[HOOKS]
     # The version whose hooks take this reader stays up until it is attached (or its onDisconnect is
