@@ -563,3 +563,26 @@ async def test_a_websocket_from_another_site_cannot_read_with_the_users_cookie(e
     await client.get("/ctl/send", params={"path": "/secret/ada"})
     assert await ws_json(mine) == {"n": 0}
     await mine.close()
+
+
+async def test_a_poller_between_polls_when_its_stream_goes_learns_why(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    poller = Poller(client, "/t/gone")
+    await poller.poll()
+    record = await client.app[SCRIPTS].save(SCRIPT, 'register("/ctl/seen", () => ({body: {}}));')
+    assert record.status == "loaded"
+    assert await poller.poll() == [] and poller.closed == "the stream was removed"
+    resp = await client.get("/t/gone", params={"transport": "poll", "connectionId": poller.connection_id})
+    assert resp.status == 404  # told once; then the path is simply not there
+
+
+async def test_the_lean_path_and_aiohttp_answer_alike(engine_client: MakeClient) -> None:
+    """What the front serves itself and what it hands to aiohttp take the same request the same way."""
+    client = await engine_client(SCRIPT)
+    resp = await client.get("/plain", params={"transport": ""})  # a fresh connection: the front's
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_transport"
+    await client.get("/ctl/send", params={"path": "/plain", "n": "3"})
+    ids = [e.id for e in client.app[BROKER].since("/plain", f"{client.app[BROKER].epoch}-start").events]
+    ws = await client.ws_connect("/plain", headers={"Last-Event-ID": ids[0]})  # a lean socket
+    assert [json.loads((await ws.receive(timeout=5)).data)["n"] for _ in range(2)] == [1, 2]
+    await ws.close()

@@ -130,10 +130,21 @@ def _poll_again(request: web.Request, rid: str) -> Awaitable[web.StreamResponse]
         return poll_again(request, conn, pollers, rid)
     if conn is not None:
         raise HTTPError(409, "not_a_poller", f"connection {cid} reads over {conn.fmt}, not by long-poll")
-    farewell = pollers.take_farewell(cid)
-    if farewell is not None and farewell.path == request.path:
+    farewell = pollers.take_farewell(cid, request.path)
+    if farewell is not None:
         return _ready(farewell_answer(farewell, cid, pollers.config, rid))
     return None  # gone (its grace passed): a new poller, resuming from the client's id
+
+
+def last_poll(request: web.Request, rid: str) -> web.Response | None:
+    """A poll of a path no stream has any more: the last answer of its poller, if the server kept one
+    (its stream was removed while it was between polls)."""
+    cid = request.query.get("connectionId") or request.headers.get("X-Connection-Id")
+    if not cid or request.query.get("transport") != "poll":
+        return None
+    pollers = request.app[POLLERS]
+    farewell = pollers.take_farewell(cid, request.path)
+    return None if farewell is None else farewell_answer(farewell, cid, pollers.config, rid)
 
 
 async def _ready(response: web.Response) -> web.Response:

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from engine.errors import HTTPError
-from engine.http.channels import post_message, preflight, read_channel
+from engine.http.channels import last_poll, post_message, preflight, read_channel
 from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
 from engine.http.middleware import error_to_response, new_request_id
 from engine.http.request import form_json, js_request, parse_off_loop, read_body
@@ -45,6 +45,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             found = app[STREAMS].match(request.path)
             if found is not None:  # streams are looked up before routes
                 return await read_channel(request, found[0], rid)
+            if (farewell := last_poll(request, rid)) is not None:
+                return farewell
         elif method == "POST" and "X-Connection-Id" in request.headers and app[STREAMS].match(request.path):
             response = await post_message(request, request.headers["X-Connection-Id"], rid)
             response.headers["X-Request-Id"] = rid

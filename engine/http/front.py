@@ -99,13 +99,13 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
             accept = value.decode("latin-1")
         elif name in _WS_HEADERS:
             ws[bytes(name)] = value.decode("latin-1")
-    params = parse_qs(query.decode("latin-1")) if query else {}
+    params = parse_qs(query.decode("latin-1"), keep_blank_values=True) if query else {}
     if b"upgrade" in ws:  # a WebSocket handshake, well formed, or aiohttp's to answer
         key = ws.get(b"sec-websocket-key", "")
         if (ws[b"upgrade"].lower() != "websocket" or "upgrade" not in ws.get(b"connection", "").lower()
                 or ws.get(b"sec-websocket-version") != "13" or not valid_key(key)):
             return HAND_OVER
-        return StreamRequest(path, params.get("lastEventId", [None])[0], request_id, key,
+        return StreamRequest(path, last_event_id or params.get("lastEventId", [None])[0] or None, request_id, key,
                              ws.get(b"sec-websocket-protocol"))
     if choose(None, accept, params.get("transport", [None])[0]) != SSE:  # NDJSON and long-poll: aiohttp's
         return HAND_OVER

@@ -140,10 +140,13 @@ class Pollers:
         _, farewell = self.farewells.popitem(last=False)
         self.farewell_bytes -= farewell.size
 
-    def take_farewell(self, cid: str) -> Farewell | None:
-        farewell = self.farewells.pop(cid, None)
-        if farewell is not None:
-            self.farewell_bytes -= farewell.size
+    def take_farewell(self, cid: str, path: str) -> Farewell | None:
+        """The last answer of an ended poller of `path` (a poll naming it on another path takes nothing)."""
+        farewell = self.farewells.get(cid)
+        if farewell is None or farewell.path != path:
+            return None
+        del self.farewells[cid]
+        self.farewell_bytes -= farewell.size
         return farewell
 
 
