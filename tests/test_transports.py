@@ -17,7 +17,7 @@ from conftest import MakeClient, make_config, stalled_client, wait_for
 from sse_client import SSEReader
 from transports_client import NDJSONReader, Poller, ndjson, ws_closed, ws_json
 
-from engine.http.keys import BROKER, LEAN_SOCKETS, SCRIPTS, STREAMS
+from engine.http.keys import BROKER, LEAN_SOCKETS, POLLERS, SCRIPTS, STREAMS
 from engine.transports.poll import box_of
 
 SCRIPT = "transports.js"
@@ -586,3 +586,29 @@ async def test_the_lean_path_and_aiohttp_answer_alike(engine_client: MakeClient)
     ws = await client.ws_connect("/plain", headers={"Last-Event-ID": ids[0]})  # a lean socket
     assert [json.loads((await ws.receive(timeout=5)).data)["n"] for _ in range(2)] == [1, 2]
     await ws.close()
+
+
+async def test_pollers_between_polls_hold_at_most_half_the_places(engine_client: MakeClient, scripts_dir) -> None:
+    """A burst of first polls (no socket held for any) cannot take every place: past half of
+    streams.max_connections the poller waiting longest goes, and its next poll resumes losslessly."""
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_connections=10))
+    registry = client.app[STREAMS]
+    await client.get("/ctl/send", params={"path": "/plain"})
+    for _ in range(30):  # first polls that each answer at once (their cursor is behind) and never poll again
+        r = await client.get("/plain", params={"transport": "poll", "lastEventId": f"{client.app[BROKER].epoch}-0"})
+        assert r.status == 200
+    assert registry.connection_count == 5 and len(client.app[POLLERS].idle) == 5
+    sse = await client.get("/plain")  # a reader of another kind still finds a place
+    assert sse.status == 200
+    sse.close()
+
+
+async def test_a_poller_that_leaves_mid_poll_is_gone_after_its_grace(engine_client: MakeClient, scripts_dir) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, poll_grace_seconds=0.3,
+                                                            heartbeat_seconds=0.05))
+    pending = asyncio.ensure_future(client.get("/plain", params={"transport": "poll"}))
+    await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the poll")
+    conn = next(iter(client.app[STREAMS].connections.values()))
+    await wait_for(lambda: box_of(conn).waiter is not None, what="the poll to be held")
+    pending.cancel()  # the client goes away while its poll is held
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the poller's grace to pass")

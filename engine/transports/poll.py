@@ -30,6 +30,7 @@ from engine.streams.event import POLL, Event, notice
 from engine.streams.registry import Channel, Connection, StreamRegistry
 from engine.streams.sse import begin_reading, last_event_id
 
+EVICTED = "too many long-poll connections between polls"
 MAX_FAREWELLS = 10_000  # ended pollers whose last answer waits for them
 MAX_FAREWELL_BYTES = 16 << 20  # what those answers hold together
 _ID_START = b'{"id":"'
@@ -103,32 +104,53 @@ class Farewell:
 
 
 class Pollers:
-    """This process's long-poll connections: their grace, and the last answers of ended ones."""
+    """This process's long-poll connections between polls (oldest answer first), for their grace
+    and their bound, and the last answers of ended ones.
+
+    A poller holds a place in `streams.max_connections` without holding a socket, so one client
+    could take every place with a burst of first polls. Pollers between polls may hold at most half
+    of them: past that, the one waiting longest for its next poll goes (`EVICTED`); its client's
+    next poll is a new connection that resumes from its cursor, so it loses no event."""
 
     def __init__(self, registry: StreamRegistry, config: StreamsConfig) -> None:
         self.registry = registry
         self.config = config
-        self.live: set[Connection] = set()
+        self.idle: OrderedDict[Connection, None] = OrderedDict()
+        self.max_idle = max(1, registry.max_connections // 2)
         self.farewells: OrderedDict[str, Farewell] = OrderedDict()
         self.farewell_bytes = 0
+
+    def polling(self, conn: Connection) -> None:
+        self.idle.pop(conn, None)
+
+    def answered(self, conn: Connection) -> None:
+        if conn.ended or box_of(conn).waiter is not None:  # ended, or a newer poll holds on
+            return
+        self.idle[conn] = None
+        self.idle.move_to_end(conn)
+        while len(self.idle) > self.max_idle:
+            self.registry.detach(next(iter(self.idle)), EVICTED)
 
     def heartbeat(self) -> None:
         """Pollers not seen for `poll_grace_seconds` are gone; old farewells go too."""
         cutoff = time.monotonic() - self.config.poll_grace_seconds
-        for conn in [c for c in self.live if box_of(c).waiter is None and box_of(c).last_seen < cutoff]:
+        while self.idle:
+            conn = next(iter(self.idle))
+            if box_of(conn).last_seen >= cutoff:
+                break
             self.registry.detach(conn)
         while self.farewells and next(iter(self.farewells.values())).at < cutoff:
             self._drop_oldest()
 
     def ended(self, conn: Connection, reason: str) -> None:
         """The server or the grace ended a poller: a poll under way answers now; else the answer waits."""
-        self.live.discard(conn)
+        self.idle.pop(conn, None)
         box = box_of(conn)
         box.reason = reason
         if box.waiter is not None:
             box.wake()
             return
-        if reason in ("the client went away", "slow consumer"):
+        if reason in ("the client went away", "slow consumer", EVICTED):
             return  # nobody to tell, or a client that would not take what it was sent
         farewell = Farewell(conn.channel.path, box.items, box.size, box.cursor, reason, time.monotonic())
         self.farewells[conn.id] = farewell
@@ -172,7 +194,7 @@ async def first_poll(
     on_attached: Callable[[], None] | None = None,
 ) -> web.Response:
     """A new poller: attached (hooks already said yes), then answered as any poll is."""
-    registry, config = pollers.registry, pollers.config
+    registry = pollers.registry
     given = last_event_id(request)
     start = given or resume_from
     box = PollBox(start if start is not None else registry.broker.cursor(channel.path))
@@ -184,11 +206,9 @@ async def first_poll(
 
     conn = begin_reading(registry, channel, box, start, 0, on_end, connection_id, first, info,  # type: ignore[arg-type]
                          implicit=given is None and resume_from is not None, fmt=POLL, preface=b"")
-    if not conn.ended:
-        pollers.live.add(conn)
     if on_attached is not None:
         on_attached()
-    return await _hold(request, conn, box, config, request_id)
+    return await _hold(request, conn, box, pollers, request_id)
 
 
 async def poll_again(request: web.Request, conn: Connection, pollers: Pollers, request_id: str) -> web.Response:
@@ -202,22 +222,27 @@ async def poll_again(request: web.Request, conn: Connection, pollers: Pollers, r
         box.cursor = given
     if box.waiter is not None:  # an earlier poll of this connection still holds: it answers now
         box.wake()
-    return await _hold(request, conn, box, pollers.config, request_id)
+    return await _hold(request, conn, box, pollers, request_id)
 
 
-async def _hold(request: web.Request, conn: Connection, box: PollBox, config: StreamsConfig,
+async def _hold(request: web.Request, conn: Connection, box: PollBox, pollers: Pollers,
                 request_id: str) -> web.Response:
+    config = pollers.config
     headers = poll_headers(config, request_id, conn.id)
-    if not box.items and not conn.ended:
-        waiter = box.waiter = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(waiter, config.poll_timeout_seconds)
-        except TimeoutError:
-            pass
-        finally:
-            if box.waiter is waiter:
-                box.waiter = None
-    box.last_seen = time.monotonic()
+    pollers.polling(conn)
+    try:
+        if not box.items and not conn.ended:
+            waiter = box.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(waiter, config.poll_timeout_seconds)
+            except TimeoutError:
+                pass
+            finally:
+                if box.waiter is waiter:
+                    box.waiter = None
+    finally:  # answered, or its client left mid-poll: between polls from now, its grace running
+        box.last_seen = time.monotonic()
+        pollers.answered(conn)
     items = box.take()
     return answer(items, box.cursor, conn.id, headers, box.reason)
 
