@@ -264,6 +264,10 @@ async def test_websocket_close_codes_say_why(engine_client: MakeClient, scripts_
     secret = await client.ws_connect("/secret/x")
     code, reason = await ws_closed(secret)
     assert code == 4401 and "needs a token" in reason
+    elsewhere = jwt.encode({"sub": "ada", "channels": ["/secret/y"]}, "s" * 32, algorithm="HS256")
+    forbidden = await client.ws_connect("/secret/x", headers={"Authorization": f"Bearer {elsewhere}"})
+    code, reason = await ws_closed(forbidden)
+    assert code == 4403 and "does not cover /secret/x" in reason
     big = await client.ws_connect("/t/a")
     await ws_json(big)
     await big.send_str("x" * 2048)
