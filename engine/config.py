@@ -53,6 +53,10 @@ class LimitsConfig:
     script_memory_mb: int = setting(64, "memory one script's QuickJS context may hold", min=1)
     handler_timeout_ms: int = setting(30000, "how long a handler's returned Promise may stay pending", min=1)
     max_body_bytes: int = setting(1048576, "largest request body accepted (413 beyond)", min=1)
+    stream_response_seconds: float = setting(3600.0, "how long a streaming response (a handler that yields) may "
+                                             "run in all; each step has handler_timeout_ms", min=0.01)
+    stream_low_water_bytes: int = setting(65536, "a streaming response's generator is asked for its next value "
+                                          "only while the client has less than this unsent", min=1)
     max_message_bytes: int = setting(1048576, "largest stream message a script may send (it throws beyond)", min=1)
     max_response_bytes: int = setting(8388608, "largest response body or GraphQL resolver value a script may "
                                       "hand back (a 500 beyond)", min=1)

@@ -12,6 +12,7 @@ from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
 from engine.http.middleware import error_to_response, new_request_id
 from engine.http.request import form_json, js_request, parse_off_loop, read_body
 from engine.http.response import js_response
+from engine.http.streaming import serve_stream
 from engine.routes import Match, RouteTable
 
 
@@ -80,6 +81,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         else:
             body = b""
         record = await match.route.target.handle(match.route.handler, js_request(request, body, match.params, form))
+        if "g" in record:  # the handler returned an iterator: its values are written as they come
+            return await serve_stream(request, match.route.target, record, rid, app[CONFIG], app[STREAMS])
         response = js_response(match.route.owner, record)
     except _Options as o:
         response = web.Response(status=204, headers={"Allow": o.allow})

@@ -28,7 +28,21 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
     if "h" not in record and content_type is not None and status not in _NO_BODY:  # the common case
         return web.Response(status=status, body=record["b"].encode("utf-8", "replace"),
                             headers={"Content-Type": content_type})
+    headers = checked_headers(script, record)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    elif "Content-Type" not in headers:
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+    body = b"" if status in _NO_BODY else record.get("b", "").encode("utf-8", "replace")
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def checked_headers(script: str, record: dict[str, Any]) -> CIMultiDict[str]:
+    """A handler's headers as HTTP can carry them (bad ones raise); framing is the server's."""
     headers: CIMultiDict[str] = CIMultiDict()
+    content_type = record.get("t")
+    if content_type is not None and (bad := _BAD_VALUE.search(content_type)):
+        raise ScriptBadResponse(script, f"contentType contains {_describe(bad.group())}")
     for name, value in record.get("h", {}).items():
         if not _TOKEN.match(name):
             raise ScriptBadResponse(script, f"header name {name!r} is not a valid HTTP token")
@@ -36,12 +50,7 @@ def js_response(script: str, record: dict[str, Any]) -> web.Response:
             raise ScriptBadResponse(script, f"header {name} contains {_describe(bad.group())}")
         if name.lower() not in _FRAMING:
             headers.add(name, value)
-    if content_type is not None:
-        headers["Content-Type"] = content_type
-    elif "Content-Type" not in headers:
-        headers["Content-Type"] = "text/plain; charset=utf-8"
-    body = b"" if status in _NO_BODY else record.get("b", "").encode("utf-8", "replace")
-    return web.Response(status=status, body=body, headers=headers)
+    return headers
 
 
 def _describe(char: str) -> str:

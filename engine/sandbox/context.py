@@ -46,7 +46,7 @@ UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()
 _LINE = re.compile(r"<input>:(\d+)")
 # Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
-_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "hook", "fire", "retire", "more")
+_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "hook", "fire", "retire", "more", "step", "stop")
 _MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
 BACKLOG_BYTES = 64 << 20  # what one script may have waiting to be applied before it must wait
 SWAMPED_RETRY = 0.01  # seconds a timer waits for the loop to catch up, before it looks again
@@ -136,6 +136,23 @@ class ScriptContext:
         Returns the response record `{s, b, t, h}` or raises a ScriptError.
         """
         return self._response(await self._call("handle", "handler", handler, *request))
+
+    async def step(self, generator: int, sse: bool) -> Outcome:
+        """A streaming response's next value: `{d: 1}` at its end, else its data as `t` (text), `j`
+        (JSON) or `x` (bytes as latin-1), with SSE fields. Raises a ScriptError (that ends it)."""
+        out = await self._call("step", "generator", generator, 1 if sse else 0)
+        if "bad" in out:
+            raise ScriptBadResponse(self.name, out["bad"])
+        if "e" in out:
+            return self._raise_js(out["e"])  # type: ignore[no-any-return]
+        return out
+
+    async def stop(self, generator: int) -> None:
+        """End a streaming response early: its iterator's return() runs (its `finally`). Owed, as an
+        onDisconnect is: a busy script still gets to clean up."""
+        out = await self._call("stop", "generator", generator, owed=True)
+        if "e" in out:
+            self._raise_js(out["e"])
 
     async def resolve(self, resolver: int, args: dict[str, Any], context: dict[str, Any]) -> Any:
         """Call a GraphQL resolver. Returns its value as JSON text (UNDEFINED for undefined), for the

@@ -128,8 +128,23 @@ def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
         raise Malformed("an outcome must be an object")
     if "r" in o:
         response = _response(o["r"])
-        _check_size(response["b"], limits, "a response body")
+        if "b" in response:
+            _check_size(response["b"], limits, "a response body")
         return {"r": response}
+    if "d" in o:
+        if o["d"] != 1 or len(o) != 1:
+            raise Malformed("the end of a stream must be {d: 1}")
+        return {"d": 1}
+    if "x" in o:
+        chunk = o["x"]
+        if not isinstance(chunk, str) or len(o) != 1:
+            raise Malformed("a yielded chunk must be {x: text}")
+        if not chunk.isascii() and max(chunk) > "\xff":
+            raise Malformed("a yielded chunk's text must hold bytes (code points up to 255)")
+        _check_size(chunk, limits, "a yielded chunk")
+        return {"x": chunk}
+    if "ev" in o or "eid" in o or "rty" in o:
+        return _sse_item(o, limits)
     if "p" in o:
         if not _is_id(o["p"]):
             raise Malformed("a Promise id must be a positive integer")
@@ -167,15 +182,46 @@ def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
     return {}
 
 
+def _sse_item(o: dict[str, Any], limits: LimitsConfig) -> Outcome:
+    """A yielded SSE item: its data as `t` or `j`, and the fields it set (event name, id, retry)."""
+    out: dict[str, Any] = {}
+    if "ev" in o:
+        problem = rules.event_problem(o["ev"]) if isinstance(o["ev"], str) else "an event name must be text"
+        if problem:
+            raise Malformed(problem)
+        out["ev"] = o["ev"]
+    if "eid" in o:
+        eid = o["eid"]
+        if not isinstance(eid, str) or len(eid) > 200 or any(c in eid for c in "\r\n\0"):
+            raise Malformed("a yielded id must be at most 200 characters, without line breaks")
+        out["eid"] = eid
+    if "rty" in o:
+        if type(o["rty"]) is not int or not 0 <= o["rty"] <= 86_400_000:
+            raise Malformed("a yielded retry must be milliseconds from 0 to 86400000")
+        out["rty"] = o["rty"]
+    data = o.get("j", o.get("t"))
+    if not isinstance(data, str) or ("j" in o) == ("t" in o) or len(o) != len(out) + 1:
+        raise Malformed("a yielded SSE item must carry its data as j or t, and nothing else")
+    _check_size(data, limits, "a yielded value")
+    out["j" if "j" in o else "t"] = data
+    return out
+
+
 def _response(r: Any) -> dict[str, Any]:
     if not isinstance(r, dict):
         raise Malformed("a response must be an object")
     status, body, content_type, headers = r.get("s"), r.get("b"), r.get("t"), r.get("h")
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         raise Malformed("a response status must be an integer from 200 to 599")
-    if not isinstance(body, str):
+    gen = r.get("g")
+    if gen is not None:
+        if not _is_id(gen) or body is not None:
+            raise Malformed("a streaming response is {s, g: <iterator id>} without a body")
+        out: dict[str, Any] = {"s": status, "g": gen}
+    elif not isinstance(body, str):
         raise Malformed("a response body must be a string")
-    out: dict[str, Any] = {"s": status, "b": body}
+    else:
+        out = {"s": status, "b": body}
     if content_type is not None:
         out["t"] = _text(content_type, "contentType")
     if headers is not None:

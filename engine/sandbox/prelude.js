@@ -27,6 +27,10 @@
   const ErrorCtor = Error;
   const RegExpCtor = RegExp;
   const PromiseCtor = Promise;
+  const Uint8ArrayCtor = Uint8Array;
+  const ArrayBufferCtor = ArrayBuffer;
+  const fromCharCode = String.fromCharCode;
+  const subarray = uncurry(Uint8Array.prototype.subarray);
   const evalGlobal = g.eval;
   const hasOwn = uncurry(Object.prototype.hasOwnProperty);
   const reExec = uncurry(RegExp.prototype.exec);
@@ -602,8 +606,76 @@
 
   // A handler's return value, checked and turned into {s, b, t, h}, or {bad: why}. Each field of
   // the script's object is read once.
+  // Streaming responses: a handler's iterator (a generator, sync or async) waits here, by id, for
+  // the engine to ask for its next value (`step`) or to end it (`stop`).
+  const iters = rec({});
+  let iterSeq = 0;
+  let iterCount = 0;
+  const MAX_ITERS = 10000; // open streaming responses per script: the engine bounds them before this
+
+  function isIterator(v) {
+    return v !== null && typeof v === "object" && !isArray(v) && typeof v.next === "function";
+  }
+
+  function streamed(it, out) {
+    out.it = it; // registered by `sized`, once the whole response is known good
+    return out;
+  }
+
+  function dropIter(id) {
+    if (iters[id] !== undefined) { delete iters[id]; iterCount--; }
+  }
+
+  // One step's value as the engine writes it: text, bytes (as a latin-1 string) or JSON; with `sse`,
+  // an object naming `event`, `id`, `data` or `retry` sets those fields.
+  function stepValue(sse) {
+    return function (r) {
+      if (r === null || typeof r !== "object") return rec({ bad: "the iterator's next() gave " + describe(r) + ", not {value, done}" });
+      if (r.done) return rec({ d: 1 });
+      let v = r.value;
+      const out = rec({});
+      if (sse && v !== null && typeof v === "object" && !isArray(v) &&
+          (v.event !== undefined || v.id !== undefined || v.data !== undefined || v.retry !== undefined)) {
+        if (v.event !== undefined) {
+          if (typeof v.event !== "string" || !test(EVENT_NAME, v.event)) return rec({ bad: "a yielded event must be a name of 1 to 64 letters, digits, _ . : or -, got " + describe(v.event) });
+          out.ev = v.event;
+        }
+        if (v.id !== undefined) {
+          if ((typeof v.id !== "string" && typeof v.id !== "number") || test(/[\r\n\0]/, String(v.id)) || String(v.id).length > 200) return rec({ bad: "a yielded id must be a string or number of at most 200 characters, without line breaks" });
+          out.eid = String(v.id);
+        }
+        if (v.retry !== undefined) {
+          if (!isInteger(v.retry) || v.retry < 0 || v.retry > 86400000) return rec({ bad: "a yielded retry must be milliseconds, from 0 to 86400000" });
+          out.rty = v.retry;
+        }
+        v = v.data === undefined ? "" : v.data;
+      }
+      if (typeof v === "string") { out.t = v; return sizedValue(out, v); }
+      if (v instanceof Uint8ArrayCtor || v instanceof ArrayBufferCtor) {
+        const bytes = v instanceof ArrayBufferCtor ? new Uint8ArrayCtor(v) : v;
+        if (bytes.length > maxMessageBytes) return rec({ bad: "a yielded chunk of " + bytes.length + " bytes; the limit is " + maxMessageBytes + " (limits.max_message_bytes)" });
+        const parts = list();
+        for (let i = 0; i < bytes.length; i += 4096) add(parts, fnApply(fromCharCode, null, subarray(bytes, i, i + 4096)));
+        out.x = arrJoin(parts, "");
+        return out;
+      }
+      let text;
+      try { text = stringify(v); } catch (e) { return rec({ bad: "a yielded value could not be serialized to JSON: " + e.message }); }
+      if (typeof text !== "string") return rec({ bad: "the generator yielded " + describe(v) + "; yield a string, bytes or a JSON value" });
+      out.j = text;
+      return sizedValue(out, text);
+    };
+  }
+
+  function sizedValue(out, text) {
+    const size = oversize(text, maxMessageBytes);
+    if (size) return rec({ bad: "a yielded value is at least " + size + " bytes; the limit is " + maxMessageBytes + " (limits.max_message_bytes)" });
+    return out;
+  }
+
   function response(v) {
     if (typeof v === "string") return sized(rec({ s: 200, b: v, t: "text/plain; charset=utf-8" }));
+    if (isIterator(v)) return sized(streamed(v, rec({ s: 200 })));
     if (v === undefined) return rec({ bad: "the handler returned nothing; return a string or {status, body}" });
     if (v === null || typeof v !== "object" || isArray(v)) {
       return rec({ bad: "the handler returned " + describe(v) + "; return a string or {status, body}" });
@@ -620,6 +692,9 @@
     const out = rec({ s: status, b: "" });
     if (typeof body === "string") {
       out.b = body;
+    } else if (isIterator(body)) {
+      delete out.b;
+      streamed(body, out);
     } else if (body !== undefined && body !== null) {
       if (typeof body !== "object") return rec({ bad: "body must be a string, an object or an array, got " + describe(body) });
       let text;
@@ -655,6 +730,15 @@
   }
 
   function sized(out) {
+    if (out.it !== undefined) {
+      if (iterCount >= MAX_ITERS) return rec({ bad: "this script has " + MAX_ITERS + " streaming responses open" });
+      const id = ++iterSeq;
+      iters[id] = out.it;
+      iterCount++;
+      delete out.it;
+      out.g = id;
+      return rec({ r: out });
+    }
     const size = oversize(out.b, maxResponseBytes);
     if (size) return rec({ bad: "the body is at least " + size + " bytes; the limit is " + maxResponseBytes + " (limits.max_response_bytes)" });
     return rec({ r: out });
@@ -717,7 +801,7 @@
     // slowest step of a call): "R<status>\n<content type>\n<body>".
     if (out !== null && out.r !== undefined && !commands.length && !settled.length && !timersDirty) {
       const r = out.r;
-      if (r.h === undefined && r.t !== undefined && strIndexOf(r.t, "\n") < 0 && !test(UNSAFE_FOR_FAST_PATH, r.b) &&
+      if (r.h === undefined && r.g === undefined && r.t !== undefined && strIndexOf(r.t, "\n") < 0 && !test(UNSAFE_FOR_FAST_PATH, r.b) &&
           !test(UNSAFE_FOR_FAST_PATH, r.t)) {
         const parts = list();
         add(parts, "R" + r.s);
@@ -913,6 +997,31 @@
         let arg = parseJSON(argJSON);
         if (parse === 1) { try { arg = parseJSON(arg); } catch (e) { /* not JSON: the text itself */ } }
         out = outcome(handlers[index](conn, arg), hooked);
+      } catch (e) {
+        out = rec({ e: errorInfo(e) });
+      }
+      return envelope(out);
+    },
+    // A streaming response's next value (sse 1: fields from {event, id, data, retry}).
+    step: function (id, sse) {
+      let out;
+      const it = iters[id];
+      try {
+        if (it === undefined) throw new ErrorCtor("no streaming response " + id);
+        out = outcome(it.next(), stepValue(sse === 1));
+      } catch (e) {
+        out = rec({ e: errorInfo(e) });
+      }
+      if (out.d || out.e || out.bad) dropIter(id);
+      return envelope(out);
+    },
+    // The client left, or the response ended early: the iterator's return() runs its `finally`.
+    stop: function (id) {
+      let out = rec({});
+      const it = iters[id];
+      dropIter(id);
+      try {
+        if (it !== undefined && typeof it.return === "function") out = outcome(it.return(), () => rec({}));
       } catch (e) {
         out = rec({ e: errorInfo(e) });
       }

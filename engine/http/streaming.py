@@ -1,0 +1,156 @@
+"""A route whose handler returned an iterator (an `async function*`, a generator, or `{body:
+iterator}`): each value is written as it comes, and the next one is asked for only once the client
+has taken the last (backpressure), so a slow client slows its own generator and nothing else.
+
+The format: raw text or bytes when the handler set a `text/*`, CSV or binary content type; SSE when
+the client accepts `text/event-stream` (a yielded `{event, id, data, retry}` sets those fields);
+NDJSON otherwise, one JSON value per line. A throw mid-stream ends the response with a last error
+item; the client leaving, a reload, a step past its time limit or the whole response past
+`limits.stream_response_seconds` end it too, and the iterator's `return()` runs so its `finally` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from engine.config import Config
+from engine.errors import HTTPError, ScriptError, ScriptGone
+from engine.http.response import checked_headers
+from engine.http.script_errors import classify, log_script_error
+from engine.sandbox.context import ScriptContext
+from engine.streams.registry import StreamRegistry
+from engine.streams.wire import encode_comment, encode_event
+
+log = logging.getLogger("engine.http")
+
+SSE, NDJSON, RAW = "sse", "ndjson", "raw"
+_RAW_TYPES = ("text/", "application/octet-stream", "application/csv", "image/", "audio/", "video/")
+
+
+def format_of(request: web.Request, content_type: str | None) -> str:
+    if content_type is not None and content_type.lower().startswith(_RAW_TYPES) \
+            and not content_type.lower().startswith("text/event-stream"):
+        return RAW
+    accept = request.headers.get("Accept", "")
+    if "text/event-stream" in accept or (content_type or "").lower().startswith("text/event-stream"):
+        return SSE
+    return NDJSON
+
+
+def frame(fmt: str, item: dict[str, Any]) -> bytes:
+    """One yielded value as the wire has it."""
+    if "x" in item:
+        raw = item["x"].encode("latin-1")
+        return raw if fmt == RAW else frame(fmt, {"t": item["x"]})
+    text: str = item.get("t", item.get("j", ""))
+    if fmt == RAW:
+        return text.encode("utf-8", "replace")
+    if fmt == SSE:
+        head = f"retry: {item['rty']}\n" if "rty" in item else ""
+        return head.encode() + encode_event(text, item.get("eid"), item.get("ev"))
+    return (text if "j" in item else json.dumps(text)).encode("utf-8", "replace") + b"\n"
+
+
+def error_item(fmt: str, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    if fmt == SSE:
+        return encode_event(body, None, "error")
+    if fmt == NDJSON:
+        return body.encode() + b"\n"
+    return b""  # raw: the response just ends
+
+
+async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[str, Any], rid: str, config: Config,
+                       registry: StreamRegistry) -> web.StreamResponse:
+    """Drive the iterator `record["g"]` until it ends, fails, or its client leaves."""
+    gid: int = record["g"]
+    fmt = format_of(request, record.get("t"))
+    try:
+        headers = checked_headers(ctx.name, record)
+    except ScriptError:
+        _stop_later(ctx, gid)
+        raise
+    headers["Content-Type"] = record.get("t") or {
+        SSE: "text/event-stream; charset=utf-8", NDJSON: "application/x-ndjson; charset=utf-8"}.get(fmt, "text/plain")
+    headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-Id": rid})
+    if registry.full():
+        _stop_later(ctx, gid)
+        raise HTTPError(503, "too_many_connections", f"the server already has {registry.max_connections} readers "
+                        "and streaming responses (streams.max_connections); retry later")
+    registry.connection_count += 1
+    response = web.StreamResponse(status=record["s"], headers=headers)
+    ended = False
+    try:
+        await response.prepare(request)
+        if request.transport is not None:
+            request.transport.set_write_buffer_limits(high=config.limits.stream_low_water_bytes)
+        deadline = time.monotonic() + config.limits.stream_response_seconds
+        heartbeat = config.streams.heartbeat_seconds
+        sse = fmt == SSE
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await response.write(error_item(fmt, "stream_too_long", "the response ran past "
+                                                "limits.stream_response_seconds"))
+                break
+            step = asyncio.ensure_future(ctx.step(gid, sse))
+            # A step that takes long gets heartbeats (the client knows the server is there).
+            while True:
+                done, _ = await asyncio.wait({step}, timeout=min(heartbeat, remaining))
+                if done:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    step.cancel()
+                    break
+                await response.write(encode_comment("ping") if sse else (b"\n" if fmt == NDJSON else b""))
+            if not step.done() or step.cancelled():
+                continue  # the deadline: said at the top of the loop
+            try:
+                item = step.result()
+            except ScriptGone:
+                ended = True  # reloaded or removed: ends cleanly after the last item
+                break
+            except ScriptError as e:
+                ended = True  # the iterator is done with (a throw ends it)
+                log_script_error(f"{request.method} {request.path} (streaming)", rid, e)
+                _, code, message = classify(e)
+                await response.write(error_item(fmt, code, f"{message} (request id {rid})"))
+                break
+            if "d" in item:
+                ended = True
+                break
+            # Backpressure: aiohttp's write waits while the transport is paused (more than
+            # `low_water` unsent), so the next value is asked for only once the client reads.
+            await response.write(frame(fmt, item))
+        await response.write_eof()
+    finally:
+        registry.connection_count -= 1
+        if not ended:
+            _stop_later(ctx, gid)
+    return response
+
+
+def _stop_later(ctx: ScriptContext, gid: int) -> None:
+    """Run the iterator's return() without holding anyone up (the client may be gone already)."""
+    task = asyncio.ensure_future(_stop(ctx, gid))
+    _stopping.add(task)
+    task.add_done_callback(_stopping.discard)
+
+
+_stopping: set[asyncio.Task[None]] = set()
+
+
+async def _stop(ctx: ScriptContext, gid: int) -> None:
+    try:
+        await ctx.stop(gid)
+    except ScriptGone:
+        pass
+    except ScriptError as e:
+        log.warning("%s: a streaming response's return() failed: %s", ctx.name, e.describe())
