@@ -1,0 +1,53 @@
+// Streaming handlers: routes that yield. What their `finally` blocks saw is counted for the tests.
+const state = { produced: 0, finals: 0, running: 0 };
+function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+let gate = null;
+function waitGate() { return new Promise((resolve) => { gate = resolve; }); }
+
+register("/s/state", () => ({ body: state }));
+register("/s/open", () => { if (gate) { const g = gate; gate = null; g(); } return "ok"; });
+
+// yields one item, then waits until /s/open: proves the first item is written before the end
+register("/s/gated", async function* () {
+  yield { first: true };
+  await waitGate();
+  yield { second: true };
+});
+
+register("/s/many", async function* (req) {
+  const n = Number(req.query.n || 100000);
+  const pad = "x".repeat(Number(req.query.pad || 0));
+  state.running++;
+  try {
+    for (let i = 0; i < n; i++) { state.produced = i + 1; yield { i: i, pad: pad }; }
+  } finally {
+    state.running--;
+    state.finals++;
+    sendStreamMessage({ finally: true });
+  }
+});
+registerWebStream("/s/log");
+
+register("/s/sse", async function* () {
+  yield { event: "tick", id: "1", data: { n: 1 }, retry: 500 };
+  yield "plain text";
+  yield { n: 3 };
+});
+register("/s/csv", (req) => {
+  function* rows() { yield "a,b\n"; for (let i = 0; i < 3; i++) yield i + "," + i * i + "\n"; }
+  return { contentType: "text/csv", headers: { "Content-Disposition": "attachment; filename=rows.csv" }, body: rows() };
+});
+register("/s/bytes", () => {
+  function* chunks() { yield new Uint8Array([0, 1, 2, 255]); yield new Uint8Array([128]).buffer; }
+  return { contentType: "application/octet-stream", body: chunks() };
+});
+register("/s/throws", async function* () { yield 1; throw new Error("kaboom mid-stream"); });
+register("/s/throws-first", async function* () { throw new Error("kaboom at once"); });
+register("/s/spin", function* () { yield 1; while (true) {} });
+register("/s/never", async function* () { await new Promise(() => {}); yield 1; });
+register("/s/bad", function* (req) {
+  if (req.query.kind === "undefined") yield undefined;
+  if (req.query.kind === "function") yield function () {};
+  const cycle = {}; cycle.self = cycle;
+  yield cycle;
+});

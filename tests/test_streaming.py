@@ -1,0 +1,140 @@
+"""Streaming handlers: a route that yields is written item by item (NDJSON, SSE or raw), slows down for
+a slow client, cleans up when the client leaves, and ends with an error item when the script fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import MakeClient, make_config, wait_for
+from sse_client import SSEReader
+
+from engine.http.keys import STREAMS
+
+SCRIPT = "streaming.js"
+
+
+async def state(client: TestClient) -> dict[str, Any]:
+    return await (await client.get("/s/state")).json()  # type: ignore[no-any-return]
+
+
+async def test_each_item_is_written_as_it_comes(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    resp = await client.get("/s/gated")
+    assert resp.status == 200 and resp.content_type == "application/x-ndjson"
+    # the first line arrives while the generator still waits: not at the end
+    assert json.loads(await asyncio.wait_for(resp.content.readline(), 5)) == {"first": True}
+    await client.get("/s/open")
+    assert json.loads(await resp.content.readline()) == {"second": True}
+    assert await resp.content.read() == b""
+
+
+async def test_sse_raw_and_bytes(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    resp = await client.get("/s/sse", headers={"Accept": "text/event-stream"})
+    assert resp.content_type == "text/event-stream"
+    assert await resp.text() == ('retry: 500\nid: 1\nevent: tick\ndata: {"n":1}\n\n'
+                                 "data: plain text\n\n" 'data: {"n":3}\n\n')
+    resp = await client.get("/s/csv")
+    assert resp.content_type == "text/csv" and resp.headers["Content-Disposition"].startswith("attachment")
+    assert await resp.text() == "a,b\n0,0\n1,1\n2,4\n"
+    resp = await client.get("/s/bytes")
+    assert await resp.read() == bytes([0, 1, 2, 255, 128])
+
+
+async def test_a_slow_client_slows_its_generator_and_a_gone_one_ends_it(engine_client: MakeClient,
+                                                                       scripts_dir) -> None:
+    """100,000 items of 1 KB to a client that stops reading: the generator stays just ahead of what
+    was read (bounded by the server's low-water mark and the kernel's buffers), not 100 MB ahead;
+    when the client leaves, its `finally` runs."""
+    client = await engine_client(SCRIPT)
+    log = SSEReader(await client.get("/s/log"))
+    resp = await client.get("/s/many", params={"n": "100000", "pad": "1000"})
+    for _ in range(100):
+        await resp.content.readline()
+
+    async def settled() -> bool:
+        """Five round trips to the script in a row see the same count: the generator is parked.
+        (Without backpressure it would only settle at 100,000.)"""
+        samples = [(await state(client))["produced"] for _ in range(5)]
+        return len(set(samples)) == 1
+
+    await wait_for(settled, timeout=20, what="the generator to stop for the client")
+    produced = (await state(client))["produced"]
+    assert produced < 20_000, produced  # a few MB of socket buffers at most, not the 100 MB asked for
+    resp.close()
+    assert json.loads((await log.next()).data) == {"finally": True}
+    await wait_for(lambda: _state_is(client, running=0, finals=1), what="the generator to end")
+    assert client.app[STREAMS].connection_count == 1  # the log reader only
+
+
+def _state_is(client: TestClient, **expected: int) -> Any:
+    async def check() -> bool:
+        s = await state(client)
+        return all(s[k] == v for k, v in expected.items())
+    return check()
+
+
+@pytest.mark.parametrize(("path", "first", "code"), [
+    ("/s/throws", [1], "script_error"),
+    ("/s/throws-first", [], "script_error"),
+    ("/s/spin", [1], "script_timeout"),
+    ("/s/bad?kind=undefined", [], "bad_response"),
+    ("/s/bad?kind=function", [], "bad_response"),
+    ("/s/bad?kind=cycle", [], "bad_response"),
+])
+async def test_a_failing_generator_ends_with_an_error_item(engine_client: MakeClient, path: str, first: list[Any],
+                                                           code: str) -> None:
+    client = await engine_client(SCRIPT, script_time_ms=200)
+    resp = await client.get(path)
+    assert resp.status == 200
+    lines = [json.loads(line) for line in (await asyncio.wait_for(resp.text(), 10)).splitlines()]
+    assert lines[:-1] == first
+    assert lines[-1]["error"]["code"] == code
+    resp = await client.get(path, headers={"Accept": "text/event-stream"})
+    assert "event: error\n" in await asyncio.wait_for(resp.text(), 10)
+
+
+async def test_a_generator_that_never_yields_gets_heartbeats_then_times_out(engine_client: MakeClient,
+                                                                          scripts_dir) -> None:
+    config = make_config(scripts_dir, handler_timeout_ms=600)
+    config = replace(config, streams=replace(config.streams, heartbeat_seconds=0.1))
+    client = await engine_client(SCRIPT, config=config)
+    resp = await client.get("/s/never")
+    body = await asyncio.wait_for(resp.text(), 10)
+    lines = body.split("\n")
+    assert lines.count("") >= 3  # blank lines: NDJSON heartbeats while the step waited
+    assert json.loads([line for line in lines if line][-1])["error"]["code"] == "script_timeout"
+
+
+async def test_a_thousand_clients_that_vanish_leave_nothing_behind(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    sem = asyncio.Semaphore(100)
+
+    async def one() -> None:
+        async with sem:
+            resp = await client.get("/s/many", params={"n": "1000000"})
+            await resp.content.readline()
+            resp.close()  # gone mid-stream
+
+    await asyncio.gather(*(one() for _ in range(1000)))
+    await wait_for(lambda: _state_is(client, running=0, finals=1000), timeout=30, what="every finally")
+    assert client.app[STREAMS].connection_count == 0
+
+
+async def test_streaming_responses_count_toward_max_connections(engine_client: MakeClient, scripts_dir) -> None:
+    config = make_config(scripts_dir)
+    client = await engine_client(SCRIPT, config=replace(config, streams=replace(config.streams, max_connections=1)))
+    first = await client.get("/s/gated")
+    await first.content.readline()
+    second = await client.get("/s/many", params={"n": "3"})
+    assert second.status == 503 and (await second.json())["error"]["code"] == "too_many_connections"
+    await client.get("/s/open")
+    await first.read()
+    # the refused one was never started (a generator's body runs at its first next()), and is dropped
+    assert (await state(client))["produced"] == 0
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the place to be given back")
