@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, make_config, wait_for
 from sse_client import SSEReader
 
-from engine.http.keys import STREAMS
+from engine.http.keys import SCRIPTS, STREAMS
 
 SCRIPT = "streaming.js"
 
@@ -138,3 +139,52 @@ async def test_streaming_responses_count_toward_max_connections(engine_client: M
     # the refused one was never started (a generator's body runs at its first next()), and is dropped
     assert (await state(client))["produced"] == 0
     await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the place to be given back")
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "scripts"
+
+
+async def test_the_streaming_examples_write_as_they_go(engine_client: MakeClient, scripts_dir) -> None:
+    config = make_config(EXAMPLES)
+    client = await engine_client(config=config)
+    resp = await client.get("/stream")  # seed 003: 100 items, 100 ms apart: the first come long before the last
+    first = json.loads(await asyncio.wait_for(resp.content.readline(), 5))
+    assert first["count"] == 0
+    assert json.loads(await resp.content.readline())["count"] == 1
+    resp.close()
+    resp = await client.post("/process", json={"items": ["a", "b", "c", "d"]})
+    lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert [line["result"] for line in lines] == ["A", "B", "C", "D"]
+    assert lines[-1]["progress"] == {"current": 4, "total": 4, "percentage": 100}
+    resp = await client.get("/export/users.csv", params={"rows": "250"})
+    assert resp.headers["Content-Disposition"] == "attachment; filename=users.csv"
+    rows = (await resp.text()).splitlines()
+    assert rows[0] == "id,name,email" and len(rows) == 251 and rows[-1] == "249,user249,user249@example.com"
+    sse = SSEReader(await client.get("/counter", params={"every": "10"}))  # SSE whatever the Accept
+    events = await sse.take(10)
+    assert [(e.event, e.id, json.loads(e.data)["count"]) for e in events] == [("count", str(n), n) for n in
+                                                                              range(1, 11)]
+    await wait_for(lambda: _counting(client, 0), what="the counter's finally")
+    # leaving early runs the `finally` too (seed 004's sse.done)
+    early = SSEReader(await client.get("/counter", params={"every": "1000"}))
+    await early.next()
+    assert (await (await client.get("/counter/open")).json())["counting"] == 1
+    early.response.close()
+    await wait_for(lambda: _counting(client, 0), what="the cleanup when the client left")
+
+
+def _counting(client: TestClient, n: int) -> Any:
+    async def check() -> bool:
+        return (await (await client.get("/counter/open")).json())["counting"] == n  # type: ignore[no-any-return]
+    return check()
+
+
+async def test_a_reload_ends_open_streaming_responses_cleanly(engine_client: MakeClient, scripts_dir) -> None:
+    client = await engine_client(SCRIPT, handler_timeout_ms=500)
+    resp = await client.get("/s/gated")
+    assert json.loads(await resp.content.readline()) == {"first": True}
+    source = (scripts_dir / SCRIPT).read_text()
+    record = await client.app[SCRIPTS].save(SCRIPT, source + "\n// saved again\n")
+    assert record.status == "loaded"
+    assert await asyncio.wait_for(resp.content.read(), 10) == b""  # ended, without an error item
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="its place to be given back")

@@ -84,6 +84,7 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
         raise HTTPError(503, "too_many_connections", f"the server already has {registry.max_connections} readers "
                         "and streaming responses (streams.max_connections); retry later")
     registry.connection_count += 1
+    retiring = asyncio.ensure_future(ctx.retiring.wait())
     response = web.StreamResponse(status=record["s"], headers=headers)
     ended = False
     try:
@@ -94,6 +95,8 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
         heartbeat = config.streams.heartbeat_seconds
         sse = fmt == SSE
         while True:
+            if ctx.retiring.is_set():  # a reload or removal: the response ends after the item it is on
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await response.write(error_item(fmt, "stream_too_long", "the response ran past "
@@ -102,8 +105,12 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
             step = asyncio.ensure_future(ctx.step(gid, sse))
             # A step that takes long gets heartbeats (the client knows the server is there).
             while True:
-                done, _ = await asyncio.wait({step}, timeout=min(heartbeat, remaining))
-                if done:
+                done, _ = await asyncio.wait({step, retiring}, timeout=min(heartbeat, remaining),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if step in done:
+                    break
+                if retiring in done:
+                    step.cancel()
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -111,7 +118,7 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
                     break
                 await response.write(encode_comment("ping") if sse else (b"\n" if fmt == NDJSON else b""))
             if not step.done() or step.cancelled():
-                continue  # the deadline: said at the top of the loop
+                continue  # the deadline or a reload: dealt with at the top of the loop
             try:
                 item = step.result()
             except ScriptGone:
@@ -131,6 +138,7 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
             await response.write(frame(fmt, item))
         await response.write_eof()
     finally:
+        retiring.cancel()
         registry.connection_count -= 1
         if not ended:
             _stop_later(ctx, gid)

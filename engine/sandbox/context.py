@@ -96,6 +96,7 @@ class ScriptContext:
         self._closed = False
         self._inflight = 0  # handler and resolver calls not yet answered
         self._idle: asyncio.Event | None = None  # set when _inflight drops to 0, while retiring
+        self.retiring = asyncio.Event()  # a newer version replaced this one: streaming responses end
 
     # ---- loop side -----------------------------------------------------------------------
 
@@ -251,6 +252,7 @@ class ScriptContext:
         """A newer version replaced this one: its intervals stop at once; calls already running here
         (and the one-shot timers their Promises wait on) finish on this version, within
         `handler_timeout_ms`; then the context closes."""
+        self.retiring.set()
         try:
             if not self._closed:
                 # Answered only once everything the script handed in before it is applied: nothing
