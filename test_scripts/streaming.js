@@ -51,3 +51,7 @@ register("/s/bad", function* (req) {
   const cycle = {}; cycle.self = cycle;
   yield cycle;
 });
+async function* ticks(n, every) { for (let i = 0; i < n; i++) { yield i; await sleep(every); } }
+register("/s/slow", () => ({ body: ticks(20, 50) }));
+register("/s/slow-long", () => ({ body: ticks(20, 50), maxSeconds: 10 }));
+register("/s/bad-max", () => ({ body: ticks(1, 1), maxSeconds: -1 }));

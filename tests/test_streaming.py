@@ -188,3 +188,16 @@ async def test_a_reload_ends_open_streaming_responses_cleanly(engine_client: Mak
     assert record.status == "loaded"
     assert await asyncio.wait_for(resp.content.read(), 10) == b""  # ended, without an error item
     await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="its place to be given back")
+
+
+async def test_a_response_runs_at_most_its_time_unless_the_handler_opts_into_more(engine_client: MakeClient,
+                                                                                  scripts_dir) -> None:
+    config = make_config(scripts_dir)
+    client = await engine_client(SCRIPT, config=replace(config, limits=replace(config.limits,
+                                                                              stream_response_seconds=0.3)))
+    lines = (await asyncio.wait_for((await client.get("/s/slow")).text(), 10)).splitlines()
+    assert 1 <= len(lines) - 1 < 20 and json.loads(lines[-1])["error"]["code"] == "stream_too_long"
+    lines = (await asyncio.wait_for((await client.get("/s/slow-long")).text(), 10)).splitlines()
+    assert [int(line) for line in lines] == list(range(20))  # maxSeconds: 10
+    resp = await client.get("/s/bad-max")
+    assert resp.status == 500 and (await resp.json())["error"]["code"] == "bad_response"

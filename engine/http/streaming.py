@@ -91,7 +91,7 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
         await response.prepare(request)
         if request.transport is not None:
             request.transport.set_write_buffer_limits(high=config.limits.stream_low_water_bytes)
-        deadline = time.monotonic() + config.limits.stream_response_seconds
+        deadline = time.monotonic() + record.get("ms", config.limits.stream_response_seconds)
         heartbeat = config.streams.heartbeat_seconds
         sse = fmt == SSE
         while True:

@@ -218,6 +218,11 @@ def _response(r: Any) -> dict[str, Any]:
         if not _is_id(gen) or body is not None:
             raise Malformed("a streaming response is {s, g: <iterator id>} without a body")
         out: dict[str, Any] = {"s": status, "g": gen}
+        most = r.get("ms")
+        if most is not None:
+            if not isinstance(most, (int, float)) or isinstance(most, bool) or not 0 < most <= 604_800:
+                raise Malformed("a streaming response's maxSeconds must be from 0 to 604800")
+            out["ms"] = float(most)
     elif not isinstance(body, str):
         raise Malformed("a response body must be a string")
     else:

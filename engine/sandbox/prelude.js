@@ -695,6 +695,12 @@
     } else if (isIterator(body)) {
       delete out.b;
       streamed(body, out);
+      if (v.maxSeconds !== undefined) { // opting into a longer (or shorter) life than limits.stream_response_seconds
+        if (typeof v.maxSeconds !== "number" || !(v.maxSeconds > 0 && v.maxSeconds <= 604800)) {
+          return rec({ bad: "maxSeconds must be a number of seconds from 0 to 604800, got " + describe(v.maxSeconds) });
+        }
+        out.ms = v.maxSeconds;
+      }
     } else if (body !== undefined && body !== null) {
       if (typeof body !== "object") return rec({ bad: "body must be a string, an object or an array, got " + describe(body) });
       let text;
