@@ -28,3 +28,16 @@ def wait_up(url: str, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"server at {url} did not come up")
+
+
+def rss_kb(pid: int) -> int:
+    """A process's resident memory, in KB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def get(url: str, timeout: float = 60) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()  # type: ignore[no-any-return]

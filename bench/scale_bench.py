@@ -34,11 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, wait_up
+from bench_common import HERE, ROOT, free_port, get, rss_kb, wait_up
 
 SCRIPT = """\
 // The engine side of bench/scale_bench.py: one stream, and a route that publishes n messages of
@@ -63,11 +62,6 @@ def build_client() -> Path:
     return out
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -92,9 +86,6 @@ def sysctl(name: str) -> str:
         return "n/a"
 
 
-def get(url: str, timeout: float = 60) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read()
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -44,11 +44,10 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, wait_up
+from bench_common import HERE, ROOT, free_port, get, rss_kb, wait_up
 
 SERVERS = ("engine", "raw_asyncio", "node_ws", "aiohttp_ws")
 NODE_DIR = HERE / "ws_node"
@@ -67,16 +66,8 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as r:
-        return r.read()
 
 
 def node_problem() -> str | None:
