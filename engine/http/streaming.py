@@ -30,6 +30,7 @@ from engine.streams.wire import encode_comment, encode_event
 log = logging.getLogger("engine.http")
 
 SSE, NDJSON, RAW = "sse", "ndjson", "raw"
+MAX_BATCH = 256  # values one step may bring (and at most about stream_low_water_bytes of them)
 _RAW_TYPES = ("text/", "application/octet-stream", "application/csv", "image/", "audio/", "video/")
 
 
@@ -94,48 +95,42 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
         deadline = time.monotonic() + record.get("ms", config.limits.stream_response_seconds)
         heartbeat = config.streams.heartbeat_seconds
         sse = fmt == SSE
-        while True:
+        budget = config.limits.stream_low_water_bytes
+        while not ended:
             if ctx.retiring.is_set():  # a reload or removal: the response ends after the item it is on
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                await response.write(error_item(fmt, "stream_too_long", "the response ran past "
-                                                "limits.stream_response_seconds"))
+                await response.write(error_item(fmt, "stream_too_long", "the response ran past its time "
+                                                "(limits.stream_response_seconds, or the handler's maxSeconds)"))
                 break
-            step = asyncio.ensure_future(ctx.step(gid, sse))
-            # A step that takes long gets heartbeats (the client knows the server is there).
-            while True:
-                done, _ = await asyncio.wait({step, retiring}, timeout=min(heartbeat, remaining),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if step in done:
-                    break
-                if retiring in done:
-                    step.cancel()
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    step.cancel()
-                    break
-                await response.write(encode_comment("ping") if sse else (b"\n" if fmt == NDJSON else b""))
-            if not step.done() or step.cancelled():
-                continue  # the deadline or a reload: dealt with at the top of the loop
             try:
-                item = step.result()
+                items = await _next_items(ctx, gid, sse, budget, retiring, heartbeat, remaining, response, fmt)
             except ScriptGone:
                 ended = True  # reloaded or removed: ends cleanly after the last item
                 break
             except ScriptError as e:
                 ended = True  # the iterator is done with (a throw ends it)
-                log_script_error(f"{request.method} {request.path} (streaming)", rid, e)
-                _, code, message = classify(e)
-                await response.write(error_item(fmt, code, f"{message} (request id {rid})"))
+                await _fail(response, fmt, request, rid, e)
                 break
-            if "d" in item:
-                ended = True
-                break
+            if items is None:
+                continue  # the deadline or a reload: dealt with at the top of the loop
+            chunks: list[bytes] = []
+            for item in items:
+                if "d" in item:
+                    ended = True
+                elif "e" in item or "bad" in item:
+                    ended = True
+                    if chunks:
+                        await response.write(b"".join(chunks))
+                        chunks = []
+                    await _fail(response, fmt, request, rid, ctx.failure(item))
+                else:
+                    chunks.append(frame(fmt, item))
             # Backpressure: aiohttp's write waits while the transport is paused (more than
-            # `low_water` unsent), so the next value is asked for only once the client reads.
-            await response.write(frame(fmt, item))
+            # `low_water` unsent), so the next values are asked for only once the client reads.
+            if chunks:
+                await response.write(b"".join(chunks))
         await response.write_eof()
     finally:
         retiring.cancel()
@@ -143,6 +138,30 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
         if not ended:
             _stop_later(ctx, gid)
     return response
+
+
+async def _next_items(ctx: ScriptContext, gid: int, sse: bool, budget: int, retiring: asyncio.Future[Any],
+                      heartbeat: float, remaining: float, response: web.StreamResponse,
+                      fmt: str) -> list[dict[str, Any]] | None:
+    """The generator's next values; heartbeats while they take long; None if the deadline or a
+    reload came first."""
+    step = asyncio.ensure_future(ctx.step(gid, sse, MAX_BATCH, budget))
+    deadline = time.monotonic() + remaining
+    while True:
+        done, _ = await asyncio.wait({step, retiring}, timeout=min(heartbeat, max(deadline - time.monotonic(), 0)),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if step in done:
+            return step.result()
+        if retiring in done or time.monotonic() >= deadline:
+            step.cancel()
+            return None
+        await response.write(encode_comment("ping") if sse else (b"\n" if fmt == NDJSON else b""))
+
+
+async def _fail(response: web.StreamResponse, fmt: str, request: web.Request, rid: str, e: ScriptError) -> None:
+    log_script_error(f"{request.method} {request.path} (streaming)", rid, e)
+    _, code, message = classify(e)
+    await response.write(error_item(fmt, code, f"{message} (request id {rid})"))
 
 
 def _stop_later(ctx: ScriptContext, gid: int) -> None:

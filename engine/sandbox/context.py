@@ -138,15 +138,25 @@ class ScriptContext:
         """
         return self._response(await self._call("handle", "handler", handler, *request))
 
-    async def step(self, generator: int, sse: bool) -> Outcome:
-        """A streaming response's next value: `{d: 1}` at its end, else its data as `t` (text), `j`
-        (JSON) or `x` (bytes as latin-1), with SSE fields. Raises a ScriptError (that ends it)."""
-        out = await self._call("step", "generator", generator, 1 if sse else 0)
-        if "bad" in out:
-            raise ScriptBadResponse(self.name, out["bad"])
+    async def step(self, generator: int, sse: bool, most: int, budget: int) -> list[Outcome]:
+        """A streaming response's next values, as many as are ready (up to `most`, or `budget`
+        characters): each `{d: 1}` at the end, or data as `t` (text), `j` (JSON) or `x` (bytes as
+        latin-1) with SSE fields. A failure raises a ScriptError, after the values before it are
+        returned: it comes as the last item, `{e}` or `{bad}`, which `failure` turns into the error."""
+        out = await self._call("step", "generator", generator, 1 if sse else 0, most, budget)
         if "e" in out:
             return self._raise_js(out["e"])  # type: ignore[no-any-return]
-        return out
+        return out["items"]  # type: ignore[no-any-return]
+
+    def failure(self, item: Outcome) -> ScriptError:
+        """The error a step's last item stands for (`e` or `bad`)."""
+        if "bad" in item:
+            return ScriptBadResponse(self.name, item["bad"])
+        try:
+            self._raise_js(item["e"])
+        except ScriptError as e:
+            return e
+        raise AssertionError("unreachable")
 
     async def stop(self, generator: int) -> None:
         """End a streaming response early: its iterator's return() runs (its `finally`). Owed, as an

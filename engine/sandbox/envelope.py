@@ -131,6 +131,8 @@ def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
         if "b" in response:
             _check_size(response["b"], limits, "a response body")
         return {"r": response}
+    if "items" in o:
+        return {"items": _step_items(o, limits)}
     if "d" in o:
         if o["d"] != 1 or len(o) != 1:
             raise Malformed("the end of a stream must be {d: 1}")
@@ -180,6 +182,26 @@ def _outcome(o: Any, limits: LimitsConfig) -> Outcome:
     if o:
         raise Malformed("an outcome with unknown fields")
     return {}
+
+
+MAX_STEP_ITEMS = 1024
+
+
+def _step_items(o: dict[str, Any], limits: LimitsConfig) -> list[Outcome]:
+    """A streaming step's values: each an end (`d`), a value (`t`, `j`, `x`, with SSE fields), or a
+    failure (`e`, `bad`); nothing else, and an end or failure only last."""
+    items = o["items"]
+    if len(o) != 1 or not isinstance(items, list) or not 1 <= len(items) <= MAX_STEP_ITEMS:
+        raise Malformed(f"a step's values must be a list of 1 to {MAX_STEP_ITEMS}")
+    out = []
+    for i, raw in enumerate(items):
+        if not isinstance(raw, dict) or not raw or raw.keys() & {"r", "p", "f", "items"}:
+            raise Malformed("a step's value must be {d}, {t}, {j}, {x}, {e} or {bad}")
+        item = _outcome(raw, limits)
+        if ("d" in item or "e" in item or "bad" in item) and i != len(items) - 1:
+            raise Malformed("a stream's end or failure must be its step's last value")
+        out.append(item)
+    return out
 
 
 def _sse_item(o: dict[str, Any], limits: LimitsConfig) -> Outcome:

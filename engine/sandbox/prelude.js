@@ -624,6 +624,55 @@
 
   function dropIter(id) {
     if (iters[id] !== undefined) { delete iters[id]; iterCount--; }
+    delete pendingNext[id];
+  }
+
+  // A step takes as many values as are ready (up to `max` values or `budget` characters), so a
+  // fast generator costs one call per batch, not one per value. A next() not settled within a few
+  // microtask turns waits here for the following step: what is ready goes out now.
+  const pendingNext = rec({});
+
+  function isThenable(v) { return v !== null && typeof v === "object" && typeof v.then === "function"; }
+
+  function ended(v) { return v.d !== undefined || v.bad !== undefined || v.e !== undefined; }
+
+  function itemSize(v) { return v.t !== undefined ? v.t.length : v.j !== undefined ? v.j.length : v.x !== undefined ? v.x.length : 16; }
+
+  function pull(id, it, check, max, budget) {
+    const items = list();
+    let size = 0;
+    for (;;) {
+      let r = pendingNext[id];
+      if (r !== undefined) {
+        delete pendingNext[id];
+      } else {
+        try { r = it.next(); } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
+      }
+      if (isThenable(r)) return pullAsync(id, it, check, max, budget, items, size, r);
+      const v = check(r);
+      add(items, v);
+      size += itemSize(v);
+      if (ended(v)) { dropIter(id); return items; }
+      if (items.length >= max || size >= budget) return items;
+    }
+  }
+
+  async function pullAsync(id, it, check, max, budget, items, size, p) {
+    for (;;) {
+      let x;
+      try { x = await p; } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
+      const v = check(x);
+      add(items, v);
+      size += itemSize(v);
+      if (ended(v)) { dropIter(id); return items; }
+      if (items.length >= max || size >= budget) return items;
+      try { p = it.next(); } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
+      if (!isThenable(p)) p = promiseResolve(PromiseCtor, p);
+      let settled = false;
+      promiseThen(p, () => { settled = true; }, () => { settled = true; });
+      for (let turn = 0; turn < 8 && !settled; turn++) await undefined;
+      if (!settled) { pendingNext[id] = p; return items; }
+    }
   }
 
   // One step's value as the engine writes it: text, bytes (as a latin-1 string) or JSON; with `sse`,
@@ -1009,16 +1058,16 @@
       return envelope(out);
     },
     // A streaming response's next value (sse 1: fields from {event, id, data, retry}).
-    step: function (id, sse) {
+    step: function (id, sse, max, budget) {
       let out;
       const it = iters[id];
       try {
         if (it === undefined) throw new ErrorCtor("no streaming response " + id);
-        out = outcome(it.next(), stepValue(sse === 1));
+        out = outcome(pull(id, it, stepValue(sse === 1), max, budget), (items) => rec({ items: items }));
       } catch (e) {
         out = rec({ e: errorInfo(e) });
       }
-      if (out.d || out.e || out.bad) dropIter(id);
+      if (out.e) dropIter(id);
       return envelope(out);
     },
     // The client left, or the response ended early: the iterator's return() runs its `finally`.
