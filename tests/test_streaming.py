@@ -201,3 +201,10 @@ async def test_a_response_runs_at_most_its_time_unless_the_handler_opts_into_mor
     assert [int(line) for line in lines] == list(range(20))  # maxSeconds: 10
     resp = await client.get("/s/bad-max")
     assert resp.status == 500 and (await resp.json())["error"]["code"] == "bad_response"
+
+
+async def test_head_on_a_streaming_route_takes_no_value(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    resp = await client.head("/s/many", params={"n": "1000000000"})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/x-ndjson")
+    assert (await state(client))["produced"] == 0

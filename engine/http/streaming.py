@@ -80,6 +80,9 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
     headers["Content-Type"] = record.get("t") or {
         SSE: "text/event-stream; charset=utf-8", NDJSON: "application/x-ndjson; charset=utf-8"}.get(fmt, "text/plain")
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-Id": rid})
+    if request.method == "HEAD":  # the head is all it asked for: no value is taken
+        _stop_later(ctx, gid)
+        return web.Response(status=record["s"], headers=headers)
     if registry.full():
         _stop_later(ctx, gid)
         raise HTTPError(503, "too_many_connections", f"the server already has {registry.max_connections} readers "
