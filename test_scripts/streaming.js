@@ -1,8 +1,8 @@
 // Streaming handlers: routes that yield. What their `finally` blocks saw is counted for the tests.
-const state = { produced: 0, finals: 0, running: 0 };
+const state = { produced: 0, finals: 0, running: 0, gated: 0 };
 function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
 let gate = null;
-function waitGate() { return new Promise((resolve) => { gate = resolve; }); }
+function waitGate() { state.gated++; return new Promise((resolve) => { gate = resolve; }); }
 
 register("/s/state", () => ({ body: state }));
 register("/s/open", () => { if (gate) { const g = gate; gate = null; g(); } return "ok"; });
@@ -55,3 +55,15 @@ async function* ticks(n, every) { for (let i = 0; i < n; i++) { yield i; await s
 register("/s/slow", () => ({ body: ticks(20, 50) }));
 register("/s/slow-long", () => ({ body: ticks(20, 50), maxSeconds: 10 }));
 register("/s/bad-max", () => ({ body: ticks(1, 1), maxSeconds: -1 }));
+register("/s/no-content", () => ({ status: 204, body: ticks(3, 1) }));
+register("/s/late", async () => {
+  // started (its first value taken here), so its `finally` is armed: a generator never started has none to run
+  const g = (async function* () { try { yield 0; yield 1; yield 2; } finally { state.finals++; } })();
+  await g.next();
+  await waitGate();
+  return { body: g };
+});
+register("/s/stuck", async function* () {
+  try { yield 1; await sleep(700); yield 2; } finally { state.finals++; }
+});
+register("/s/unsendable", function* () { try { yield undefined; } finally { state.finals++; } });

@@ -208,3 +208,43 @@ async def test_head_on_a_streaming_route_takes_no_value(engine_client: MakeClien
     resp = await client.head("/s/many", params={"n": "1000000000"})
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/x-ndjson")
     assert (await state(client))["produced"] == 0
+
+
+async def test_a_status_without_a_body_takes_no_value_and_keeps_the_connection_sound(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /s/no-content HTTP/1.1\r\nHost: x\r\n\r\nGET /s/state HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 204 ")
+    second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # the next answer follows at once
+    assert second.startswith(b"HTTP/1.1 200 ")
+    writer.close()
+
+
+async def test_an_iterator_nobody_takes_is_ended(engine_client: MakeClient) -> None:
+    """The client left while the handler was still working: the iterator it returned later is not
+    left registered in the script; its `finally` runs."""
+    client = await engine_client(SCRIPT)
+    pending = asyncio.ensure_future(client.get("/s/late"))
+    await wait_for(lambda: _state_is(client, gated=1), what="the handler to wait")
+    pending.cancel()
+    await asyncio.gather(pending, return_exceptions=True)
+    await client.get("/s/open")
+    await wait_for(lambda: _state_is(client, finals=1), what="the orphan's finally")
+
+
+@pytest.mark.parametrize("path", ["/s/stuck", "/s/unsendable"])
+async def test_a_step_that_fails_a_limit_still_ends_its_iterator(engine_client: MakeClient, path: str) -> None:
+    client = await engine_client(SCRIPT, handler_timeout_ms=300)
+    body = await asyncio.wait_for((await client.get(path)).text(), 10)
+    assert json.loads(body.splitlines()[-1])["error"]["code"] in ("script_timeout", "bad_response")
+    await wait_for(lambda: _state_is(client, finals=1), what="its finally")
+
+
+async def test_an_http10_client_gets_the_end_of_the_body_by_the_connection_closing(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /s/csv HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)  # EOF comes with the body, not after a keep-alive wait
+    assert data.endswith(b"a,b\n0,0\n1,1\n2,4\n")
+    writer.close()

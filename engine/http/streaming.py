@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -80,7 +81,7 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
     headers["Content-Type"] = record.get("t") or {
         SSE: "text/event-stream; charset=utf-8", NDJSON: "application/x-ndjson; charset=utf-8"}.get(fmt, "text/plain")
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-Id": rid})
-    if request.method == "HEAD":  # the head is all it asked for: no value is taken
+    if request.method == "HEAD" or record["s"] in (204, 304):  # no body may follow: no value is taken
         _stop_later(ctx, gid)
         return web.Response(status=record["s"], headers=headers)
     if registry.full():
@@ -89,8 +90,13 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
                         "and streaming responses (streams.max_connections); retry later")
     registry.connection_count += 1
     retiring = asyncio.ensure_future(ctx.retiring.wait())
+    # The version stays up while the response runs (a retiring one waits up to handler_timeout_ms),
+    # so its iterator's `finally` can run when the response ends.
+    unhold = ctx.hold(counted=False)
     response = web.StreamResponse(status=record["s"], headers=headers)
-    ended = False
+    if request.version < (1, 1):
+        response.force_close()  # no chunks in HTTP/1.0: the body ends when the connection does
+    ended = False  # the iterator finished by itself (nothing to stop)
     try:
         await response.prepare(request)
         if request.transport is not None:
@@ -112,18 +118,19 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
             except ScriptGone:
                 ended = True  # reloaded or removed: ends cleanly after the last item
                 break
-            except ScriptError as e:
-                ended = True  # the iterator is done with (a throw ends it)
+            except ScriptError as e:  # a limit: the iterator may live on; `stop` ends it below
                 await _fail(response, fmt, request, rid, e)
                 break
             if items is None:
                 continue  # the deadline or a reload: dealt with at the top of the loop
             chunks: list[bytes] = []
+            failed = False
             for item in items:
                 if "d" in item:
                     ended = True
                 elif "e" in item or "bad" in item:
-                    ended = True
+                    ended = "e" in item  # it threw (done); a bad value leaves it to `stop`
+                    failed = True
                     if chunks:
                         await response.write(b"".join(chunks))
                         chunks = []
@@ -134,12 +141,16 @@ async def serve_stream(request: web.Request, ctx: ScriptContext, record: dict[st
             # `low_water` unsent), so the next values are asked for only once the client reads.
             if chunks:
                 await response.write(b"".join(chunks))
+            if failed:
+                break
         await response.write_eof()
     finally:
         retiring.cancel()
         registry.connection_count -= 1
-        if not ended:
-            _stop_later(ctx, gid)
+        if ended:
+            unhold()
+        else:
+            _stop_later(ctx, gid, unhold)
     return response
 
 
@@ -167,9 +178,11 @@ async def _fail(response: web.StreamResponse, fmt: str, request: web.Request, ri
     await response.write(error_item(fmt, code, f"{message} (request id {rid})"))
 
 
-def _stop_later(ctx: ScriptContext, gid: int) -> None:
+def _stop_later(ctx: ScriptContext, gid: int, then: Callable[[], None] | None = None) -> None:
     """Run the iterator's return() without holding anyone up (the client may be gone already)."""
     task = asyncio.ensure_future(_stop(ctx, gid))
+    if then is not None:
+        task.add_done_callback(lambda _: then())
     _stopping.add(task)
     task.add_done_callback(_stopping.discard)
 

@@ -97,6 +97,8 @@ class ScriptContext:
         self._inflight = 0  # handler and resolver calls not yet answered
         self._idle: asyncio.Event | None = None  # set when _inflight drops to 0, while retiring
         self.retiring = asyncio.Event()  # a newer version replaced this one: streaming responses end
+        self._orphans: set[asyncio.Task[None]] = set()  # stops of streaming responses nobody took
+        self._streaming = 0  # streaming responses under way on this version
 
     # ---- loop side -----------------------------------------------------------------------
 
@@ -143,7 +145,8 @@ class ScriptContext:
         characters): each `{d: 1}` at the end, or data as `t` (text), `j` (JSON) or `x` (bytes as
         latin-1) with SSE fields. A failure raises a ScriptError, after the values before it are
         returned: it comes as the last item, `{e}` or `{bad}`, which `failure` turns into the error."""
-        out = await self._call("step", "generator", generator, 1 if sse else 0, most, budget)
+        # Owed, as an onDisconnect is: a response under way is not cut short by other clients' calls.
+        out = await self._call("step", "generator", generator, 1 if sse else 0, most, budget, owed=True)
         if "e" in out:
             return self._raise_js(out["e"])  # type: ignore[no-any-return]
         return out["items"]  # type: ignore[no-any-return]
@@ -222,17 +225,25 @@ class ScriptContext:
         finally:
             release()
 
-    def hold(self) -> Callable[[], None]:
-        """`held` across code that cannot be one block: call the result (once or more) to let go."""
-        self._inflight += 1
+    def hold(self, counted: bool = True) -> Callable[[], None]:
+        """`held` across code that cannot be one block: call the result (once or more) to let go.
+        `counted=False` (a streaming response under way): the retiring version waits for it too, but
+        it is not a call waiting, so it takes no place in `limits.max_pending_calls`."""
+        if counted:
+            self._inflight += 1
+        else:
+            self._streaming += 1
         let_go = False
 
         def release() -> None:
             nonlocal let_go
             if not let_go:
                 let_go = True
-                self._inflight -= 1
-                if self._inflight == 0 and self._idle is not None:
+                if counted:
+                    self._inflight -= 1
+                else:
+                    self._streaming -= 1
+                if self._inflight == 0 and self._streaming == 0 and self._idle is not None:
                     self._idle.set()
         return release
 
@@ -268,7 +279,7 @@ class ScriptContext:
                 # Answered only once everything the script handed in before it is applied: nothing
                 # it sent is dropped with it.
                 await self._submit(self._t_call, "retire")
-                if self._inflight:
+                if self._inflight or self._streaming:
                     self._idle = asyncio.Event()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._idle.wait(), self._limits.handler_timeout_ms / 1000)
@@ -346,6 +357,9 @@ class ScriptContext:
     def _wake(self, item: Result) -> None:
         if item[0] in self._waiting:
             self._waiting.discard(item[0])
+            fut, ok, env = item
+            if fut.cancelled() and ok and isinstance(env, Envelope) and env.out:
+                self._orphan(env.out)  # its caller left before the answer came
             resolve_all([item])
 
     def _after(self, env: Envelope) -> Steps:
@@ -358,9 +372,24 @@ class ScriptContext:
             fut = self._pending.get(promise)
             if fut is not None and not fut.done():
                 fut.set_result(outcome)
+            elif isinstance(outcome, dict):
+                self._orphan(outcome)  # settled after its caller gave up (it left, or the time ran out)
         if env.next_timer is not UNCHANGED:
             self._next_due = env.next_timer
             self._schedule()
+
+    def _orphan(self, out: Outcome) -> None:
+        """An answer nobody takes: if it is a streaming response, its iterator is ended (its
+        `finally` runs), or it would stay registered in the script for good."""
+        gid = out.get("r", {}).get("g") if isinstance(out.get("r"), dict) else None
+        if gid is not None and not self._closed:
+            task = self._loop.create_task(self._stop_quietly(gid))
+            self._orphans.add(task)
+            task.add_done_callback(self._orphans.discard)
+
+    async def _stop_quietly(self, gid: int) -> None:
+        with contextlib.suppress(ScriptError):
+            await self.stop(gid)
 
     def _response(self, out: Outcome) -> dict[str, Any]:
         if "r" in out:

@@ -634,7 +634,10 @@
 
   function isThenable(v) { return v !== null && typeof v === "object" && typeof v.then === "function"; }
 
-  function ended(v) { return v.d !== undefined || v.bad !== undefined || v.e !== undefined; }
+  // The iterator is finished: it ended, or threw. A value it gave that cannot be sent (`bad`) ends the
+  // response too, but the iterator lives on until the engine's `stop` runs its return().
+  function ended(v) { return v.d !== undefined || v.e !== undefined; }
+  function last(v) { return ended(v) || v.bad !== undefined; }
 
   function itemSize(v) { return v.t !== undefined ? v.t.length : v.j !== undefined ? v.j.length : v.x !== undefined ? v.x.length : 16; }
 
@@ -653,7 +656,7 @@
       add(items, v);
       size += itemSize(v);
       if (ended(v)) { dropIter(id); return items; }
-      if (items.length >= max || size >= budget) return items;
+      if (last(v) || items.length >= max || size >= budget) return items;
     }
   }
 
@@ -665,7 +668,7 @@
       add(items, v);
       size += itemSize(v);
       if (ended(v)) { dropIter(id); return items; }
-      if (items.length >= max || size >= budget) return items;
+      if (last(v) || items.length >= max || size >= budget) return items;
       try { p = it.next(); } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
       if (!isThenable(p)) p = promiseResolve(PromiseCtor, p);
       let settled = false;
