@@ -67,3 +67,6 @@ register("/s/stuck", async function* () {
   try { yield 1; await sleep(700); yield 2; } finally { state.finals++; }
 });
 register("/s/unsendable", function* () { try { yield undefined; } finally { state.finals++; } });
+register("/s/sleepy", async function* () {
+  try { yield 1; await sleep(60000); yield 2; } finally { state.finals++; }
+});

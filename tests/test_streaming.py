@@ -248,3 +248,17 @@ async def test_an_http10_client_gets_the_end_of_the_body_by_the_connection_closi
     data = await asyncio.wait_for(reader.read(), 5)  # EOF comes with the body, not after a keep-alive wait
     assert data.endswith(b"a,b\n0,0\n1,1\n2,4\n")
     writer.close()
+
+
+async def test_a_timer_the_generator_awaits_holds_nothing_of_the_engine(engine_client: MakeClient,
+                                                                        scripts_dir) -> None:
+    """The client leaves while its generator awaits a minute-long timer: its place is given back at
+    once, and a reload retires the old version without waiting for the timer."""
+    client = await engine_client(SCRIPT)
+    resp = await client.get("/s/sleepy")
+    assert json.loads(await resp.content.readline()) == 1
+    resp.close()
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the place to be given back")
+    record = await client.app[SCRIPTS].save(SCRIPT, (scripts_dir / SCRIPT).read_text() + "\n// again\n")
+    assert record.status == "loaded"
+    await wait_for(lambda: client.app[SCRIPTS].background == 0, what="the old version to retire")

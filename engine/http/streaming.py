@@ -161,15 +161,20 @@ async def _next_items(ctx: ScriptContext, gid: int, sse: bool, budget: int, reti
     reload came first."""
     step = asyncio.ensure_future(ctx.step(gid, sse, MAX_BATCH, budget))
     deadline = time.monotonic() + remaining
-    while True:
-        done, _ = await asyncio.wait({step, retiring}, timeout=min(heartbeat, max(deadline - time.monotonic(), 0)),
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if step in done:
-            return step.result()
-        if retiring in done or time.monotonic() >= deadline:
+    try:
+        while True:
+            done, _ = await asyncio.wait({step, retiring}, timeout=min(heartbeat, max(deadline - time.monotonic(), 0)),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if step in done:
+                return step.result()
+            if retiring in done or time.monotonic() >= deadline:
+                return None
+            await response.write(encode_comment("ping") if sse else (b"\n" if fmt == NDJSON else b""))
+    finally:
+        # Let go of a step still waiting (the client left, a reload, the deadline): what the generator
+        # awaits no longer holds the response, its place, or a retiring version.
+        if not step.done():
             step.cancel()
-            return None
-        await response.write(encode_comment("ping") if sse else (b"\n" if fmt == NDJSON else b""))
 
 
 async def _fail(response: web.StreamResponse, fmt: str, request: web.Request, rid: str, e: ScriptError) -> None:

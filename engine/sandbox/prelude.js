@@ -1079,7 +1079,12 @@
       const it = iters[id];
       dropIter(id);
       try {
-        if (it !== undefined && typeof it.return === "function") out = outcome(it.return(), () => rec({}));
+        // Not waited for: an async generator parked on an await runs its return() (and `finally`)
+        // only once that await settles, and nothing of the engine should wait that long with it.
+        if (it !== undefined && typeof it.return === "function") {
+          const r = it.return();
+          if (isThenable(r)) promiseThen(r, () => {}, (e) => { log("return()", "error", ["a streaming response's return() threw:", e], true); });
+        }
       } catch (e) {
         out = rec({ e: errorInfo(e) });
       }
