@@ -41,3 +41,11 @@ def rss_kb(pid: int) -> int:
 def get(url: str, timeout: float = 60) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read()  # type: ignore[no-any-return]
+
+
+def publish_paced(base: str, messages: int, per_second: float = 20) -> None:
+    """One message per `GET {base}/publish` at a steady rate: the latency cases' load."""
+    start = time.monotonic()
+    for i in range(messages):
+        get(f"{base}/publish?n=1&size=200")
+        time.sleep(max(0.0, start + (i + 1) / per_second - time.monotonic()))

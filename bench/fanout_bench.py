@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, get, rss_kb, wait_up
+from bench_common import HERE, ROOT, free_port, get, publish_paced, rss_kb, wait_up
 
 
 def build_client() -> Path:
@@ -88,10 +88,7 @@ def run_server(kind: str, loop: str, exe: Path, a: argparse.Namespace) -> dict[s
 
         messages = int(20 * a.rate_seconds)
         c = Client(exe, port, a.clients, a.clients * messages, a.rate_seconds + 30)
-        start = time.monotonic()
-        for i in range(messages):
-            get(f"{base}/publish?n=1&size=200")
-            time.sleep(max(0.0, start + (i + 1) / 20 - time.monotonic()))
+        publish_paced(base, messages)
         r = c.result()
         out["latency_20_per_s"] = {"clients": a.clients, "events": r["events"], "expected": a.clients * messages,
                                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],

@@ -7,7 +7,7 @@ raw asyncio ceiling, Node's `ws` and plain aiohttp, in one run, with one client,
 
 Servers, each in its own process, each publishing on `GET /publish?n=&size=` (messages of 200 bytes
 whose data starts "T<epoch ms>|"), each serving WebSocket readers on `/events`:
-- engine: `python -m engine` on a scratch copy of bench/ws_scripts/ (one stream, one publish route);
+- engine: `python -m engine` on a scratch copy of bench/fanout_scripts/ (shared with fanout_bench.py);
   a reader is `GET /events` with `Upgrade: websocket`, no subprotocol: a text frame is the data;
 - raw_asyncio: bench/ws_raw_server.py, the ceiling: handshake by hand, the same frame bytes written to
   every transport;
@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, get, rss_kb, wait_up
+from bench_common import HERE, ROOT, free_port, get, publish_paced, rss_kb, wait_up
 
 SERVERS = ("engine", "raw_asyncio", "node_ws", "aiohttp_ws")
 NODE_DIR = HERE / "ws_node"
@@ -202,10 +202,7 @@ def run_server(kind: str, exe: Path, scripts: Path, a: argparse.Namespace) -> di
 
         messages = int(20 * a.rate_seconds)
         c = Client(exe, port, "ws", a.clients, a.clients * messages, a.rate_seconds + 30)
-        start = time.monotonic()
-        for i in range(messages):
-            get(f"{base}/publish?n=1&size=200")
-            time.sleep(max(0.0, start + (i + 1) / 20 - time.monotonic()))
+        publish_paced(base, messages)
         r = c.result()
         out["latency_20_per_s"] = {"clients": a.clients, "events": r["events"], "expected": a.clients * messages,
                                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
@@ -271,7 +268,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rtengine_ws_bench_") as tmp:
         scripts = Path(tmp) / "scripts"
-        shutil.copytree(HERE / "ws_scripts", scripts)
+        shutil.copytree(HERE / "fanout_scripts", scripts)
         for kind in a.only:
             if kind == "node_ws" and (problem := node_problem()) is not None:
                 results[kind] = {"skipped": problem}

@@ -1,5 +1,5 @@
-// The engine side of bench/fanout_bench.py: one stream, and a route that publishes n messages of
-// `size` bytes whose data starts with the publish time ("T<epoch ms>|"), for the client's latency.
+// The engine side of bench/fanout_bench.py and bench/ws_fanout_bench.py: one stream (read over SSE
+// or WebSocket), and a route that publishes n messages of `size` bytes whose data starts with the publish time ("T<epoch ms>|"), for the client's latency.
 registerWebStream("/events");
 const PAD = "x".repeat(4096);
 register("/publish", function (req) {

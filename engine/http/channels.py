@@ -9,7 +9,7 @@ no, 503 past `streams.max_connections` or `streams.max_channels`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
@@ -24,7 +24,7 @@ from engine.http.keys import AUTH, CONFIG, HOOKS, POLLERS, STREAMS
 from engine.http.request import read_body
 from engine.http.script_errors import classify, log_script_error
 from engine.streams.event import NDJSON, POLL, SSE, WS, WS_V1, Event
-from engine.streams.registry import NEEDS_TOKEN_REASON, Channel, Stream
+from engine.streams.registry import NEEDS_TOKEN_REASON, Channel, Connection, Stream
 from engine.streams.sse import channels_full, check_room, open_channel, serve_sse
 from engine.transports.negotiate import WEBSOCKET, choose
 from engine.transports.poll import farewell_answer, first_poll, poll_again
@@ -98,8 +98,8 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
     if kind is None:
         raise HTTPError(400, "bad_transport", "?transport= must be sse, ndjson or poll (or ask for a WebSocket with "
                         "Upgrade: websocket)")
-    if kind == POLL and (again := _poll_again(request, rid)) is not None:
-        return await again
+    if kind == POLL and (again := await _poll_again(request, rid)) is not None:
+        return again
     if kind == WEBSOCKET and (problem := handshake_problem(request)) is not None:
         raise problem
     try:
@@ -114,7 +114,7 @@ async def read_channel(request: web.Request, stream: Stream, rid: str) -> web.St
         return await refuse_ws(request, e, request.app[CONFIG].streams.heartbeat_seconds)
 
 
-def _poll_again(request: web.Request, rid: str) -> Awaitable[web.StreamResponse] | None:
+async def _poll_again(request: web.Request, rid: str) -> web.StreamResponse | None:
     """The next poll of a poller this server holds (or held: its last answer); None for a new one."""
     cid = request.query.get("connectionId") or request.headers.get("X-Connection-Id")
     if not cid:
@@ -126,19 +126,21 @@ def _poll_again(request: web.Request, rid: str) -> Awaitable[web.StreamResponse]
     conn = request.app[STREAMS].connections.get(cid)
     if conn is not None and conn.fmt == POLL:
         if conn.channel.path != request.path:
-            raise HTTPError(403, "wrong_channel", f"connection {cid} reads {conn.channel.path}, not {request.path}")
-        return poll_again(request, conn, pollers, rid)
+            raise _wrong_channel(conn, request.path)
+        return await poll_again(request, conn, pollers, rid)
     if conn is not None:
         raise HTTPError(409, "not_a_poller", f"connection {cid} reads over {conn.fmt}, not by long-poll")
     farewell = pollers.take_farewell(cid, request.path)
     if farewell is not None:
-        return _ready(farewell_answer(farewell, cid, pollers.config, rid))
+        return farewell_answer(farewell, cid, pollers.config, rid)
     return None  # gone (its grace passed): a new poller, resuming from the client's id
 
 
 def last_poll(request: web.Request, rid: str) -> web.Response | None:
     """A poll of a path no stream has any more: the last answer of its poller, if the server kept one
     (its stream was removed while it was between polls)."""
+    if "transport=poll" not in request.rel_url.raw_query_string:  # every route GET passes here: no parse
+        return None
     cid = request.query.get("connectionId") or request.headers.get("X-Connection-Id")
     if not cid or request.query.get("transport") != "poll":
         return None
@@ -147,8 +149,8 @@ def last_poll(request: web.Request, rid: str) -> web.Response | None:
     return None if farewell is None else farewell_answer(farewell, cid, pollers.config, rid)
 
 
-async def _ready(response: web.Response) -> web.Response:
-    return response
+def _wrong_channel(conn: Connection, path: str) -> HTTPError:
+    return HTTPError(403, "wrong_channel", f"connection {conn.id} reads {conn.channel.path}, not {path}")
 
 
 async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind: str) -> web.StreamResponse:
@@ -239,7 +241,7 @@ async def post_message(request: web.Request, cid: str, rid: str) -> web.Response
         raise HTTPError(404, "unknown_connection", f"no connection {cid} is open on this server (it ended, or "
                         "was never this server's)")
     if conn.channel.path != request.path:
-        raise HTTPError(403, "wrong_channel", f"connection {cid} reads {conn.channel.path}, not {request.path}")
+        raise _wrong_channel(conn, request.path)
     if conn.fmt in (WS, WS_V1):
         raise HTTPError(409, "wrong_transport", f"connection {cid} is a WebSocket: its messages go over the socket")
     body = await read_body(request, app[CONFIG].limits.max_body_bytes)

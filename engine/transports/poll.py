@@ -25,7 +25,6 @@ from typing import Any, cast
 from aiohttp import web
 
 from engine.config import StreamsConfig
-from engine.errors import HTTPError
 from engine.streams.event import POLL, Event, notice
 from engine.streams.registry import Channel, Connection, StreamRegistry
 from engine.streams.sse import begin_reading, last_event_id
@@ -250,6 +249,3 @@ async def _hold(request: web.Request, conn: Connection, box: PollBox, pollers: P
 def farewell_answer(farewell: Farewell, cid: str, config: StreamsConfig, request_id: str) -> web.Response:
     return answer(farewell.items, farewell.cursor, cid, poll_headers(config, request_id, cid), farewell.reason)
 
-
-def wrong_channel(conn: Connection, path: str) -> HTTPError:
-    return HTTPError(403, "wrong_channel", f"connection {conn.id} reads {conn.channel.path}, not {path}")
