@@ -616,3 +616,18 @@ async def test_a_poller_that_leaves_mid_poll_is_gone_after_its_grace(engine_clie
     await wait_for(lambda: box_of(conn).waiter is not None, what="the poll to be held")
     pending.cancel()  # the client goes away while its poll is held
     await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the poller's grace to pass")
+
+
+async def test_a_poll_naming_a_connection_it_may_not_take_is_refused(engine_client: MakeClient) -> None:
+    client = await engine_client(SCRIPT)
+    resp = await client.get("/plain", params={"transport": "poll", "connectionId": "not an id"})
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_connection_id"
+    poller = Poller(client, "/t/one")
+    await poller.poll()
+    resp = await client.get("/t/two", params={"transport": "poll", "connectionId": poller.connection_id})
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "wrong_channel"
+    ws = await client.ws_connect("/t/one", protocols=V1)
+    ws_id = (await ws_json(ws))["data"]["id"]
+    resp = await client.get("/t/one", params={"transport": "poll", "connectionId": ws_id})
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "not_a_poller"
+    await ws.close()
