@@ -631,3 +631,44 @@ async def test_a_poll_naming_a_connection_it_may_not_take_is_refused(engine_clie
     resp = await client.get("/t/one", params={"transport": "poll", "connectionId": ws_id})
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "not_a_poller"
     await ws.close()
+
+
+def frames_of(data: bytes) -> list[tuple[int, bytes]]:
+    """The server's frames (unmasked) in `data`, as (opcode, payload)."""
+    out, pos = [], 0
+    while pos + 2 <= len(data):
+        n, head = data[pos + 1] & 0x7F, 2
+        if n == 126:
+            n, head = int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(data[pos + 2:pos + 10], "big"), 10
+        if pos + head + n > len(data):
+            break
+        out.append((data[pos] & 0x0F, data[pos + head:pos + head + n]))
+        pos += head + n
+    return out
+
+
+@pytest.mark.parametrize("path", ["/plain", "/t/a"])  # a lean socket, and one aiohttp serves
+async def test_a_slow_websocket_reader_learns_it_was_cut_as_a_slow_consumer(engine_client: MakeClient, scripts_dir,
+                                                                            path: str) -> None:
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, max_buffer_bytes=64 * 1024))
+    sock = await stalled_client(client.host, client.port, (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
+    try:
+        await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the socket")
+        for _ in range(20):  # bursts the stalled reader cannot keep up with
+            await client.get("/ctl/burst", params={"path": path, "n": "2", "kb": "200"})
+            if client.app[STREAMS].connection_count == 0:
+                break
+        await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the cut")
+        loop = asyncio.get_running_loop()
+        data = bytearray()
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):  # now it reads, fast
+            data += chunk
+        body = bytes(data[data.index(b"\r\n\r\n") + 4:])
+        closes = [payload for opcode, payload in frames_of(body) if opcode == 0x8]
+        assert closes and int.from_bytes(closes[-1][:2], "big") == 4413 and b"slow consumer" in closes[-1]
+    finally:
+        sock.close()
