@@ -70,3 +70,23 @@ register("/s/unsendable", function* () { try { yield undefined; } finally { stat
 register("/s/sleepy", async function* () {
   try { yield 1; await sleep(60000); yield 2; } finally { state.finals++; }
 });
+// an interval the generator set (ticking while it streams), and a later timer it leaves behind
+// when it ends by itself; /s/probe measures, from JS, whether ticks go on after it stopped
+state.ticks = 0;
+state.probe = null;
+state.late = null;
+register("/s/ticking", async function* () {
+  setInterval(() => { state.ticks++; }, 10);
+  try { for (;;) { yield state.ticks; await sleep(60000); } } finally { state.finals++; }
+});
+register("/s/leaves-a-timer", async function* () {
+  const at = Date.now();
+  setTimeout(() => { state.late = Date.now() - at; }, 300);
+  yield "done";
+});
+register("/s/probe", () => {
+  const t0 = state.ticks;
+  state.probe = null;
+  setTimeout(() => { state.probe = state.ticks - t0; }, 200);
+  return "probing";
+});

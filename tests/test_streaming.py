@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -165,12 +166,13 @@ async def test_the_streaming_examples_write_as_they_go(engine_client: MakeClient
     assert [(e.event, e.id, json.loads(e.data)["count"]) for e in events] == [("count", str(n), n) for n in
                                                                               range(1, 11)]
     await wait_for(lambda: _counting(client, 0), what="the counter's finally")
-    # leaving early runs the `finally` too (seed 004's sse.done)
-    early = SSEReader(await client.get("/counter", params={"every": "1000"}))
+    # leaving early runs the `finally` too (seed 004's sse.done), at once: not when the counter's
+    # 5-second sleep would have ended
+    early = SSEReader(await client.get("/counter", params={"every": "5000"}))
     await early.next()
     assert (await (await client.get("/counter/open")).json())["counting"] == 1
     early.response.close()
-    await wait_for(lambda: _counting(client, 0), what="the cleanup when the client left")
+    await wait_for(lambda: _counting(client, 0), timeout=2.5, what="the cleanup when the client left")
 
 
 def _counting(client: TestClient, n: int) -> Any:
@@ -253,12 +255,44 @@ async def test_an_http10_client_gets_the_end_of_the_body_by_the_connection_closi
 async def test_a_timer_the_generator_awaits_holds_nothing_of_the_engine(engine_client: MakeClient,
                                                                         scripts_dir) -> None:
     """The client leaves while its generator awaits a minute-long timer: its place is given back at
-    once, and a reload retires the old version without waiting for the timer."""
+    once, the timer settles at once so the generator's `finally` runs now, and a reload retires the
+    old version without waiting for the minute."""
     client = await engine_client(SCRIPT)
+    before = (await (await client.get("/s/state")).json())["finals"]
     resp = await client.get("/s/sleepy")
     assert json.loads(await resp.content.readline()) == 1
     resp.close()
     await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the place to be given back")
+
+    async def finished() -> bool:
+        return (await (await client.get("/s/state")).json())["finals"] == before + 1  # type: ignore[no-any-return]
+    await wait_for(finished, what="the generator's finally, long before its minute-long sleep ends")
     record = await client.app[SCRIPTS].save(SCRIPT, (scripts_dir / SCRIPT).read_text() + "\n// again\n")
     assert record.status == "loaded"
     await wait_for(lambda: client.app[SCRIPTS].background == 0, what="the old version to retire")
+
+
+
+async def test_timers_a_generator_set_end_with_its_response_and_only_then(engine_client: MakeClient) -> None:
+    """A generator's interval stops when its client leaves; a timer a generator that ended by
+    itself left behind fires at its time, not early."""
+    client = await engine_client(SCRIPT)
+
+    def state_when(holds: Callable[[dict[str, Any]], bool]) -> Callable[[], Awaitable[Any]]:
+        async def check() -> Any:
+            state = await (await client.get("/s/state")).json()
+            return state if holds(state) else None
+        return check
+
+    resp = await client.get("/s/ticking")
+    await resp.content.readline()
+    before = (await wait_for(state_when(lambda s: s["ticks"] > 3), what="the generator's interval"))["finals"]
+    resp.close()
+    await wait_for(state_when(lambda s: s["finals"] == before + 1), what="the generator's finally")
+    assert await (await client.get("/s/probe")).text() == "probing"
+    probed = await wait_for(state_when(lambda s: s["probe"] is not None), what="the probe's own timer")
+    assert probed["probe"] == 0, "the interval ticked on after its response ended"
+
+    assert json.loads(await (await client.get("/s/leaves-a-timer")).text()) == "done"
+    late = (await wait_for(state_when(lambda s: s["late"] is not None), what="the timer it left"))["late"]
+    assert late >= 295, f"a timer left by a generator that ended by itself fired early ({late} ms)"

@@ -94,8 +94,13 @@
   let commands = list();
   let settled = list();
   const handlers = list();
-  const timers = rec({}); // id -> {fn, args, due, every}
+  const timers = rec({}); // id -> {fn, args, due, every, owner}
   let timerSeq = 0;
+  // A streaming response's generator owns the timers it sets while the engine steps it (and those
+  // their callbacks set): when its client leaves, they settle at once (see `stop`), so a generator
+  // sleeping between items reaches its return() now, not when the sleep would have ended.
+  let stepping = 0;
+  const owned = rec({}); // iterator id -> {timer id: true}
   let callSeq = 0;
   let timersDirty = true;
   let runningTimer = 0;
@@ -527,17 +532,49 @@
     if (!(ms >= 0)) ms = 0;
     if (repeat && ms < MIN_INTERVAL_MS) ms = MIN_INTERVAL_MS;
     const id = ++timerSeq;
-    timers[id] = rec({ fn: fn, args: args, due: now() + ms, every: repeat ? ms : 0 });
+    timers[id] = rec({ fn: fn, args: args, due: now() + ms, every: repeat ? ms : 0, owner: stepping });
+    if (stepping) {
+      if (owned[stepping] === undefined) owned[stepping] = rec({});
+      owned[stepping][id] = true;
+    }
     timersDirty = true;
     return id;
   }
 
+  function deleteTimer(id) {
+    const t = timers[id];
+    if (t.owner && owned[t.owner] !== undefined) delete owned[t.owner][id];
+    delete timers[id];
+    timersDirty = true;
+  }
+
   function clearTimer(id) {
     const n = toNumber(id);
-    if (timers[n] !== undefined) {
-      delete timers[n];
-      timersDirty = true;
+    if (timers[n] !== undefined) deleteTimer(n);
+  }
+
+  // The stopped response's timers: one-shot ones are due now, intervals end.
+  function settleOwned(iter) {
+    const mine = owned[iter];
+    if (mine === undefined) return;
+    delete owned[iter];
+    const ids = keys(mine);
+    const t0 = now();
+    for (let i = 0; i < ids.length; i++) {
+      const t = timers[ids[i]];
+      if (t === undefined) continue;
+      t.owner = 0;
+      if (t.every) delete timers[ids[i]];
+      else if (t.due > t0) t.due = t0;
     }
+    timersDirty = true;
+  }
+
+  // it.next() with the timers it sets owned by the response `id`.
+  function nextOf(id, it) {
+    const outer = stepping;
+    stepping = id;
+    try { return it.next(); } finally { stepping = outer; }
   }
 
   const api = rec({
@@ -625,6 +662,7 @@
   function dropIter(id) {
     if (iters[id] !== undefined) { delete iters[id]; iterCount--; }
     delete pendingNext[id];
+    delete owned[id]; // what it set and left running is nobody's now (`stop` settles them first)
   }
 
   // A step takes as many values as are ready (up to `max` values or `budget` characters), so a
@@ -649,7 +687,7 @@
       if (r !== undefined) {
         delete pendingNext[id];
       } else {
-        try { r = it.next(); } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
+        try { r = nextOf(id, it); } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
       }
       if (isThenable(r)) return pullAsync(id, it, check, max, budget, items, size, r);
       const v = check(r);
@@ -669,7 +707,7 @@
       size += itemSize(v);
       if (ended(v)) { dropIter(id); return items; }
       if (last(v) || items.length >= max || size >= budget) return items;
-      try { p = it.next(); } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
+      try { p = nextOf(id, it); } catch (e) { add(items, rec({ e: errorInfo(e) })); dropIter(id); return items; }
       if (!isThenable(p)) p = promiseResolve(PromiseCtor, p);
       let settled = false;
       promiseThen(p, () => { settled = true; }, () => { settled = true; });
@@ -1005,12 +1043,12 @@
       if (runningTimer && reason === "timeout") {
         const t = timers[runningTimer];
         if (t !== undefined && t.every) {
-          delete timers[runningTimer];
-          timersDirty = true;
+          deleteTimer(runningTimer);
           log("setInterval", "error", ["setInterval " + runningTimer + " was cleared: its callback ran past the time limit"], true);
         }
       }
       runningTimer = 0;
+      stepping = 0; // a call the time limit cut short did not reset it
       return envelope(null);
     },
     // The request arrives in raw pieces: splitting headers and the query here, in JS, keeps that
@@ -1041,7 +1079,7 @@
     // already waiting on them finish on this version before the context closes.
     retire: function () {
       const ids = keys(timers);
-      for (let i = 0; i < ids.length; i++) if (timers[ids[i]].every) delete timers[ids[i]];
+      for (let i = 0; i < ids.length; i++) if (timers[ids[i]].every) deleteTimer(ids[i]);
       timersDirty = true;
       return envelope(null);
     },
@@ -1077,6 +1115,7 @@
     stop: function (id) {
       let out = rec({});
       const it = iters[id];
+      settleOwned(id);
       dropIter(id);
       try {
         // Not waited for: an async generator parked on an await runs its return() (and `finally`)
@@ -1117,11 +1156,13 @@
           t.due += t.every;
           if (t.due <= t0) t.due = t0 + t.every;
         } else {
-          delete timers[id];
+          deleteTimer(id);
         }
         timersDirty = true;
         runningTimer = id;
+        stepping = t.owner && iters[t.owner] !== undefined ? t.owner : 0; // a timer its callback sets is the response's too
         try { fnApply(t.fn, undefined, t.args); } catch (e) { log("setTimeout", "error", ["timer " + id + " threw:", e], true); }
+        stepping = 0;
         runningTimer = 0;
       }
       return envelope(null);
