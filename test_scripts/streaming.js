@@ -90,3 +90,20 @@ register("/s/probe", () => {
   setTimeout(() => { state.probe = state.ticks - t0; }, 200);
   return "probing";
 });
+// two sleeps in a row: the second is set in the first's continuation, after the engine's step returned
+register("/s/sleepier", async function* () {
+  try { yield 1; await sleep(60000); await sleep(60000); yield 2; } finally { state.finals++; }
+});
+// a generator that, once its client left, sleeps in a loop and never reaches a yield again
+state.spins = 0;
+state.spinRate = null;
+register("/s/spinner", async function* () {
+  yield 1;
+  for (;;) { state.spins++; await sleep(50); }
+});
+register("/s/spin-rate", () => {
+  const s0 = state.spins;
+  state.spinRate = null;
+  setTimeout(() => { state.spinRate = state.spins - s0; }, 500);
+  return "measuring";
+});

@@ -267,6 +267,14 @@ async def test_a_timer_the_generator_awaits_holds_nothing_of_the_engine(engine_c
     async def finished() -> bool:
         return (await (await client.get("/s/state")).json())["finals"] == before + 1  # type: ignore[no-any-return]
     await wait_for(finished, what="the generator's finally, long before its minute-long sleep ends")
+    # the second of two sleeps is set in the first one's continuation: it wakes at once too
+    resp = await client.get("/s/sleepier")
+    assert json.loads(await resp.content.readline()) == 1
+    resp.close()
+
+    async def finished_too() -> bool:
+        return (await (await client.get("/s/state")).json())["finals"] == before + 2  # type: ignore[no-any-return]
+    await wait_for(finished_too, what="the finally of a generator asleep twice in a row")
     record = await client.app[SCRIPTS].save(SCRIPT, (scripts_dir / SCRIPT).read_text() + "\n// again\n")
     assert record.status == "loaded"
     await wait_for(lambda: client.app[SCRIPTS].background == 0, what="the old version to retire")
@@ -296,3 +304,21 @@ async def test_timers_a_generator_set_end_with_its_response_and_only_then(engine
     assert json.loads(await (await client.get("/s/leaves-a-timer")).text()) == "done"
     late = (await wait_for(state_when(lambda s: s["late"] is not None), what="the timer it left"))["late"]
     assert late >= 295, f"a timer left by a generator that ended by itself fired early ({late} ms)"
+
+
+async def test_a_left_generator_that_sleeps_in_a_loop_gets_its_sleeps_back(engine_client: MakeClient) -> None:
+    """Waking a stopped generator's sleeps early is bounded: one that loops on a sleep without
+    ever reaching a yield wakes early 100 times, then sleeps its 50 ms again, rather than spin."""
+    client = await engine_client(SCRIPT)
+
+    async def spins_when(holds: Callable[[dict[str, Any]], bool]) -> Any:
+        state = await (await client.get("/s/state")).json()
+        return state if holds(state) else None
+
+    resp = await client.get("/s/spinner")
+    assert json.loads(await resp.content.readline()) == 1
+    resp.close()
+    await wait_for(lambda: spins_when(lambda s: s["spins"] > 100), what="its early wakes")
+    assert await (await client.get("/s/spin-rate")).text() == "measuring"
+    rate = (await wait_for(lambda: spins_when(lambda s: s["spinRate"] is not None), what="500 ms of it"))["spinRate"]
+    assert 5 <= rate <= 12, f"{rate} turns in 500 ms of a loop on a 50 ms sleep"

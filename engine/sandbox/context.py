@@ -50,6 +50,7 @@ _DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "hook", "fir
 _MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
 BACKLOG_BYTES = 64 << 20  # what one script may have waiting to be applied before it must wait
 SWAMPED_RETRY = 0.01  # seconds a timer waits for the loop to catch up, before it looks again
+FIRE_BUDGET = 0.01  # seconds one turn of the thread spends on due timers, a fire at a time
 
 Sink = Callable[["ScriptContext", list[Command]], Steps]
 
@@ -458,7 +459,7 @@ class ScriptContext:
             self._timer = self._loop.call_later(SWAMPED_RETRY, self._fire)
             return
         self._firing = True
-        self._worker.submit(self._t_call, "fire").add_done_callback(self._fired)
+        self._worker.submit(self._t_fire).add_done_callback(self._fired)
 
     def _fired(self, fut: asyncio.Future[Envelope]) -> None:
         """The timer dispatch's envelope was applied on delivery; report its failure, plan the next."""
@@ -539,16 +540,36 @@ class ScriptContext:
             return env
         jobs = self._t_guarded(self._t_pump)
         if jobs is not None:
-            env.commands += jobs.commands
-            env.settled += jobs.settled
-            if jobs.next_timer is not UNCHANGED:
-                env.next_timer = jobs.next_timer
+            _append(env, jobs)
             promise = env.pending
             if jobs.error is not None and promise is not None and all(p != promise for p, _ in env.settled):
                 env.settled.append((promise, jobs.error))  # this call's own continuation: fail it now
             else:
                 env.job_error = jobs.error  # someone else's (or nobody's): logged like any job's
         return env
+
+    def _t_fire(self) -> Envelope:
+        """The due timers. JS fires a streaming response's timer alone and returns, so the Promise
+        jobs run right after it are that response's (a sleep's continuation, and what it sets); the
+        `drain` after them always runs, to end that attribution. While timers due before this began
+        are left: again, within FIRE_BUDGET seconds; the rest waits for the next scheduled fire (so
+        does a timer set meanwhile, due at once: a 0 ms chain still yields the thread between turns)."""
+        deadline = time.monotonic() + FIRE_BUDGET
+        began = int(time.time() * 1000)
+        env = Envelope()
+        while True:
+            one = self._t_call("fire")
+            _append(env, one)
+            env.error = one.error
+            if one.error is not None:
+                return env
+            jobs = self._t_guarded(lambda: self._t_pump() and None)  # None, not False: drained either way
+            if jobs is not None:
+                _append(env, jobs)
+                env.job_error = env.job_error or jobs.error
+            due = env.next_timer
+            if not isinstance(due, (int, float)) or due >= began or time.monotonic() > deadline:
+                return env
 
     def _t_pump(self) -> bool:
         """Run queued Promise jobs; bounded, since a job may queue another forever."""
@@ -592,3 +613,13 @@ class ScriptContext:
         except Malformed as e:
             return Envelope(error=ScriptBadCommand(self.name, f"the engine refused what the script handed back: {e} "
                                                    "(was a built-in replaced?)"))
+
+
+def _append(env: Envelope, later: Envelope) -> None:
+    """What a later dispatch on the same turn of the thread (the Promise jobs after a call, the
+    next fire) adds to `env`: its commands after env's, its settled Promises, its timer schedule."""
+    env.commands += later.commands
+    env.settled += later.settled
+    env.size += later.size
+    if later.next_timer is not UNCHANGED:
+        env.next_timer = later.next_timer

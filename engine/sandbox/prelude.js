@@ -99,8 +99,15 @@
   // A streaming response's generator owns the timers it sets while the engine steps it (and those
   // their callbacks set): when its client leaves, they settle at once (see `stop`), so a generator
   // sleeping between items reaches its return() now, not when the sleep would have ended.
-  let stepping = 0;
+  // (A stopped generator that sleeps in a loop without reaching a yield gets its sleeps back after
+  // MAX_WAKES early wakes, rather than spinning its script's thread.)
+  let stepping = 0; // the response whose code runs now: > 0 streaming, < 0 stopped (-id), 0 none
+  let wakes = 0; // early wakes the running stopped response had so far
+  const MAX_WAKES = 100;
   const owned = rec({}); // iterator id -> {timer id: true}
+  let firing = list(); // the due timers `fire` works through, over several calls when it must
+  let firingNext = 0;
+  let firingAt = 0;
   let callSeq = 0;
   let timersDirty = true;
   let runningTimer = 0;
@@ -532,10 +539,16 @@
     if (!(ms >= 0)) ms = 0;
     if (repeat && ms < MIN_INTERVAL_MS) ms = MIN_INTERVAL_MS;
     const id = ++timerSeq;
-    timers[id] = rec({ fn: fn, args: args, due: now() + ms, every: repeat ? ms : 0, owner: stepping });
-    if (stepping) {
-      if (owned[stepping] === undefined) owned[stepping] = rec({});
-      owned[stepping][id] = true;
+    if (stepping < 0 && wakes < MAX_WAKES) { // a response whose client left: a sleep ends at once, an interval never starts
+      if (!repeat) timers[id] = rec({ fn: fn, args: args, due: now(), every: 0, owner: stepping, wakes: wakes + 1 });
+      timersDirty = true;
+      return id;
+    }
+    const owner = stepping > 0 && iters[stepping] !== undefined ? stepping : 0;
+    timers[id] = rec({ fn: fn, args: args, due: now() + ms, every: repeat ? ms : 0, owner: owner, wakes: 0 });
+    if (owner) {
+      if (owned[owner] === undefined) owned[owner] = rec({});
+      owned[owner][id] = true;
     }
     timersDirty = true;
     return id;
@@ -543,7 +556,7 @@
 
   function deleteTimer(id) {
     const t = timers[id];
-    if (t.owner && owned[t.owner] !== undefined) delete owned[t.owner][id];
+    if (t.owner > 0 && owned[t.owner] !== undefined) delete owned[t.owner][id];
     delete timers[id];
     timersDirty = true;
   }
@@ -553,7 +566,8 @@
     if (timers[n] !== undefined) deleteTimer(n);
   }
 
-  // The stopped response's timers: one-shot ones are due now, intervals end.
+  // The stopped response's timers: one-shot ones are due now, intervals end. What the woken code
+  // sets is settled the same way (owner -iter, see addTimer), until the generator reaches its return().
   function settleOwned(iter) {
     const mine = owned[iter];
     if (mine === undefined) return;
@@ -563,9 +577,12 @@
     for (let i = 0; i < ids.length; i++) {
       const t = timers[ids[i]];
       if (t === undefined) continue;
-      t.owner = 0;
-      if (t.every) delete timers[ids[i]];
-      else if (t.due > t0) t.due = t0;
+      if (t.every) {
+        delete timers[ids[i]];
+      } else {
+        t.owner = -iter;
+        if (t.due > t0) t.due = t0;
+      }
     }
     timersDirty = true;
   }
@@ -1048,7 +1065,8 @@
         }
       }
       runningTimer = 0;
-      stepping = 0; // a call the time limit cut short did not reset it
+      stepping = 0; // left set by `fire` for the jobs after it, or by a call the time limit cut short
+      wakes = 0;
       return envelope(null);
     },
     // The request arrives in raw pieces: splitting headers and the query here, in JS, keeps that
@@ -1140,17 +1158,22 @@
       return envelope(out);
     },
     fire: function () {
-      const t0 = now();
-      const due = list();
-      const ids = keys(timers);
-      for (let i = 0; i < ids.length; i++) {
-        const t = timers[ids[i]];
-        if (t.due <= t0) add(due, rec({ id: toNumber(ids[i]), t: t }));
+      if (firingNext >= firing.length) {
+        firingAt = now();
+        firing = list();
+        firingNext = 0;
+        const ids = keys(timers);
+        for (let i = 0; i < ids.length; i++) {
+          const t = timers[ids[i]];
+          if (t.due <= firingAt) add(firing, rec({ id: toNumber(ids[i]), t: t }));
+        }
+        arrSort(firing, (a, b) => a.t.due - b.t.due || a.id - b.id);
       }
-      arrSort(due, (a, b) => a.t.due - b.t.due || a.id - b.id);
-      for (let i = 0; i < due.length; i++) {
-        const id = due[i].id;
-        const t = due[i].t;
+      const t0 = firingAt;
+      while (firingNext < firing.length) {
+        const id = firing[firingNext].id;
+        const t = firing[firingNext].t;
+        firingNext++;
         if (timers[id] !== t) continue; // cleared by an earlier callback
         if (t.every) {
           t.due += t.every;
@@ -1160,11 +1183,19 @@
         }
         timersDirty = true;
         runningTimer = id;
-        stepping = t.owner && iters[t.owner] !== undefined ? t.owner : 0; // a timer its callback sets is the response's too
+        const owner = t.owner < 0 || (t.owner > 0 && iters[t.owner] !== undefined) ? t.owner : 0;
+        stepping = owner;
+        wakes = t.wakes;
         try { fnApply(t.fn, undefined, t.args); } catch (e) { log("setTimeout", "error", ["timer " + id + " threw:", e], true); }
-        stepping = 0;
         runningTimer = 0;
+        // A response's timer: what it wakes (its generator's continuation, in the Promise jobs the
+        // engine runs right after this call, before `drain` resets `stepping`) is the response's
+        // too. The rest of `firing` waits for the next call, which the engine makes at once.
+        if (owner !== 0) return envelope(null);
       }
+      firing = list();
+      firingNext = 0;
+      stepping = 0;
       return envelope(null);
     },
   };
