@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.auth import Verifier
+from engine.broker.base import Broker
 from engine.broker.memory import MemoryBroker
 from engine.config import Config
 from engine.connections import ConnectionHooks
@@ -27,6 +28,7 @@ from engine.graphql.subscriptions import SubscriptionHub
 from engine.http import admin
 from engine.http.access_log import RedactingAccessLogger
 from engine.http.admin import admin_only
+from engine.http.channels import set_message_handler
 from engine.http.dispatch import dispatch
 from engine.http.front import EngineRunner
 from engine.http.health import health
@@ -86,7 +88,7 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[ROUTES] = RouteTable()
     s = config.streams
-    app[BROKER] = broker = MemoryBroker(s.history, s.history_bytes, s.total_history_bytes)
+    app[BROKER] = broker = make_broker(config)
     app[STREAMS] = StreamRegistry(broker, s.max_buffer_bytes, s.max_connections, s.max_channels,
                                   s.history_ttl_seconds)
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
@@ -98,6 +100,7 @@ def build_app(config: Config) -> web.Application:
     app[POLLERS] = Pollers(app[STREAMS], s)
     app[LEAN_SOCKETS] = LeanSockets()
     app[STARTED] = time.monotonic()
+    app.cleanup_ctx.append(_broker)
     app.cleanup_ctx.append(_log_stream)
     app.cleanup_ctx.append(_graphql_runner)
     app.cleanup_ctx.append(_scripts)
@@ -115,6 +118,26 @@ def build_app(config: Config) -> web.Application:
     # Any character: `.` alone would miss a decoded newline (`%0a`), leaving aiohttp's text 404.
     app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
+
+
+def make_broker(config: Config) -> Broker:
+    """`broker.url` set: Redis, shared with every process on it; else this process's memory."""
+    s, b = config.streams, config.broker
+    if not b.url:
+        return MemoryBroker(s.history, s.history_bytes, s.total_history_bytes)
+    from engine.broker.redis import RedisBroker  # redis-py is only loaded when it is used
+
+    return RedisBroker(b.url, b.prefix, s.history, s.history_bytes, s.total_history_bytes, b.history_ttl_seconds,
+                       b.connect_timeout_seconds)
+
+
+async def _broker(app: web.Application) -> AsyncIterator[None]:
+    """Connect the broker before any script runs (a script may publish as it loads); disconnect last."""
+    broker = app[BROKER]
+    await broker.start(must_connect=not app[CONFIG].broker.start_degraded)
+    set_message_handler(app)
+    yield
+    await broker.stop()
 
 
 async def _log_stream(app: web.Application) -> AsyncIterator[None]:
@@ -206,7 +229,7 @@ async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=config.server.workers > 1)
         await site.start()
         host, port = runner.addresses[0][:2]
         url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"

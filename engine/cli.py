@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from engine.app import serve
-from engine.config import ConfigError, load_config
+from engine.config import Config, ConfigError, load_config
+from engine.errors import BrokerUnavailable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -20,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", help="address to listen on (server.host)")
     p.add_argument("--port", help="TCP port (server.port)")
     p.add_argument("--scripts", help="folder of .js scripts (scripts.dir)")
+    p.add_argument("--workers", help="processes serving the port together, on the Redis broker (server.workers)")
+    p.add_argument("--broker-url", help="redis://host:port to share channels with other processes (broker.url)")
     return p.parse_args(argv)
 
 
@@ -34,7 +39,8 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {"server.host": args.host, "server.port": args.port, "scripts.dir": args.scripts}
+    overrides = {"server.host": args.host, "server.port": args.port, "scripts.dir": args.scripts,
+                 "server.workers": args.workers, "broker.url": args.broker_url}
     try:
         config = load_config(Path(args.config) if args.config else None, os.environ, overrides)
     except ConfigError as e:
@@ -46,11 +52,54 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its "1 change detected" per save is noise
+    if config.server.workers > 1:
+        if not config.server.port:
+            print("rtengine: server.workers needs a fixed server.port: the processes share it", file=sys.stderr)
+            return 2
+        return run_workers(config.server.workers, lambda: serve_one(config))
+    return serve_one(config)
+
+
+def serve_one(config: Config) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.server.loop)) as runner:
             runner.run(serve(config))
+    except BrokerUnavailable as e:
+        logging.getLogger("engine").error("cannot start: %s", e)
+        return 1
     except OSError as e:
         logging.getLogger("engine").error("cannot serve on %s:%s: %s",
                                           config.server.host, config.server.port, e.strerror or e)
         return 1
     return 0
+
+
+def run_workers(n: int, work: Callable[[], int]) -> int:
+    """Fork `n` processes that each serve (on one port, SO_REUSEPORT); pass SIGINT/SIGTERM on to them
+    and wait. Forked before any thread or loop exists, so each child starts clean. A worker that
+    exits early is not replaced: the exit status says so (the first non-zero one)."""
+    children = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = work()
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(sig: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(code)
+        if code and not status:
+            status = code if code > 0 else 1
+    return status

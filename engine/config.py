@@ -38,6 +38,8 @@ class ServerConfig:
                                           min=0.01)
     keepalive_seconds: float = setting(30.0, "how long an idle keep-alive connection stays open; it also bounds a "
                                        "slow request head after the first", min=0.01)
+    workers: int = setting(1, "processes serving the same port (SO_REUSEPORT); more than 1 needs broker.url",
+                           min=1)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,19 @@ class StreamsConfig:
 
 
 @dataclass(frozen=True)
+class BrokerConfig:
+    url: str = setting("", "redis://host:port/db to share channels, history and connections with other engine "
+                       "processes through Redis; empty: this process alone, in memory")
+    prefix: str = setting("rt", "what every Redis key and pub/sub channel of this engine starts with (several "
+                          "clusters may share one Redis)")
+    start_degraded: bool = setting(False, "start even when Redis is unreachable (serving this process's readers "
+                                   "alone until it is back); off: exit with an error")
+    history_ttl_seconds: float = setting(86400.0, "how long a channel's history and numbering live in Redis "
+                                         "after its last message", min=1)
+    connect_timeout_seconds: float = setting(2.0, "how long one attempt to reach Redis may take", min=0.01)
+
+
+@dataclass(frozen=True)
 class LogsConfig:
     level: str = setting("info", "server log level", choices=("debug", "info", "warning", "error"))
     script_lines: int = setting(500, "recent log lines kept per script (listLogs, admin API)", min=1)
@@ -131,6 +146,7 @@ class Config:
     scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -272,7 +288,19 @@ def load_config(
             if f"{section.name}.{f.name}" in resolved
         }
         sections[section.name] = cls(**kwargs)  # type: ignore[operator]
-    return Config(**sections)
+    config = Config(**sections)
+    _check_together(config)
+    return config
+
+
+def _check_together(config: Config) -> None:
+    """Settings that are wrong only in each other's company."""
+    url = config.broker.url
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"broker.url: must be a redis://, rediss:// or unix:// URL, got {url!r}")
+    if config.server.workers > 1 and not url:
+        raise ConfigError(f"server.workers is {config.server.workers}: several processes share their channels "
+                          "through Redis, so broker.url (ENGINE_BROKER_URL) must be set")
 
 
 def render_yaml() -> str:

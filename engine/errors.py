@@ -66,3 +66,7 @@ class ScriptBusy(ScriptError):
 class ScriptBadCommand(ScriptError):
     """What the script's JS handed back is not what the prelude makes (a tampered built-in): the call
     that produced it fails, and nothing it asked for is applied."""
+
+
+class BrokerUnavailable(EngineError):
+    """The broker could not reach what it needs (Redis) at start, and may not start without it."""

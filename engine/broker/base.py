@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.streams.event import Event
 
@@ -19,8 +20,13 @@ class Replay:
 class Node(Protocol):
     """A registry of readers (one per engine process): where the broker hands what it numbered."""
 
+    node: str  # this process's name: the first part of every connection id it gives out
+
     def deliver(self, path: str, event: Event) -> None:
         """One event of channel `path` for every reader of it here."""
+
+    def deliver_many(self, path: str, events: list[Event]) -> None:
+        """Several events of channel `path`, in order, for every reader of it here (in one write each)."""
 
     def deliver_to(self, connection: str, event: Event, owner: str | None = None) -> bool:
         """One event for one reader, if it is here and on a stream of `owner` (any, if None): True."""
@@ -35,6 +41,36 @@ class Broker(Protocol):
 
     def subscribe(self, node: Node) -> None:
         """`node` gets every event published from now on."""
+
+    async def start(self, must_connect: bool) -> None:
+        """Connect to whatever the broker needs; raises if it cannot and `must_connect`."""
+
+    async def stop(self) -> None:
+        """Disconnect; nothing is published after this."""
+
+    async def ready(self, channel: str, last_event_id: str | None = None) -> None:
+        """Until this returns, `since`, `cursor` and `describe` may not know the channel (a broker
+        that crosses processes loads it, and catches up with `last_event_id` if another process
+        gave it out first): await it before a reader attaches."""
+
+    def is_ready(self, channel: str) -> bool:
+        """Whether `ready(channel)` would return at once."""
+
+    def is_here(self, connection: str) -> bool:
+        """Whether this process would hold the connection (if it is open at all)."""
+
+    async def forward_message(self, connection: str, path: str, text: str, as_json: bool,
+                              timeout: float) -> dict[str, Any]:
+        """A client's message for a connection another process holds: `on_message` runs there."""
+
+    on_message: Callable[[str, str, str, bool], Awaitable[dict[str, Any]]] | None
+
+    @property
+    def healthy(self) -> bool:
+        """False while the broker cannot reach the other processes (this one still serves)."""
+
+    def describe_state(self) -> dict[str, Any]:
+        """What /health and the admin API show of the broker."""
 
     def publish(self, channel: str, data: str, event: str | None = None, is_json: bool = False) -> None:
         """Number, frame and keep one message, and deliver it. `is_json`: `data` is a JSON value's text."""

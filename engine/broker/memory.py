@@ -14,6 +14,7 @@ import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.broker.base import Node, Replay
 from engine.streams.event import Event, notice
@@ -41,9 +42,36 @@ class MemoryBroker:
         self._order: OrderedDict[int, Channel] = OrderedDict()  # every kept event, oldest first
         self._next_key = 0
         self._nodes: list[Node] = []
+        self.on_message: Any = None  # never called: no other process forwards to this one
 
     def subscribe(self, node: Node) -> None:
         self._nodes.append(node)
+
+    async def start(self, must_connect: bool) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def ready(self, channel: str, last_event_id: str | None = None) -> None:
+        return None
+
+    def is_here(self, connection: str) -> bool:
+        return True  # every connection there is, is here
+
+    async def forward_message(self, connection: str, path: str, text: str, as_json: bool,
+                              timeout: float) -> dict[str, Any]:
+        raise AssertionError("one process: there is nowhere to forward to")
+
+    def is_ready(self, channel: str) -> bool:
+        return True
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def describe_state(self) -> dict[str, Any]:
+        return {"kind": "memory", "state": "ok"}
 
     def publish(self, channel: str, data: str, event: str | None = None, is_json: bool = False) -> None:
         """Number the event and frame it for SSE once; keep it in history; deliver it."""

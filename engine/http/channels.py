@@ -20,12 +20,12 @@ from engine import rules
 from engine.auth import SECRET_PARAMS, Claims, Forbidden, Unauthorized, Verifier
 from engine.connections import Busy, NoHandler, Refused, TooManyMessages
 from engine.errors import HTTPError, ScriptError
-from engine.http.keys import AUTH, CONFIG, HOOKS, POLLERS, STREAMS
+from engine.http.keys import AUTH, BROKER, CONFIG, HOOKS, POLLERS, STREAMS
 from engine.http.request import read_body
 from engine.http.script_errors import classify, log_script_error
 from engine.streams.event import NDJSON, POLL, SSE, WS, WS_V1, Event
 from engine.streams.registry import NEEDS_TOKEN_REASON, Channel, Connection, Stream
-from engine.streams.sse import channels_full, check_room, open_channel, serve_sse
+from engine.streams.sse import channels_full, check_room, last_event_id, open_channel, serve_sse
 from engine.transports.negotiate import WEBSOCKET, choose
 from engine.transports.poll import farewell_answer, first_poll, poll_again
 from engine.transports.websocket import handshake_problem, serve_ws
@@ -158,6 +158,19 @@ async def _admit_and_serve(request: web.Request, stream: Stream, rid: str, kind:
     registry = app[STREAMS]
     path = request.path
     check_room(registry)
+    try:
+        # its history and live events here (up to the reader's id), before anything reads it
+        await registry.broker.ready(path, last_event_id(request))
+        return await _admit(request, stream, rid, kind)
+    finally:
+        if path not in registry.channels:  # refused, or gone: the broker keeps nothing for it either
+            registry.broker.forget(path)
+
+
+async def _admit(request: web.Request, stream: Stream, rid: str, kind: str) -> web.StreamResponse:
+    app = request.app
+    registry = app[STREAMS]
+    path = request.path
     if stream.plain:
         return await _serve(request, kind, Admitted(open_channel(registry, path), registry.new_id()), rid)
     query = _query_for_scripts(request)
@@ -236,14 +249,12 @@ async def post_message(request: web.Request, cid: str, rid: str) -> web.Response
     if rules.connection_id_problem(cid):
         raise HTTPError(400, "bad_connection_id", "X-Connection-Id is not a connection id (it comes from the "
                         "stream's `connected` event or its X-Connection-Id response header)")
-    conn = registry.connections.get(cid)
-    if conn is None:
-        raise HTTPError(404, "unknown_connection", f"no connection {cid} is open on this server (it ended, or "
-                        "was never this server's)")
-    if conn.channel.path != request.path:
-        raise _wrong_channel(conn, request.path)
-    if conn.fmt in (WS, WS_V1):
-        raise HTTPError(409, "wrong_transport", f"connection {cid} is a WebSocket: its messages go over the socket")
+    broker = app[BROKER]
+    here = registry.connections.get(cid)
+    if here is not None:
+        _check_target(here, request.path)
+    elif broker.is_here(cid):
+        raise _unknown(cid)
     body = await read_body(request, app[CONFIG].limits.max_body_bytes)
     try:
         text = body.decode("utf-8")
@@ -251,20 +262,58 @@ async def post_message(request: web.Request, cid: str, rid: str) -> web.Response
         raise HTTPError(400, "bad_message", "a message must be UTF-8 text") from None
     content_type = request.content_type if "Content-Type" in request.headers else ""
     as_json = content_type in _JSON_TYPES or content_type.endswith("+json") or not content_type
-    if conn.ended:  # it went while the body arrived
-        raise HTTPError(404, "unknown_connection", f"connection {cid} ended while its message arrived")
-    try:
-        answer = await app[HOOKS].message(conn, text, as_json)
-    except NoHandler as e:
-        raise HTTPError(405, "no_message_handler", str(e), {"Allow": "GET"}) from None
-    except TooManyMessages as e:
-        raise HTTPError(429, "too_many_messages", str(e)) from None
+    if here is None:  # another process holds it: its onMessage runs there
+        timeout = app[CONFIG].limits.handler_timeout_ms / 1000 + 1
+        answer = await broker.forward_message(cid, request.path, text, as_json, timeout)
+    else:
+        answer = await message_here(app, cid, request.path, text, as_json)
     headers = _cors(request)
-    if answer.text is None:
+    if "error" in answer:
+        raise HTTPError(answer["status"], answer["error"], answer["message"],
+                        {"Allow": "GET"} if answer["status"] == 405 else None)
+    if answer.get("text") is None:
         return web.Response(status=204, headers=headers)
-    headers["Content-Type"] = "application/json" if answer.json else "text/plain; charset=utf-8"
+    headers["Content-Type"] = "application/json" if answer.get("json") else "text/plain; charset=utf-8"
     # as a route's body: a lone surrogate in a text reply becomes U+FFFD, not an encoding error
-    return web.Response(body=answer.text.encode("utf-8", "replace"), headers=headers)
+    return web.Response(body=answer["text"].encode("utf-8", "replace"), headers=headers)
+
+
+async def message_here(app: web.Application, cid: str, path: str, text: str, as_json: bool) -> dict[str, Any]:
+    """A client's message to a connection of this process, wherever it was posted: its onMessage's
+    answer as {"text", "json"}, or {"status", "error", "message"} for what the client got wrong."""
+    try:
+        conn = app[STREAMS].connections.get(cid)
+        if conn is None or conn.ended:  # it went while the body arrived
+            raise _unknown(cid)
+        _check_target(conn, path)
+        try:
+            answer = await app[HOOKS].message(conn, text, as_json)
+        except NoHandler as e:
+            raise HTTPError(405, "no_message_handler", str(e)) from None
+        except TooManyMessages as e:
+            raise HTTPError(429, "too_many_messages", str(e)) from None
+    except HTTPError as e:
+        return {"status": e.status, "error": e.code, "message": e.message}
+    return {"status": 200, "text": answer.text, "json": answer.json}
+
+
+def set_message_handler(app: web.Application) -> None:
+    """Messages other processes forward to this one's connections (a broker across processes)."""
+    async def handle(cid: str, path: str, text: str, as_json: bool) -> dict[str, Any]:
+        return await message_here(app, cid, path, text, as_json)
+    app[BROKER].on_message = handle
+
+
+def _unknown(cid: str) -> HTTPError:
+    return HTTPError(404, "unknown_connection", f"no connection {cid} is open (it ended, or was never this "
+                     "server's)")
+
+
+def _check_target(conn: Connection, path: str) -> None:
+    if conn.channel.path != path:
+        raise _wrong_channel(conn, path)
+    if conn.fmt in (WS, WS_V1):
+        raise HTTPError(409, "wrong_transport", f"connection {conn.id} is a WebSocket: its messages go over the socket")
 
 
 def preflight(request: web.Request) -> web.Response:

@@ -80,7 +80,8 @@ def read_head(buf: bytes | bytearray, streams: StreamRegistry) -> StreamRequest 
     # serves streams whose readers need a token checked or a script asked.
     found = streams.match(path)
     if found is None or not found[0].plain or streams.full() or (
-            path not in streams.channels and len(streams.channels) >= streams.max_channels):
+            path not in streams.channels and len(streams.channels) >= streams.max_channels) or (
+            not streams.broker.is_ready(path)):  # its first reader here waits for the broker: aiohttp's
         return HAND_OVER
     last_event_id = request_id = accept = None
     ws: dict[bytes, str] = {}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from engine.auth import Verifier
-from engine.broker.memory import MemoryBroker
+from engine.broker.base import Broker
 from engine.config import Config
 from engine.routes import RouteTable
 from engine.streams.registry import StreamRegistry
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from engine.watcher import ScriptWatcher
 
 CONFIG = web.AppKey("config", Config)
-BROKER = web.AppKey("broker", MemoryBroker)
+BROKER = web.AppKey("broker", Broker)
 ROUTES = web.AppKey("routes", RouteTable)
 STREAMS = web.AppKey("streams", StreamRegistry)
 AUTH = web.AppKey("auth", Verifier)

@@ -28,7 +28,7 @@ from engine import rules
 from engine.broker.base import Broker, Replay
 from engine.errors import RouteConflict
 from engine.routes import Match, Route, RouteTable, pattern_key
-from engine.streams.event import NDJSON, SSE, Event, notice
+from engine.streams.event import NDJSON, POLL, SSE, Event, notice
 from engine.streams.wire import chunk, encode_comment
 
 log = logging.getLogger("engine.streams")
@@ -516,6 +516,26 @@ class StreamRegistry:
                 self._idle.move_to_end(channel)
                 self._idle[channel] = self.clock()
             self._write_all(channel, event)
+
+    def deliver_many(self, path: str, events: list[Event]) -> None:
+        """Several events of channel `path`, in order: each reader gets them in one write (a
+        poller, whose box takes one event per write, one by one)."""
+        channel = self.channels.get(path) or self.private.get(path)
+        if channel is None:
+            return
+        channel.sent += len(events)
+        if channel in self._idle:
+            self._idle.move_to_end(channel)
+            self._idle[channel] = self.clock()
+        slow: list[Connection] = []
+        for fmt, group in list(channel.groups.items()):
+            if fmt == POLL:
+                for ev in events:
+                    slow += write_all(group, ev.frame(fmt), self.max_buffer_bytes)
+            else:
+                slow += write_all(group, b"".join([ev.frame(fmt) for ev in events]), self.max_buffer_bytes)
+        for conn in dict.fromkeys(slow):
+            self._cut(conn)
 
     def expect(self, connection: str, owner: str) -> None:
         """A connection whose onConnect runs now: what its script sends it meanwhile is held."""
