@@ -130,6 +130,7 @@ class ScriptManager:
         self.streams = streams
         self.graphql = graphql
         self.outbox = Outbox(streams, broker, graphql, subscriptions, self._script_line)
+        self._is_leader = lambda: broker.is_leader  # read on scripts' threads, when their timers fire
         self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -201,7 +202,7 @@ class ScriptManager:
         record = self._record(name)
         record.attempted = _digest(source)
         ctx = ScriptContext(name, self.config.limits, self._apply, self.background_error,
-                            functools.partial(_check_command, streams=self.streams))
+                            functools.partial(_check_command, streams=self.streams), leader=self._is_leader)
         try:
             return await self._load_into(record, ctx, source)
         finally:

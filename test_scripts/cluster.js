@@ -25,3 +25,16 @@ register("/pub", (req) => {
 register("/to", (req) => { sendToConnection(req.query.id, { dm: req.query.text, from: me }, { event: "dm" }); return "ok"; });
 register("/kick", (req) => { closeConnection(req.query.id, req.query.reason || "kicked"); return "ok"; });
 register("/seen", () => ({ body: seen }));
+
+// A ticker at the top level: the cluster's, run by one process however many there are. A local
+// interval beside it runs on every process.
+let tick = 0;
+setInterval(() => { tick++; sendStreamMessageToPath("/ticks", { tick: tick, process: me }); }, 100);
+registerWebStream("/ticks");
+let localTicks = 0;
+setLocalInterval(() => { localTicks++; }, 20);
+register("/local-ticks", () => ({ body: { localTicks: localTicks, process: me } }));
+// a top-level loop on a one-shot sleep: parked on the processes that are not elected
+let looped = 0;
+(async function loop() { for (;;) { await new Promise((r) => setTimeout(r, 50)); looped++; } })();
+register("/looped", () => ({ body: { looped: looped, process: me } }));

@@ -8,13 +8,16 @@ import asyncio
 import hashlib
 import json
 import re
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from cluster import Engine, Redis, free_port, start_engine, wait_up
+from cluster import Engine, Proxy, Redis, free_port, start_engine, wait_healthy, wait_up
 from conftest import TEST_SCRIPTS
 from sse_client import SSEReader
 
@@ -211,3 +214,209 @@ async def test_a_thousand_readers_over_three_processes_get_a_burst_of_ten_thousa
     assert ids == list(range(ids[0], ids[0] + n_events)), "its ids are not consecutive"
     assert len({t.hash.hexdigest() for t in tallies}) == 1, "a reader's stream differs from the first one's"
     assert all(t.events == n_events for t in tallies)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Redis]:
+    server = Redis(free_port(), tmp_path / "redis")
+    server.folder.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def _two(session: aiohttp.ClientSession, scripts: Path, urls: list[str], folder: Path) -> list[Engine]:
+    """Two engines; waited for without blocking the loop (the proxy runs on it)."""
+    engines = [start_engine(scripts, url, folder, ENGINE_STREAMS_HISTORY="50", ENGINE_STREAMS_HEARTBEAT_SECONDS="600")
+               for url in urls]
+    for e in engines:
+        await wait_healthy(session, e)
+    return engines
+
+
+def _said(engine: Engine, text: str) -> int:
+    return engine.log.read_text().count(text)
+
+
+async def test_redis_killed_and_restarted_mid_stream(own_redis: Redis, tmp_path: Path,
+                                                     session: aiohttp.ClientSession) -> None:
+    engines = await _two(session, _scripts(tmp_path), [own_redis.url] * 2, tmp_path)
+    a, b = engines
+    try:
+        reader = await _read(session, a.url + "/feed")
+        await _get(session, b.url + "/pub?n=3")
+        before = await reader.take(3)
+        own_redis.stop()
+        health = await wait_healthy(session, a, "degraded")
+        assert health["broker"]["state"] == "degraded"  # type: ignore[index]
+        # this process's own messages still reach its readers, with ids of its own
+        await _get(session, a.url + "/pub?n=2")
+        local = await reader.take(2)
+        assert [json.loads(e.data)["i"] for e in local] == [0, 1]
+        assert local[0].id.split("-")[0] != before[0].id.split("-")[0]
+        # back, with what it had kept (appendonly): numbering goes on where it was, nothing to reset
+        own_redis.start()
+        await wait_healthy(session, a)
+        await wait_healthy(session, b)
+        await _get(session, b.url + "/pub?n=2")
+        after = await reader.take(2)
+        assert [json.loads(e.data)["i"] for e in after] == [0, 1]
+        assert [int(e.id.split("-")[1]) for e in after] == [4, 5]
+        assert after[0].id.split("-")[0] == before[0].id.split("-")[0]
+        assert _said(a, "is unreachable") == 1, "the outage is said once"
+        # back empty (its data lost): the channel's numbering starts over, and readers are told
+        own_redis.stop()
+        await wait_healthy(session, a, "degraded")
+        for f in own_redis.folder.iterdir():
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        own_redis.start()
+        await wait_healthy(session, a)
+        await _get(session, b.url + "/pub?n=1")
+        events = [await reader.next(), await reader.next()]
+        assert events[0].event == "reset" and "reset" in json.loads(events[0].data)["reason"]
+        assert json.loads(events[1].data)["i"] == 0 and events[1].id.endswith("-1")
+        reader.response.close()
+    finally:
+        for e in engines:
+            e.stop()
+
+
+async def test_a_process_cut_off_from_redis_gets_what_it_missed_or_a_reset(
+        own_redis: Redis, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    proxy = Proxy(own_redis.port)
+    await proxy.mend()
+    engines = await _two(session, _scripts(tmp_path), [proxy.url, own_redis.url], tmp_path)
+    a, b = engines
+    try:
+        reader = await _read(session, a.url + "/feed")
+        await _get(session, b.url + "/pub?n=1")
+        first = await reader.next()
+        # cut off while the other process publishes: once back, its readers get the gap, in order
+        await proxy.cut()
+        await wait_healthy(session, a, "degraded")
+        await _get(session, b.url + "/pub?n=5")
+        await proxy.mend()
+        await wait_healthy(session, a)
+        missed = await reader.take(5)
+        assert [json.loads(e.data)["i"] for e in missed] == list(range(5))
+        assert [e.id for e in missed] == [first.id[:-1] + str(n) for n in range(2, 7)]
+        # more missed than the history holds (50): a reset, then what the history has
+        await proxy.cut()
+        await wait_healthy(session, a, "degraded")
+        await _get(session, b.url + "/pub?n=60")
+        await proxy.mend()
+        await wait_healthy(session, a)
+        reset = await reader.next()
+        assert reset.event == "reset" and "left the history" in json.loads(reset.data)["reason"]
+        await _get(session, b.url + "/pub?n=1")
+        assert json.loads((await reader.next()).data) == {"i": 0, "from": json.loads(missed[0].data)["from"]}
+        reader.response.close()
+    finally:
+        for e in engines:
+            e.stop()
+        await proxy.cut()
+
+
+def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_an_unreachable_redis_at_start_is_an_error_unless_asked_to_start_anyway(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    done = _run("--port", str(free_port()), "--scripts", str(_scripts(tmp_path)),
+                "--broker-url", f"redis://127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert f"Redis at 127.0.0.1:{port} is unreachable" in done.stderr and "broker.start_degraded" in done.stderr
+    bad = _run("--broker-url", "http://127.0.0.1:1")
+    assert bad.returncode == 2 and "redis://" in bad.stderr
+
+
+async def test_starting_degraded_then_healthy_once_redis_comes(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    server = Redis(free_port(), tmp_path)
+    engine = start_engine(_scripts(tmp_path), server.url, tmp_path, ENGINE_BROKER_START_DEGRADED="true")
+    try:
+        await wait_healthy(session, engine, "degraded")
+        reader = await _read(session, engine.url + "/feed")
+        await _get(session, engine.url + "/pub?n=1")
+        assert json.loads((await reader.next()).data)["i"] == 0
+        server.start()
+        await wait_healthy(session, engine)
+        await _get(session, engine.url + "/pub?n=1")
+        assert (await reader.next()).id.endswith("-1")  # numbered by Redis now
+        reader.response.close()
+    finally:
+        engine.stop()
+        server.stop()
+
+
+def test_workers_need_the_redis_broker() -> None:
+    done = _run("--workers", "2", "--port", str(free_port()))
+    assert done.returncode == 2 and "broker.url" in done.stderr
+
+
+async def test_workers_serve_one_port_together(redis: Redis, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    port = free_port()
+    log = tmp_path / "workers.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "--workers", "2", "--port", str(port), "--scripts",
+                                 str(_scripts(tmp_path)), "--broker-url", redis.url], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        seen: set[str] = set()
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(seen) < 2:
+            assert proc.poll() is None, log.read_text()
+            assert asyncio.get_running_loop().time() < deadline, f"one process only: {seen} {log.read_text()}"
+            try:  # a new connection each time: the kernel spreads them over the two
+                async with aiohttp.ClientSession() as fresh, fresh.get(f"http://127.0.0.1:{port}/who") as r:
+                    seen.add((await r.json())["process"])
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+        assert log.read_text().count("serving on") == 2
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    assert log.read_text().count("stopped") == 2
+
+
+async def _ticks(session: aiohttp.ClientSession, engine: Engine, n: int) -> list[dict[str, object]]:
+    reader = await _read(session, engine.url + "/ticks")
+    try:
+        return [json.loads(e.data) for e in await reader.take(n)]
+    finally:
+        reader.response.close()
+
+
+async def test_a_scripts_top_level_timer_runs_once_in_the_cluster(
+        three: list[Engine], session: aiohttp.ClientSession) -> None:
+    ticks = await _ticks(session, three[1], 15)
+    assert len({t["process"] for t in ticks}) == 1, "the ticker ran on more than one process"
+    numbers = [t["tick"] for t in ticks]
+    assert numbers == list(range(numbers[0], numbers[0] + 15)), "a tick is missing or repeated"
+    leader = ticks[0]["process"]
+    states = [await _get(session, e.url + "/health") for e in three]
+    assert sum(bool(s["broker"]["runs_cluster_timers"]) for s in states) == 1  # type: ignore[index]
+    for e in three:  # setLocalInterval runs everywhere; a top-level loop on a sleep only where elected
+        local = await _get(session, e.url + "/local-ticks")
+        looped = await _get(session, e.url + "/looped")
+        assert local["localTicks"] > 0
+        assert (looped["looped"] > 0) == (looped["process"] == leader), looped
+
+
+async def test_another_process_takes_the_timers_over_when_the_elected_one_goes(
+        own_redis: Redis, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    engines = await _two(session, _scripts(tmp_path), [own_redis.url] * 2, tmp_path)
+    try:
+        first = (await _ticks(session, engines[0], 3))[0]["process"]
+        by_process = {(await _get(session, e.url + "/who"))["process"]: e for e in engines}
+        leader, other = by_process[first], next(e for e in engines if e is not by_process[first])
+        assert (await _get(session, other.url + "/looped"))["looped"] == 0  # parked where not elected
+        leader.proc.kill()  # no goodbye: the lease runs out (3 s) and the other process takes it
+        leader.proc.wait()
+        ticks = await asyncio.wait_for(_ticks(session, other, 3), 10)
+        assert {t["process"] for t in ticks} == {(await _get(session, other.url + "/who"))["process"]}
+        assert (await _get(session, other.url + "/looped"))["looped"] > 0, "the parked loop did not go on"
+    finally:
+        for e in engines:
+            e.stop()

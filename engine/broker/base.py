@@ -69,6 +69,10 @@ class Broker(Protocol):
     def healthy(self) -> bool:
         """False while the broker cannot reach the other processes (this one still serves)."""
 
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process runs the scripts' cluster timers (their top-level timers)."""
+
     def describe_state(self) -> dict[str, Any]:
         """What /health and the admin API show of the broker."""
 

@@ -70,6 +70,10 @@ class MemoryBroker:
     def healthy(self) -> bool:
         return True
 
+    @property
+    def is_leader(self) -> bool:
+        return True  # the only process: it runs every timer
+
     def describe_state(self) -> dict[str, Any]:
         return {"kind": "memory", "state": "ok"}
 

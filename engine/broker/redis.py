@@ -66,6 +66,18 @@ redis.call('PUBLISH', ARGV[4], e .. '\\n' .. n .. '\\n' .. ARGV[5])
 return {e, n}
 """
 
+# The lease of the process that runs the scripts' cluster timers: renewed only by its holder.
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+LEASE_MS = 3000  # a leader that stops renewing (it died) is replaced after this
+RENEW_EVERY = 1.0  # seconds between renewals (and attempts by the others)
+
 Answer = dict[str, Any]
 MessageHandler = Callable[[str, str, str, bool], Awaitable[Answer]]  # (connection, path, text, as_json)
 
@@ -122,6 +134,7 @@ class RedisBroker:
         self._reconnecting: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._gathered: dict[str, list[Event]] | None = None  # what a batch of live messages delivers
+        self._leader = False  # holds the lease: runs the scripts' cluster timers
         self._message_prefix = f"{prefix}:m:".encode()
         self._node_prefix = f"{prefix}:n:".encode()
 
@@ -136,9 +149,15 @@ class RedisBroker:
                 raise BrokerUnavailable(f"Redis at {self._where()} is unreachable ({e}); start it, fix broker.url, "
                                         "or set broker.start_degraded to serve without it until it is back") from e
             self._degrade(e)
+        else:
+            await self._elect()  # before any script loads: its top-level timers know where they run
         self._tasks.append(asyncio.create_task(self._publisher()))
+        self._tasks.append(asyncio.create_task(self._elections()))
 
     async def stop(self) -> None:
+        if self._leader and self.state == "ok":  # hand over at once rather than when the lease runs out
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.eval(RELEASE_LUA, 1, self._lease_key, self._node_id)
         self.state = "closed"
         for task in [*self._tasks, self._reconnecting, self._listener]:
             if task is not None:
@@ -155,8 +174,39 @@ class RedisBroker:
     def healthy(self) -> bool:
         return self.state == "ok"
 
+    @property
+    def is_leader(self) -> bool:
+        """Does this process run the scripts' cluster timers? While Redis is away, every process
+        does: what each publishes reaches only its own readers then, so each runs its own."""
+        return self._leader or self.state != "ok"
+
+    @property
+    def _lease_key(self) -> str:
+        return f"{self.prefix}:leader"
+
+    async def _elect(self) -> None:
+        """Renew the lease if this process holds it, else take it if nobody does."""
+        was = self._leader
+        if self._leader:
+            self._leader = bool(await self.redis.eval(RENEW_LUA, 1, self._lease_key, self._node_id, LEASE_MS))
+        if not self._leader:
+            self._leader = bool(await self.redis.set(self._lease_key, self._node_id, nx=True, px=LEASE_MS))
+        if self._leader != was:
+            log.info("broker: this process %s the scripts' cluster timers",
+                     "runs" if self._leader else "no longer runs")
+
+    async def _elections(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            if self.state == "ok":
+                try:
+                    await self._elect()
+                except (RedisError, OSError) as e:
+                    self._degrade(e)
+
     def describe_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "redis", "state": self.state, "channels_mirrored": len(self.mirrors)}
+        out: dict[str, Any] = {"kind": "redis", "state": self.state, "node": self._node_id,
+                               "runs_cluster_timers": self.is_leader, "channels_mirrored": len(self.mirrors)}
         if self.degraded_since is not None:
             out["degraded_for_seconds"] = round(time.monotonic() - self.degraded_since, 3)
         return out
@@ -189,7 +239,8 @@ class RedisBroker:
         if self.state in ("degraded", "closed"):
             return
         log.error("broker: Redis at %s is unreachable (%s); serving this process's readers only, "
-                  "reconnecting", self._where(), error or type(error).__name__)
+                  "reconnecting", self._where(), error or type(error).__name__,
+                  exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
         self.state = "degraded"
         self.degraded_since = time.monotonic()
         for fut in self._subscribed.values():
@@ -213,6 +264,9 @@ class RedisBroker:
                 with contextlib.suppress(Exception):
                     await old.aclose()
             try:
+                # Connections pooled before Redis went away are dead (a restarted Redis closed them):
+                # every command after this one gets a fresh one.
+                await self.redis.connection_pool.disconnect()
                 await self._connect()
             except (RedisError, OSError) as e:
                 log.debug("broker: reconnect failed: %s", e)

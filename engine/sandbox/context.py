@@ -76,8 +76,10 @@ class ScriptContext:
         on_error: ErrorSink,
         check: Check | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        leader: Callable[[], bool] = lambda: True,
     ) -> None:
         self.name = name
+        self._leader = leader  # does this process run the script's cluster timers (read on its thread)
         self._limits = limits
         self._sink = sink
         self._on_error = on_error
@@ -558,7 +560,7 @@ class ScriptContext:
         began = int(time.time() * 1000)
         env = Envelope()
         while True:
-            one = self._t_call("fire")
+            one = self._t_call("fire", self._leader())
             _append(env, one)
             env.error = one.error
             if one.error is not None:

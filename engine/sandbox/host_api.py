@@ -50,6 +50,10 @@ HOST_API: tuple[HostFunction, ...] = (
     HostFunction("setTimeout", "setTimeout(fn, ms = 0, ...args)", "run `fn` once after `ms`; returns an id"),
     HostFunction("setInterval", "setInterval(fn, ms, ...args)",
                  "run `fn` every `ms` (at least 4); returns an id"),
+    HostFunction("setLocalTimeout", "setLocalTimeout(fn, ms = 0, ...args)",
+                 "as setTimeout, on every engine process (a top-level setTimeout runs on one of them)"),
+    HostFunction("setLocalInterval", "setLocalInterval(fn, ms, ...args)",
+                 "as setInterval, on every engine process (a top-level setInterval runs on one of them)"),
     HostFunction("clearTimeout", "clearTimeout(id)", "cancel a timer"),
     HostFunction("clearInterval", "clearInterval(id)", "cancel a timer"),
 )

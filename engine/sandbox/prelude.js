@@ -102,6 +102,12 @@
   // (A stopped generator that sleeps in a loop without reaching a yield gets its sleeps back after
   // MAX_WAKES early wakes, rather than spinning its script's thread.)
   let stepping = 0; // the response whose code runs now: > 0 streaming, < 0 stopped (-id), 0 none
+  // Timers set by the script's own top level (and by what those timers run) are the cluster's:
+  // with several engine processes, only the elected one runs their callbacks (see `fire`), so a
+  // ticker publishes once, not once per process. Timers set while serving a request, a hook or a
+  // GraphQL resolver are this process's own (`local`), as are setLocalTimeout/setLocalInterval's.
+  let local = false; // does the code running now serve something of this process's?
+  const PARKED_MS = 1000;
   let wakes = 0; // early wakes the running stopped response had so far
   const MAX_WAKES = 100;
   const owned = rec({}); // iterator id -> {timer id: true}
@@ -532,20 +538,21 @@
     queue("closeConnection", { op: "close", id: id, reason: reason });
   }
 
-  function addTimer(fn, ms, args, repeat) {
-    const name = repeat ? "setInterval" : "setTimeout";
+  function addTimer(fn, ms, args, repeat, here) {
+    const name = (here ? "setLocal" : "set") + (repeat ? "Interval" : "Timeout");
     if (typeof fn !== "function") throw hostError(name + ": the callback must be a function, got " + describe(fn));
     ms = toNumber(ms);
     if (!(ms >= 0)) ms = 0;
     if (repeat && ms < MIN_INTERVAL_MS) ms = MIN_INTERVAL_MS;
     const id = ++timerSeq;
     if (stepping < 0 && wakes < MAX_WAKES) { // a response whose client left: a sleep ends at once, an interval never starts
-      if (!repeat) timers[id] = rec({ fn: fn, args: args, due: now(), every: 0, owner: stepping, wakes: wakes + 1 });
+      if (!repeat) timers[id] = rec({ fn: fn, args: args, due: now(), every: 0, owner: stepping, wakes: wakes + 1, local: true });
       timersDirty = true;
       return id;
     }
     const owner = stepping > 0 && iters[stepping] !== undefined ? stepping : 0;
-    timers[id] = rec({ fn: fn, args: args, due: now() + ms, every: repeat ? ms : 0, owner: owner, wakes: 0 });
+    timers[id] = rec({ fn: fn, args: args, due: now() + ms, every: repeat ? ms : 0, owner: owner, wakes: 0,
+                       local: here || local });
     if (owner) {
       if (owned[owner] === undefined) owned[owner] = rec({});
       owned[owner][id] = true;
@@ -612,8 +619,10 @@
     "console.debug": function debug(...a) { log("console.debug", "debug", a); },
     "console.warn": function warn(...a) { log("console.warn", "warning", a); },
     "console.error": function error(...a) { log("console.error", "error", a); },
-    setTimeout: function setTimeout(fn, ms, ...args) { return addTimer(fn, ms, args, false); },
-    setInterval: function setInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true); },
+    setTimeout: function setTimeout(fn, ms, ...args) { return addTimer(fn, ms, args, false, false); },
+    setInterval: function setInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true, false); },
+    setLocalTimeout: function setLocalTimeout(fn, ms, ...args) { return addTimer(fn, ms, args, false, true); },
+    setLocalInterval: function setLocalInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true, true); },
     clearTimeout: function clearTimeout(id) { clearTimer(id); },
     clearInterval: function clearInterval(id) { clearTimer(id); },
   });
@@ -1073,6 +1082,7 @@
     // work off the GIL that the event loop needs.
     // Strings reach JS as C strings, so a path or body holding NUL comes JSON-encoded (flags 1, 2).
     handle: function (index, method, path, rawQuery, headerBlob, body, paramsJSON, formJSON, flags) {
+      local = true; // and the Promise jobs after it
       let out;
       try {
         if (flags & 1) path = parseJSON(path);
@@ -1104,6 +1114,7 @@
     // A connection hook: (conn, data or reason), both from JSON (conn's query as its raw text, parsed here).
     // parse 1: the argument is a client's message, given parsed if it is JSON and as text if not.
     hook: function (index, connJSON, argJSON, parse) {
+      local = true; // and the Promise jobs after it
       let out;
       try {
         const c = parseJSON(connJSON);
@@ -1118,6 +1129,7 @@
     },
     // A streaming response's next value (sse 1: fields from {event, id, data, retry}).
     step: function (id, sse, max, budget) {
+      local = true; // and the Promise jobs after it
       let out;
       const it = iters[id];
       try {
@@ -1131,6 +1143,7 @@
     },
     // The client left, or the response ended early: the iterator's return() runs its `finally`.
     stop: function (id) {
+      local = true; // and the Promise jobs after it
       let out = rec({});
       const it = iters[id];
       settleOwned(id);
@@ -1149,6 +1162,7 @@
     },
     // A GraphQL resolver: (args, context) from JSON; its value comes back as JSON text.
     resolve: function (index, argsJSON, contextJSON) {
+      local = true; // and the Promise jobs after it
       let out;
       try {
         out = outcome(handlers[index](parseJSON(argsJSON), parseJSON(contextJSON)), resolved);
@@ -1157,7 +1171,8 @@
       }
       return envelope(out);
     },
-    fire: function () {
+    // `leader`: whether this process runs the cluster's timers (one process of many; 1 alone).
+    fire: function (leader) {
       if (firingNext >= firing.length) {
         firingAt = now();
         firing = list();
@@ -1175,6 +1190,14 @@
         const t = firing[firingNext].t;
         firingNext++;
         if (timers[id] !== t) continue; // cleared by an earlier callback
+        if (!t.local && !leader) {
+          // The cluster's: the elected process runs it. Here an interval skips its turn and a
+          // one-shot waits (looked at again every PARKED_MS), so if this process is elected later
+          // (the other went away), what the script's top level started goes on here.
+          t.due = t.every ? (t.due + t.every > t0 ? t.due + t.every : t0 + t.every) : t0 + PARKED_MS;
+          timersDirty = true;
+          continue;
+        }
         if (t.every) {
           t.due += t.every;
           if (t.due <= t0) t.due = t0 + t.every;
@@ -1186,6 +1209,7 @@
         const owner = t.owner < 0 || (t.owner > 0 && iters[t.owner] !== undefined) ? t.owner : 0;
         stepping = owner;
         wakes = t.wakes;
+        local = t.local;
         try { fnApply(t.fn, undefined, t.args); } catch (e) { log("setTimeout", "error", ["timer " + id + " threw:", e], true); }
         runningTimer = 0;
         // A response's timer: what it wakes (its generator's continuation, in the Promise jobs the
