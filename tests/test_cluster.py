@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,10 +108,12 @@ async def test_a_reader_resumes_on_another_process(three: list[Engine], session:
     assert json.loads(live.data)["i"] == 0 and live.id != events[3].id
     again.response.close()
     # an id from a channel's earlier life (another epoch) or past the history: a reset, then all there is
-    for stale in (events[0].id.split("-")[0][::-1] + "-1",):
+    epoch = events[0].id.split("-")[0]
+    for stale, why in ((epoch[::-1] + "-1", "unknown event id"), ("garbage\u00e9", "unknown event id"),
+                       (epoch + "-99999999", "ahead of this stream")):  # this one after waiting 2 s for it
         r = await _read(session, three[2].url + "/feed", last_id=stale)
         reset = await r.next()
-        assert reset.event == "reset" and "unknown event id" in json.loads(reset.data)["reason"]
+        assert reset.event == "reset" and why in json.loads(reset.data)["reason"]
         r.response.close()
     watcher = await _read(session, three[2].url + "/feed")
     await _get(session, three[0].url + "/pub?n=60")  # the history keeps 50
