@@ -143,9 +143,11 @@ async def test_connection_messages_reach_whichever_process_holds_the_connection(
         assert await r.json() == {"process": welcome["process"], "id": cid}
     async with session.post(three[0].url + "/rooms/other", json="x", headers={"X-Connection-Id": cid}) as r:
         assert r.status == 403 and (await r.json())["error"]["code"] == "wrong_channel"
-    gone = cid.split(".")[0] + ".AAAAAAAAAAAAAAAA"
-    async with session.post(three[0].url + "/rooms/lobby", json="x", headers={"X-Connection-Id": gone}) as r:
-        assert r.status == 404 and (await r.json())["error"]["code"] == "unknown_connection"
+    # an id its process does not have, and one of a process that does not exist: 404 at once
+    for gone in (cid.split(".")[0] + ".AAAAAAAAAAAAAAAA", "0badf00d.AAAAAAAAAAAAAAAA"):
+        async with session.post(three[0].url + "/rooms/lobby", json="x", headers={"X-Connection-Id": gone},
+                                timeout=aiohttp.ClientTimeout(total=3)) as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "unknown_connection"
     # closeConnection from a third process
     assert await (await session.get(three[2].url + "/kick", params={"id": cid, "reason": "bye"})).text() == "ok"
     close = await reader.next()
@@ -422,3 +424,18 @@ async def test_another_process_takes_the_timers_over_when_the_elected_one_goes(
     finally:
         for e in engines:
             e.stop()
+
+
+async def test_a_message_redis_refuses_is_logged_and_nothing_else_stops(
+        three: list[Engine], redis: Redis, session: aiohttp.ClientSession) -> None:
+    """Someone else's key where a channel's should be (a string, not a hash): that message is
+    refused and said in the log; the broker stays up and the next channel's messages go through."""
+    assert redis.command("SET", "rt:c:/rooms/taken:meta", "not a hash").startswith(b"+OK")
+    await _get(session, three[0].url + "/pub?n=1&path=/rooms/taken")
+    reader = await _read(session, three[1].url + "/rooms/fine")
+    await reader.take(2)  # connected, welcome
+    await _get(session, three[0].url + "/pub?n=1&path=/rooms/fine")
+    assert json.loads((await reader.next()).data)["i"] == 0
+    reader.response.close()
+    assert "Redis refused a message to /rooms/taken" in three[0].log.read_text()
+    assert (await _get(session, three[0].url + "/health"))["status"] == "ok"

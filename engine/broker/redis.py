@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from engine.broker.base import Node, Replay
 from engine.broker.memory import _EVENT_ID, _SHOWN_ID, MemoryBroker
@@ -44,6 +46,7 @@ LOCAL_PREFIX = "/_engine/"  # the engine's own channels: this process's alone
 MAX_QUEUED = 10_000  # messages waiting to go to Redis; beyond, they reach this process's readers only
 MAX_PENDING = 10_000  # live messages a mirror holds while it loads or fills a gap; beyond, it reloads
 BATCH = 256  # messages per pipeline to Redis
+STOP_FLUSH = 1.0  # seconds a stopping broker waits for what is queued to reach Redis
 CATCH_UP = 2.0  # seconds a reader with an id ahead of this process's copy waits for it to arrive
 BACKOFF = (0.05, 2.0)  # seconds: first and longest wait between reconnection attempts
 
@@ -135,6 +138,7 @@ class RedisBroker:
         self._listener: asyncio.Task[None] | None = None
         self._gathered: dict[str, list[Event]] | None = None  # what a batch of live messages delivers
         self._leader = False  # holds the lease: runs the scripts' cluster timers
+        self._sending = False  # a pipeline is on its way to Redis
         self._message_prefix = f"{prefix}:m:".encode()
         self._node_prefix = f"{prefix}:n:".encode()
 
@@ -155,6 +159,10 @@ class RedisBroker:
         self._tasks.append(asyncio.create_task(self._elections()))
 
     async def stop(self) -> None:
+        # What scripts sent last (an onDisconnect's goodbye at shutdown) still goes out, briefly waited for.
+        deadline = time.monotonic() + STOP_FLUSH
+        while (self._queue or self._sending) and self.state == "ok" and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         if self._leader and self.state == "ok":  # hand over at once rather than when the lease runs out
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.eval(RELEASE_LUA, 1, self._lease_key, self._node_id)
@@ -416,13 +424,22 @@ class RedisBroker:
                     "message": "the connection is on another server, and Redis, which reaches it, is unreachable"}
         ask = secrets.token_hex(8)
         fut = self._asks[ask] = asyncio.get_running_loop().create_future()
+        gone = {"status": 404, "error": "unknown_connection",
+                "message": f"no connection {connection} is open (its server is gone, or it never was one)"}
+        message = {"op": "msg", "id": connection, "path": path, "text": text, "json": as_json, "ask": ask,
+                   "from": self._node_id}
         try:
-            self._tell(connection.partition(".")[0], {"op": "msg", "id": connection, "path": path, "text": text,
-                                                      "json": as_json, "ask": ask, "from": self._node_id})
+            # Sent at once, not queued: Redis says how many processes listen on that name, and none
+            # means nobody will ever answer.
+            if not await self.redis.publish(self._node_channel(connection.partition(".")[0]), json.dumps(message)):
+                return gone
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            return {"status": 404, "error": "unknown_connection",
-                    "message": f"no server answered for connection {connection} (it ended, or its server is gone)"}
+            return {**gone, "message": f"connection {connection}'s server did not answer within {timeout:g} s"}
+        except (RedisError, OSError) as e:
+            self._degrade(e)
+            return {"status": 503, "error": "broker_unavailable", "message": "Redis, which reaches the connection's "
+                    "server, is unreachable"}
         finally:
             self._asks.pop(ask, None)
 
@@ -469,6 +486,7 @@ class RedisBroker:
             self._wake.clear()
             while self._queue and self.state == "ok":
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._sending = True
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for path, payload in batch:
@@ -479,7 +497,12 @@ class RedisBroker:
                             else:
                                 to, _, body = payload.partition(b"\n")
                                 pipe.publish(to, body)
-                        await pipe.execute()
+                        results = await pipe.execute(raise_on_error=False)
+                    for (path, _), result in zip(batch, results, strict=True):
+                        if isinstance(result, RedisConnectionError | RedisTimeout | OSError):
+                            raise result
+                        if isinstance(result, Exception):  # Redis refused this one (a key of another type...)
+                            log.error("broker: Redis refused a message to %s: %s", path or "a node", result)
                 except (RedisError, OSError) as e:
                     self._degrade(e)
                     # What was in flight or waiting still reaches this process's readers (it may have
@@ -490,6 +513,8 @@ class RedisBroker:
                         if path:
                             event, flag, data = payload.decode("utf-8", "replace").split("\n", 2)
                             self._deliver_here(path, data, event or None, flag == "j")
+                finally:
+                    self._sending = False
 
     def _deliver_here(self, channel: str, data: str, event: str | None, is_json: bool) -> None:
         """Without Redis: this process's readers get it, with an id of this process's own."""
