@@ -220,6 +220,9 @@ class RedisBroker:
         return out
 
     async def _connect(self) -> None:
+        """Reach Redis, subscribe again, resynchronise every mirror. The broker counts as up from the
+        moment Redis answers: readers arriving meanwhile load their channels as usual, while the
+        mirrors already here catch up (their live messages wait in `pending` until then)."""
         await self.redis.ping()
         self._publish_sha = await self.redis.script_load(PUBLISH_LUA)
         pubsub = self.redis.pubsub()
@@ -232,15 +235,19 @@ class RedisBroker:
         names += [self._channel_name(p) for p in self.mirrors]
         for mirror in self.mirrors.values():
             mirror.pending = []  # what comes live from now on waits for the mirror's resync
-        await self._subscribe(names)
-        for path, mirror in list(self.mirrors.items()):
-            if self.mirrors.get(path) is mirror:
-                await self._load(path, mirror, resync=True)
-        if self.state == "degraded":
-            log.warning("broker: Redis at %s is back after %.1f s: channels resynchronised", self._where(),
-                        time.monotonic() - (self.degraded_since or time.monotonic()))
+        away = time.monotonic() - self.degraded_since if self.degraded_since is not None else None
         self.state = "ok"
         self.degraded_since = None
+        try:
+            await self._subscribe(names)
+            for path, mirror in list(self.mirrors.items()):
+                if self.mirrors.get(path) is mirror:
+                    await self._load(path, mirror, resync=True)
+        except (RedisError, OSError) as e:
+            self._degrade(e)
+            raise
+        if away is not None:
+            log.warning("broker: Redis at %s is back after %.1f s: channels resynchronised", self._where(), away)
 
     def _degrade(self, error: BaseException) -> None:
         """Redis is away: say so once, serve this process's readers alone, reconnect with backoff."""
@@ -537,7 +544,14 @@ class RedisBroker:
                 fut = self._subscribed[name] = loop.create_future()
             waits.append(fut)
         await self._pubsub.subscribe(*names)
-        await asyncio.gather(*waits)
+        try:
+            await asyncio.gather(*waits)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # `_degrade` gave up on these: the connection went while Redis was confirming them
+            raise RedisConnectionError("the connection to Redis went while subscribing") from None
 
     async def _first_load(self, path: str, m: Mirror) -> None:
         try:
@@ -545,8 +559,6 @@ class RedisBroker:
             await self._load(path, m, resync=False)
         except (RedisError, OSError) as e:
             self._degrade(e)
-        except asyncio.CancelledError:
-            pass
         finally:
             if m.loaded is not None and not m.loaded.done():
                 m.loaded.set_result(None)
