@@ -77,6 +77,10 @@ class LimitsConfig:
                                                "(each distinct query once; a parsed query is ~1 KB a field); "
                                                "503 beyond", min=1)
     graphql_timeout_ms: int = setting(30000, "how long one GraphQL request may run, resolvers included", min=1)
+    graphql_ws_init_seconds: float = setting(3.0, "how long a GraphQL WebSocket may wait before its connection_init "
+                                             "(closed with 4408 beyond)", min=0.01)
+    graphql_ws_operations: int = setting(100, "operations (subscriptions, queries, mutations) one GraphQL WebSocket "
+                                         "may have under way at once; an error for the next", min=1)
 
 
 @dataclass(frozen=True)

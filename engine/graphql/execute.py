@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any, TypeVar
@@ -57,10 +57,15 @@ class RequestContext:
     budget: Budget
     timeout: float  # seconds
     server_loop: asyncio.AbstractEventLoop  # where scripts are called from (execution runs elsewhere)
+    connection_params: Any = None  # a GraphQL WebSocket's connection_init payload
+    user: dict[str, Any] | None = None  # the claims of a verified token, if one came
 
     def for_script(self, reg: FieldRegistration) -> dict[str, Any]:
-        return {"requestId": self.request_id, "headers": self.headers, "operation": self.operation,
-                "field": reg.key}
+        out = {"requestId": self.request_id, "headers": self.headers, "operation": self.operation, "field": reg.key,
+               "user": self.user}
+        if self.connection_params is not None:
+            out["connectionParams"] = self.connection_params
+        return out
 
 
 @dataclass
@@ -75,6 +80,15 @@ class Prepared:
 
     def error_result(self) -> dict[str, Any]:
         return {"errors": [e.formatted for e in self.errors]}
+
+
+def merged_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as resolvers see them: lower-case names, repeated ones joined with ", "."""
+    headers: dict[str, str] = {}
+    for k, v in items:
+        k = k.lower()
+        headers[k] = f"{headers[k]}, {v}" if k in headers else v
+    return headers
 
 
 def bad_request(message: str) -> HTTPError:

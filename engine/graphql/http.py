@@ -23,11 +23,13 @@ from engine.graphql.execute import (
     GraphQLParams,
     Prepared,
     RequestContext,
+    merged_headers,
     params_from_json,
     params_from_query,
 )
 from engine.graphql.schema import SubscribeRoot
 from engine.graphql.subscriptions import COMPLETE, Full, Reservation, Subscriber, next_event
+from engine.graphql.ws import graphql_ws, wants_graphql_ws
 from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_RUNNER, REQUEST_ID, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.http.response import error_response
@@ -58,11 +60,8 @@ async def _params(request: web.Request) -> GraphQLParams:
 
 
 def _context(request: web.Request, operation: str) -> RequestContext:
-    headers: dict[str, str] = {}
-    for k, v in request.headers.items():
-        k = k.lower()
-        headers[k] = f"{headers[k]}, {v}" if k in headers else v
     limits = request.app[CONFIG].limits
+    headers = merged_headers(request.headers.items())
     return RequestContext(request[REQUEST_ID], headers, operation, Budget(limits.graphql_max_result_fields),
                           limits.graphql_timeout_ms / 1000, asyncio.get_running_loop())
 
@@ -75,8 +74,11 @@ def _cors(request: web.Request, headers: dict[str, str]) -> dict[str, str]:
 
 
 async def graphql(request: web.Request) -> web.StreamResponse:
-    """`POST /graphql`, `GET /graphql?query=`; a browser's plain `GET /graphql` gets the page."""
+    """`POST /graphql`, `GET /graphql?query=`; a browser's plain `GET /graphql` gets the page; a
+    WebSocket there speaks graphql-transport-ws."""
     rid = request[REQUEST_ID]
+    if request.method == "GET" and wants_graphql_ws(request):
+        return await graphql_ws(request)
     if request.method == "GET" and "query" not in request.query and "text/html" in request.headers.get("Accept", ""):
         return web.Response(text=PAGE, content_type="text/html", charset="utf-8")
     try:

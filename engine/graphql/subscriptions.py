@@ -1,8 +1,10 @@
-"""Live GraphQL subscriptions over SSE (graphql-sse, distinct connections mode).
+"""Live GraphQL subscriptions over SSE (graphql-sse, distinct connections mode) and WebSocket
+(graphql-transport-ws).
 
 Subscribers are grouped by what they asked (document, variables, operation): a message is executed
-once per group and the same framed bytes go to every member, written to the transport like stream
-events, with the same slow-consumer cut-off. Groups are keyed by field name, not by script version,
+once per group, its result encoded once, and the same framed bytes go to every SSE member, written
+to the transport like stream events, with the same slow-consumer cut-off; a WebSocket member's frame
+names its own subscription id around those same result bytes. Groups are keyed by field name, not by script version,
 so a reload that keeps the field keeps its subscribers. Each execution has its own result budget;
 one that needs more than the loop may give it (cost.HERE fields) is built on a GraphQL thread, and so
 is checking every subscription against a new schema.
@@ -23,7 +25,7 @@ from engine.graphql.cost import HERE, MIDDLEWARE, Budget
 from engine.graphql.execute import GraphQLParams
 from engine.sandbox.applier import Steps
 from engine.streams.registry import PING, StreamRegistry, Transport, write_all, write_one
-from engine.streams.wire import chunk, encode_event
+from engine.streams.wire import chunk, encode_event, ws_frame
 
 if TYPE_CHECKING:
     from engine.graphql.runner import GraphQLRunner
@@ -33,9 +35,23 @@ log = logging.getLogger("engine.graphql")
 COMPLETE = chunk(encode_event("", event="complete"))
 
 
+def encode_result(result: dict[str, Any]) -> bytes:
+    return json.dumps(result, separators=(",", ":")).encode()
+
+
 def next_event(result: dict[str, Any]) -> bytes:
     """A `next` event carrying one execution result, as one HTTP chunk."""
-    return chunk(encode_event(json.dumps(result, separators=(",", ":")), event="next"))
+    return sse_next(encode_result(result))
+
+
+def sse_next(encoded: bytes) -> bytes:
+    return chunk(encode_event(encoded.decode(), event="next"))
+
+
+def ws_message(sub_id: str, kind: str, payload: bytes | None = None) -> bytes:
+    """A graphql-transport-ws message for one subscription (`next`, `error`, `complete`) as a text frame."""
+    head = b'{"id":' + json.dumps(sub_id).encode() + b',"type":"' + kind.encode() + b'"'
+    return ws_frame(head + (b',"payload":' + payload if payload is not None else b"") + b"}")
 
 
 @dataclass(eq=False, slots=True)
@@ -43,7 +59,15 @@ class Subscriber:
     transport: Transport
     on_end: Callable[[str], None]
     group: Group
+    sub_id: str | None = None  # a WebSocket subscription's id; None over SSE
     ended: bool = False
+
+    def frame(self, encoded: bytes) -> bytes:
+        """One result as this subscriber's wire takes it (SSE members share theirs: see `_write`)."""
+        return sse_next(encoded) if self.sub_id is None else ws_message(self.sub_id, "next", encoded)
+
+    def completion(self) -> bytes:
+        return COMPLETE if self.sub_id is None else ws_message(self.sub_id, "complete")
 
     def end(self, reason: str) -> None:
         if not self.ended:
@@ -69,6 +93,7 @@ class Group:
     document: DocumentNode
     cost: int  # the field selections its document holds (counted against the hub's bound)
     members: set[Subscriber] = field(default_factory=set)
+    sockets: int = 0  # members over WebSocket (each needs a frame of its own)
 
 
 class Full(Exception):
@@ -123,7 +148,7 @@ class SubscriptionHub:
         self.fields_held -= r.cost
 
     def add(self, r: Reservation, params: GraphQLParams, document: DocumentNode, transport: Transport,
-            on_end: Callable[[str], None]) -> Subscriber:
+            on_end: Callable[[str], None], sub_id: str | None = None) -> Subscriber:
         groups = self.groups.setdefault(r.field_name, {})
         group = groups.get(r.key)
         if group is None:  # charged at reservation, or (its group gone since) now
@@ -131,14 +156,16 @@ class SubscriptionHub:
             group = groups[r.key] = Group(r.field_name, r.key, params, document, r.selections)
         else:  # another subscriber of the same query came first: it holds the document
             self.fields_held -= r.cost
-        sub = Subscriber(transport, on_end, group)
+        sub = Subscriber(transport, on_end, group, sub_id)
         group.members.add(sub)
+        group.sockets += sub_id is not None
         return sub
 
     def remove(self, sub: Subscriber, reason: str = "the client went away") -> None:
         group = sub.group
         if sub in group.members:
             group.members.discard(sub)
+            group.sockets -= sub.sub_id is not None
             self.streams.connection_count -= 1
             if not group.members:
                 self.fields_held -= group.cost
@@ -165,9 +192,9 @@ class SubscriptionHub:
                 yield None
 
     async def _deliver(self, group: Group, pending: Awaitable[bytes]) -> None:
-        framed = await pending
+        encoded = await pending
         if group.members:
-            self._write(group, framed)
+            self._write(group, encoded)
 
     def schema_changed(self, schema: GraphQLSchema) -> None:
         """Subscriptions to a field that is gone are completed now; the others are checked against
@@ -180,7 +207,7 @@ class SubscriptionHub:
                 if name in fields:
                     remaining.append(group)
                 else:
-                    self._complete(group, COMPLETE, f"the subscription field {name} was removed")
+                    self._complete(group, None, f"the subscription field {name} was removed")
         if remaining and self.runner is not None:
             task = asyncio.get_running_loop().create_task(self._recheck(schema, remaining, self.runner))
             self._checks.add(task)
@@ -196,30 +223,45 @@ class SubscriptionHub:
     def _completed_if_invalid(self, groups: list[Group], errors: list[list[GraphQLError]]) -> None:
         for group, errs in zip(groups, errors, strict=True):
             if errs:
-                self._complete(group, next_event({"errors": [e.formatted for e in errs]}) + COMPLETE,
-                               "no longer valid")
+                self._complete(group, encode_result({"errors": [e.formatted for e in errs]}), "no longer valid")
 
-    def _complete(self, group: Group, framed: bytes, why: str) -> None:
+    def _complete(self, group: Group, last: bytes | None, why: str) -> None:
+        """End every member: a last result (`last`, encoded) if any, then `complete`."""
         for sub in list(group.members):
-            write_one(sub.transport, framed)
+            write_one(sub.transport, (sub.frame(last) if last is not None else b"") + sub.completion())
             self.remove(sub, why)
 
     def heartbeat(self) -> None:
+        """SSE members get a ping comment (a WebSocket's pings are aiohttp's); gone ones are removed."""
         for groups in list(self.groups.values()):
             for group in list(groups.values()):
                 for sub in [s for s in group.members if s.transport.is_closing()]:
                     self.remove(sub)
-                self._write(group, PING)
+                if group.sockets < len(group.members):
+                    self._cut_slow(group, write_all([s for s in group.members if s.sub_id is None], PING,
+                                                    self.streams.max_buffer_bytes))
 
     def close_all(self, reason: str = "the server is shutting down") -> None:
         for groups in list(self.groups.values()):
             for group in list(groups.values()):
-                for sub in list(group.members):
-                    write_one(sub.transport, COMPLETE)
-                    self.remove(sub, reason)
+                self._complete(group, None, reason)
 
-    def _write(self, group: Group, framed: bytes) -> None:
-        for sub in write_all(group.members, framed, self.streams.max_buffer_bytes):
+    def _write(self, group: Group, encoded: bytes) -> None:
+        """One result to every member: SSE members share one frame, each WebSocket member its own."""
+        if not group.sockets:
+            slow = write_all(group.members, sse_next(encoded), self.streams.max_buffer_bytes)
+        else:
+            shared = sse_next(encoded) if group.sockets < len(group.members) else b""
+            limit = self.streams.max_buffer_bytes
+            slow = []
+            for sub in list(group.members):
+                if not write_one(sub.transport, shared if sub.sub_id is None else sub.frame(encoded)) or (
+                        sub.transport.get_write_buffer_size() > limit):
+                    slow.append(sub)
+        self._cut_slow(group, slow)
+
+    def _cut_slow(self, group: Group, slow: list[Subscriber]) -> None:
+        for sub in slow:
             if sub.transport.is_closing():  # it went away; its handler has not noticed yet
                 self.remove(sub)
                 continue
@@ -229,11 +271,11 @@ class SubscriptionHub:
 
 
 def _execute(schema: GraphQLSchema, group: Group, field_name: str, value: Any, budget: Budget) -> bytes:
-    """One message through one group's selection, as the `next` event its members get."""
+    """One message through one group's selection: the result its members get, encoded once."""
     p = group.params
     result = execute_sync(schema, group.document, root_value={field_name: value}, context_value=EventContext(budget),
                           variable_values=p.variables, operation_name=p.operation_name, middleware=MIDDLEWARE)
-    return next_event(dict(result.formatted))
+    return encode_result(dict(result.formatted))
 
 
 def _validate_all(schema: GraphQLSchema, documents: list[DocumentNode]) -> list[list[GraphQLError]]:
