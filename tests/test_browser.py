@@ -7,7 +7,9 @@ playwright never downloads a browser of its own here.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
+from pathlib import Path
 
 from conftest import MakeClient, make_config, wait_for
 from playwright.async_api import async_playwright
@@ -88,11 +90,43 @@ async def test_graphql_page_lists_the_schema_runs_queries_and_subscriptions(engi
             await page.click("#run")
             await page.wait_for_function("document.querySelector('#output').textContent.includes('active')")
             await wait_for(lambda: hub.count == 1, what="the page's subscription")
+            await page.wait_for_function("document.querySelector('#status').textContent.includes('WebSocket')")
+            members = [m for groups in hub.groups.values() for g in groups.values() for m in g.members]
+            assert [m.sub_id for m in members] == ["1"], "the page subscribes over WebSocket when it can"
             await client.post("/graphql", json={"query": 'mutation { createUser(name: "Eve") { id } }'})
             await client.post("/graphql", json={"query": 'mutation { triggerUserUpdate(userId: "1") }'})
             await page.wait_for_function("document.querySelector('#output').textContent.includes('Eve')")
             await page.click("#stop")
             await wait_for(lambda: hub.count == 0, what="Stop to end the subscription")
             assert outside == []  # the page works offline: nothing fetched from anywhere else
+        finally:
+            await browser.close()
+
+
+async def test_graphql_page_falls_back_to_sse_when_no_socket_can_be_had(engine_client: MakeClient,
+                                                                         tmp_path: Path) -> None:
+    client = await engine_client("compat_graphql.js")
+    hub = client.app[SUBSCRIPTIONS]
+    base = f"http://{client.host}:{client.port}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            # every socket to /graphql is closed before it is acknowledged (a proxy that drops them)
+            await page.route_web_socket(re.compile(r".*/graphql$"), lambda ws: ws.close())
+            await page.goto(base + "/graphql")
+            await page.wait_for_selector("#schema li[data-field='userUpdates']")
+            await page.fill("#query", "subscription { userUpdates }")
+            await page.click("#run")
+            await page.wait_for_function("document.querySelector('#status').textContent.includes('SSE')")
+            await wait_for(lambda: hub.count == 1, what="the page's subscription over SSE")
+            members = [m for groups in hub.groups.values() for g in groups.values() for m in g.members]
+            assert [m.sub_id for m in members] == [None]
+            await client.post("/graphql", json={"query": 'mutation { createUser(name: "Sse") { id } }'})
+            await client.post("/graphql", json={"query": 'mutation { triggerUserUpdate(userId: "1") }'})
+            await page.wait_for_function("document.querySelector('#output').textContent.includes('Sse')")
+            await page.screenshot(path=str(tmp_path / "graphql.png"))
+            await page.click("#stop")
+            await wait_for(lambda: hub.count == 0, what="Stop to end the subscription")
         finally:
             await browser.close()
