@@ -128,7 +128,7 @@ def make_broker(config: Config) -> Broker:
     from engine.broker.redis import RedisBroker  # redis-py is only loaded when it is used
 
     return RedisBroker(b.url, b.prefix, s.history, s.history_bytes, s.total_history_bytes, b.history_ttl_seconds,
-                       b.connect_timeout_seconds)
+                       b.connect_timeout_seconds, b.mirror_idle_seconds)
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:

@@ -119,6 +119,8 @@ class BrokerConfig:
     history_ttl_seconds: float = setting(86400.0, "how long a channel's history and numbering live in Redis "
                                          "after its last message", min=1)
     connect_timeout_seconds: float = setting(2.0, "how long one attempt to reach Redis may take", min=0.01)
+    mirror_idle_seconds: float = setting(120.0, "how long this process keeps following a channel none of its "
+                                         "readers reads any more (every message of it costs the process)", min=0.01)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from cluster import Engine, Proxy, Redis, free_port, start_engine, wait_healthy, wait_up
-from conftest import TEST_SCRIPTS
+from conftest import TEST_SCRIPTS, wait_for
 from sse_client import SSEReader
 
 
@@ -439,3 +439,28 @@ async def test_a_message_redis_refuses_is_logged_and_nothing_else_stops(
     reader.response.close()
     assert "Redis refused a message to /rooms/taken" in three[0].log.read_text()
     assert (await _get(session, three[0].url + "/health"))["status"] == "ok"
+
+
+async def test_a_process_stops_following_a_channel_its_readers_left(own_redis: Redis, tmp_path: Path,
+                                                                    session: aiohttp.ClientSession) -> None:
+    """A plain stream's channel stays, but its mirror goes once nobody here has read it for
+    broker.mirror_idle_seconds; a reader who comes later gets it back, history and all."""
+    engine = start_engine(_scripts(tmp_path), own_redis.url, tmp_path, ENGINE_BROKER_MIRROR_IDLE_SECONDS="0.3")
+    try:
+        await wait_healthy(session, engine)
+        reader = await _read(session, engine.url + "/feed")
+        await _get(session, engine.url + "/pub?n=2")
+        first = await reader.take(2)
+        assert (await _get(session, engine.url + "/health"))["broker"]["channels_mirrored"] == 1  # type: ignore[index]
+        reader.response.close()
+
+        async def unmirrored() -> bool:
+            return (await _get(session, engine.url + "/health"))["broker"]["channels_mirrored"] == 0  # type: ignore[index]
+        await wait_for(unmirrored, what="the mirror to go")
+        again = await _read(session, engine.url + "/feed", last_id=first[0].id)
+        assert (await again.next()).id == first[1].id  # loaded back from Redis
+        await _get(session, engine.url + "/pub?n=1")
+        assert json.loads((await again.next()).data)["i"] == 0
+        again.response.close()
+    finally:
+        engine.stop()

@@ -25,6 +25,9 @@ class Node(Protocol):
     def deliver(self, path: str, event: Event) -> None:
         """One event of channel `path` for every reader of it here."""
 
+    def readers(self, path: str) -> int:
+        """How many read channel `path` here."""
+
     def deliver_many(self, path: str, events: list[Event]) -> None:
         """Several events of channel `path`, in order, for every reader of it here (in one write each)."""
 
@@ -93,6 +96,9 @@ class Broker(Protocol):
     def cursor(self, channel: str) -> str:
         """An id meaning "after everything so far" (also before a channel's first event): resuming
         from it later gives what was published in between."""
+
+    def unwatched(self, channel: str) -> None:
+        """The last reader of `channel` here left (the channel itself may stay: a plain stream's does)."""
 
     def forget(self, channel: str) -> None:
         """Drop the channel's history; an id from before can only ever be a reset from now on."""

@@ -124,6 +124,9 @@ class MemoryBroker:
         ch = self.channels.get(channel)
         return f"{self.epoch}-start" if ch is None else f"{self.epoch}-{ch.seq}"
 
+    def unwatched(self, channel: str) -> None:
+        return None  # its history is this process's alone: it stays with the channel
+
     def forget(self, channel: str) -> None:
         """The channel goes, history and all; nothing of it is kept. Whatever channel takes its path
         later numbers from above every id it gave out, one skipped: a reader resuming from an old id

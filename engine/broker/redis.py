@@ -97,6 +97,7 @@ class Mirror:
     pending: list[tuple[str, int, bytes]] | None = None  # live messages held while (re)loading
     overflowed: bool = False  # pending passed MAX_PENDING: load again once this load ends
     waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)  # readers ahead of it
+    touched: float = 0.0  # loop time a reader last asked for it (see RedisBroker.unwatched)
 
 
 def _payload(data: str, event: str | None, is_json: bool) -> bytes:
@@ -110,12 +111,13 @@ def _event(epoch: str, seq: int, payload: bytes) -> Event:
 
 class RedisBroker:
     def __init__(self, url: str, prefix: str, history: int, history_bytes: int, total_history_bytes: int,
-                 ttl_seconds: float, connect_timeout: float = 2.0) -> None:
+                 ttl_seconds: float, connect_timeout: float = 2.0, mirror_idle: float = 120.0) -> None:
         self.url = url
         self.prefix = prefix
         self.history = history
         self.history_bytes = history_bytes
         self.ttl = max(1, int(ttl_seconds))
+        self.mirror_idle = mirror_idle  # seconds a channel nobody here reads (or is about to) stays mirrored
         self.local = MemoryBroker(history, history_bytes, total_history_bytes)
         self.epoch = self.local.epoch  # the ids of what this process numbers itself while Redis is away
         self.redis = aioredis.from_url(url, socket_connect_timeout=connect_timeout,
@@ -332,6 +334,7 @@ class RedisBroker:
             else:
                 m.loaded.set_result(None)
         assert m.loaded is not None
+        m.touched = asyncio.get_running_loop().time()
         await asyncio.shield(m.loaded)
         found = _EVENT_ID.fullmatch(last_event_id) if last_event_id else None
         if found is not None and found.group(1) == m.epoch and int(found.group(2)) > m.seq:
@@ -397,6 +400,22 @@ class RedisBroker:
             return self.local.cursor(channel)
         m = self.mirrors.get(channel)
         return "start" if m is None or m.epoch is None else f"{m.epoch}-{m.seq}"
+
+    def unwatched(self, channel: str) -> None:
+        """Nobody here reads it now: if that lasts `mirror_idle` seconds, stop mirroring it (it would
+        cost this process every message of it for nothing; a reader who comes later loads it again)."""
+        m = self.mirrors.get(channel)
+        if m is not None:
+            asyncio.get_running_loop().call_later(self.mirror_idle, self._drop_if_unread, channel, m)
+
+    def _drop_if_unread(self, channel: str, m: Mirror) -> None:
+        if self.mirrors.get(channel) is not m or any(node.readers(channel) for node in self._nodes):
+            return
+        wait = m.touched + self.mirror_idle - asyncio.get_running_loop().time()
+        if wait > 0:  # a reader is on its way (its onConnect may still run): look again later
+            asyncio.get_running_loop().call_later(wait, self._drop_if_unread, channel, m)
+        else:
+            self.forget(channel)
 
     def forget(self, channel: str) -> None:
         """This process stops mirroring the channel; its history stays in Redis (until its TTL)."""

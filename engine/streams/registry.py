@@ -496,6 +496,7 @@ class StreamRegistry:
             self.connection_count -= 1
             if not channel.count:
                 self._read.discard(channel)
+                self.broker.unwatched(channel.path)
                 if channel.stream.pattern and self.channels.get(channel.path) is channel:
                     if self.broker.describe(channel.path)[0]:
                         self._idle[channel] = self.clock()  # its history lives on for late joiners, a while
@@ -516,6 +517,10 @@ class StreamRegistry:
                 self._idle.move_to_end(channel)
                 self._idle[channel] = self.clock()
             self._write_all(channel, event)
+
+    def readers(self, path: str) -> int:
+        channel = self.channels.get(path) or self.private.get(path)
+        return channel.count if channel is not None else 0
 
     def deliver_many(self, path: str, events: list[Event]) -> None:
         """Several events of channel `path`, in order: each reader gets them in one write (a
