@@ -314,3 +314,12 @@ def _client_frame(payload: bytes) -> bytes:
     n = len(payload)
     head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_handshake_aiohttp_would_refuse_is_a_json_400(engine_client: MakeClient) -> None:
+    client = await engine_client("compat_graphql.js")
+    for headers in ({"Sec-WebSocket-Version": "12", "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()},
+                    {"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "short"}):
+        r = await client.get("/graphql", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                                  "Sec-WebSocket-Protocol": PROTOCOL, **headers})
+        assert r.status == 400 and (await r.json())["error"]["code"] == "bad_websocket_handshake"
