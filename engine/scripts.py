@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ _ROUTES_ON_A_THREAD = 1000  # a load with more routes builds the new route looku
 script_log = logging.getLogger("engine.script")
 # How the prelude and the tables word a claim another script holds ("... by script a.js").
 _CONFLICT = re.compile(r"\b(by|of) scripts? \S+")
+HISTORY = 20  # loads each script remembers (the console shows them)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -72,11 +73,16 @@ class ScriptRecord:
     loaded_at: float | None = None  # epoch seconds when the serving version was swapped in
     attempted: str | None = None  # digest of the last source tried, so an unchanged save is skipped
     conflicted: bool = False  # it failed over something another script owns: retried when claims are freed
+    latest_failed: bool = False  # its latest load failed (an older version may still serve): /health degraded
+    loads: int = 0  # loads that took, since start
+    failures: int = 0  # loads that failed, since start
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))  # latest loads
 
     def describe(self) -> dict[str, Any]:
         """As `GET /_engine/scripts` shows it."""
         loaded = None if self.loaded_at is None else datetime.fromtimestamp(self.loaded_at, UTC).isoformat()
-        return {"name": self.name, "status": self.status, "loaded_at": loaded, "last_error": self.last_error}
+        return {"name": self.name, "status": self.status, "loaded_at": loaded, "last_error": self.last_error,
+                "latest_failed": self.latest_failed}
 
 
 def _digest(source: str) -> str:
@@ -249,6 +255,9 @@ class ScriptManager:
         self.graphql.apply(schema_change)  # type: ignore[arg-type] # checked above: no error, so a change
         old, record.context = record.context, ctx
         record.status, record.last_error, record.loaded_at = "loaded", None, time.time()
+        record.latest_failed = False
+        record.loads += 1
+        record.history.append({"at": record.loaded_at, "ok": True})
         ctx.apply(self._publish(name, env.commands))  # messages sent at load time, now that its streams exist
         ctx.activate(env)
         log.info("loaded %s (%s)", name, _count(len(routes), "route") + (
@@ -406,6 +415,9 @@ class ScriptManager:
             await ctx.close()
         record.last_error = error.describe()
         record.conflicted = bool(_CONFLICT.search(error.message))
+        record.latest_failed = True
+        record.failures += 1
+        record.history.append({"at": time.time(), "ok": False, "error": record.last_error})
         if record.context is None:
             record.status = "failed"
             log.error("failed %s", error.describe(), extra={"script": record.name})

@@ -16,7 +16,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "scripts"
 async def test_every_example_loads_and_answers(engine_client: MakeClient) -> None:
     client = await engine_client(config=make_config(EXAMPLES))
     health = await (await client.get("/health")).json()
-    assert health["scripts"] == {"loaded": len(list(EXAMPLES.glob("*.js"))), "failed": 0, "failed_names": []}
+    assert health["scripts"] == {"loaded": len(list(EXAMPLES.glob("*.js"))), "failed": 0, "failed_names": [],
+                                 "failing_names": []}
     assert await (await client.get("/hello", params={"name": "Ada"})).text() == "Hello, Ada!\n"
     assert (await (await client.get("/hello/Grace")).json())["greeting"] == "Hello, Grace!"
     created = await client.post("/notes", json={"text": "buy milk"})

@@ -175,7 +175,13 @@ async def test_a_failed_reload_keeps_the_old_version_serving(
     assert await text(client, "/v") == "200 good"
     listed = (await (await client.get("/_engine/scripts")).json())["scripts"]
     assert listed == [{"name": "v.js", "status": "loaded", "loaded_at": listed[0]["loaded_at"],
-                       "last_error": record.last_error}]
+                       "last_error": record.last_error, "latest_failed": True}]
+    health = await (await client.get("/health")).json()  # an older version serves, but the save failed
+    assert health["status"] == "degraded" and health["scripts"]["failing_names"] == ["v.js"]
+    save(scripts_dir, "v.js", 'register("/v", () => "fixed");')
+    await serves(client, "/v", "200 fixed")
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "ok" and health["scripts"]["failing_names"] == []
     assert any(expected in r.getMessage() and "previous version keeps serving" in r.getMessage()
                for r in caplog.records)
     save(scripts_dir, "v.js", 'register("/v", () => "fixed");')  # and a good save recovers

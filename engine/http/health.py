@@ -11,13 +11,16 @@ from engine.http.keys import BROKER, SCRIPTS, STARTED
 
 
 async def health(request: web.Request) -> web.Response:
+    """`degraded` while the broker cannot reach the other processes, or a script's latest save did
+    not load (an older version may still serve it: `failing_names` says which)."""
     scripts = request.app[SCRIPTS]
     failed = sorted(r.name for r in scripts.records.values() if r.status == "failed")
+    failing = sorted(r.name for r in scripts.records.values() if r.latest_failed)
     broker = request.app[BROKER]
     return web.json_response({
-        "status": "ok" if broker.healthy else "degraded",
+        "status": "ok" if broker.healthy and not failing else "degraded",
         "broker": broker.describe_state(),
         "version": __version__,
         "uptime_seconds": round(time.monotonic() - request.app[STARTED], 3),
-        "scripts": {**scripts.counts(), "failed_names": failed},
+        "scripts": {**scripts.counts(), "failed_names": failed, "failing_names": failing},
     })
