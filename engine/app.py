@@ -42,6 +42,7 @@ from engine.http.keys import (
     HOOKS,
     LEAN_SOCKETS,
     LOGS,
+    METRICS,
     POLLERS,
     ROUTES,
     SCRIPTS,
@@ -50,8 +51,10 @@ from engine.http.keys import (
     SUBSCRIPTIONS,
     WATCHER,
 )
+from engine.http.metrics import metrics as metrics_page
 from engine.http.middleware import json_errors
 from engine.logstream import LogStream
+from engine.metrics import Metrics
 from engine.routes import RouteTable
 from engine.scripts import ScriptManager
 from engine.streams.registry import StreamRegistry
@@ -94,7 +97,10 @@ def build_app(config: Config) -> web.Application:
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
                                                config.limits.graphql_subscription_fields)
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
-    app[SCRIPTS] = scripts = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub)
+    app[METRICS] = metrics = Metrics()
+    app[SCRIPTS] = scripts = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub,
+                                           metrics.observe_call)
+    metrics.watch(app[STREAMS], hub, scripts, broker)
     app[AUTH] = verifier = Verifier(config.auth)
     app[HOOKS] = ConnectionHooks(app[STREAMS], broker, verifier, s.max_client_messages, scripts.background_error)
     app[POLLERS] = Pollers(app[STREAMS], s)
@@ -110,6 +116,7 @@ def build_app(config: Config) -> web.Application:
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/health", json_errors(health))
     app.router.add_get("/_engine/streams", json_errors(admin_only(streams_info)))
+    app.router.add_get("/metrics", json_errors(admin_only(metrics_page, lambda c: c.metrics.token)))
     admin.add_routes(app, json_errors)
     for path, handler in (("/graphql", graphql), ("/graphql/sse", graphql_sse)):
         app.router.add_route("GET", path, json_errors(handler))

@@ -136,6 +136,12 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    token: str = setting("", "bearer token for /metrics (a Prometheus scrape config's bearer_token); empty: the "
+                         "admin API's rule (admin.token, or loopback clients only)")
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     jwt_secret: str = setting("", "HS256 secret that stream tokens are signed with; empty: none accepted that way")
     jwt_public_key: str = setting("", "RS256 or ES256 public key for stream tokens: PEM text, or the path of a PEM "
@@ -155,6 +161,7 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property

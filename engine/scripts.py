@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,7 +129,8 @@ class ScriptManager:
     """Owns every script's context and registrations."""
 
     def __init__(self, config: Config, routes: RouteTable, streams: StreamRegistry, broker: Broker,
-                 graphql: GraphQLRegistry, subscriptions: SubscriptionHub) -> None:
+                 graphql: GraphQLRegistry, subscriptions: SubscriptionHub,
+                 observe: Callable[[str, str, str, float], None] | None = None) -> None:
         self.config = config
         self.folder = config.scripts_dir
         self.routes = routes
@@ -137,6 +138,7 @@ class ScriptManager:
         self.graphql = graphql
         self.outbox = Outbox(streams, broker, graphql, subscriptions, self._script_line)
         self._is_leader = lambda: broker.is_leader  # read on scripts' threads, when their timers fire
+        self.observe = observe  # each call into a script, as it ends (/metrics)
         self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -208,7 +210,8 @@ class ScriptManager:
         record = self._record(name)
         record.attempted = _digest(source)
         ctx = ScriptContext(name, self.config.limits, self._apply, self.background_error,
-                            functools.partial(_check_command, streams=self.streams), leader=self._is_leader)
+                            functools.partial(_check_command, streams=self.streams), leader=self._is_leader,
+                            observe=self.observe)
         try:
             return await self._load_into(record, ctx, source)
         finally:

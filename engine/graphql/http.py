@@ -30,7 +30,7 @@ from engine.graphql.execute import (
 from engine.graphql.schema import SubscribeRoot
 from engine.graphql.subscriptions import COMPLETE, Full, Reservation, Subscriber, next_event
 from engine.graphql.ws import graphql_ws, wants_graphql_ws
-from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_RUNNER, REQUEST_ID, SUBSCRIPTIONS
+from engine.http.keys import CONFIG, GRAPHQL, GRAPHQL_RUNNER, METRICS, REQUEST_ID, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.http.response import error_response
 from engine.streams.registry import Transport, ender
@@ -97,6 +97,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     if prepared.operation == "subscription":
         message = "subscriptions are served over GraphQL over SSE: POST /graphql/sse (or GET /graphql/sse?query=)"
         return _request_error(HTTPError(400, "bad_request", message, headers), rid)
+    request.app[METRICS].graphql[(prepared.operation, "http")] += 1
     body = await runner.execute_encoded(schema, prepared, params, _context(request, prepared.operation), _json_bytes)
     return web.Response(body=body, content_type="application/json", headers=headers)
 
@@ -113,6 +114,8 @@ async def graphql_sse(request: web.Request) -> web.StreamResponse:
     runner = app[GRAPHQL_RUNNER]
     hub = app[SUBSCRIPTIONS]
     prepared = await runner.prepare(schema, params)
+    if not prepared.errors:
+        app[METRICS].graphql[(prepared.operation, "sse")] += 1
     reservation = None
     if prepared.operation == "subscription":  # its place is taken now, before any await
         try:

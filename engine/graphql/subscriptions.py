@@ -123,6 +123,7 @@ class SubscriptionHub:
         self._schema: GraphQLSchema | None = None  # the latest, against which subscriptions are checked
         self._checks: set[asyncio.Task[None]] = set()
         self.groups: dict[str, dict[tuple[str, str, str | None], Group]] = {}
+        self.slow_cut = 0  # subscribers cut off for falling behind, since start (/metrics)
 
     @property
     def count(self) -> int:
@@ -266,6 +267,7 @@ class SubscriptionHub:
                 self.remove(sub)
                 continue
             log.warning("closed a slow subscriber of %s", group.name)
+            self.slow_cut += 1
             self.remove(sub, "slow consumer")
             sub.transport.abort()
 

@@ -24,7 +24,7 @@ from engine.graphql.cost import Budget
 from engine.graphql.execute import GraphQLParams, RequestContext, merged_headers, params_from_json
 from engine.graphql.schema import SubscribeRoot
 from engine.graphql.subscriptions import Full, Subscriber, encode_result, ws_message
-from engine.http.keys import AUTH, CONFIG, GRAPHQL, GRAPHQL_RUNNER, REQUEST_ID, SUBSCRIPTIONS
+from engine.http.keys import AUTH, CONFIG, GRAPHQL, GRAPHQL_RUNNER, METRICS, REQUEST_ID, SUBSCRIPTIONS
 from engine.transports.websocket import close_reason
 
 log = logging.getLogger("engine.graphql")
@@ -211,6 +211,7 @@ class Session:
         if prepared.errors:  # before execution: the spec's `error`, and nothing more for this id
             self._send(ws_message(sub_id, "error", json.dumps([e.formatted for e in prepared.errors]).encode()))
             return
+        app[METRICS].graphql[(prepared.operation, "websocket")] += 1
         limits = self.limits
         context = RequestContext(self.request[REQUEST_ID], merged_headers(self.request.headers.items()),
                                  prepared.operation, Budget(limits.graphql_max_result_fields),

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from engine.config import Config
 from engine.errors import HTTPError
 from engine.http.keys import CONFIG, LOGS, REQUEST_ID, SCRIPTS, STREAMS
 from engine.http.request import read_body
@@ -85,15 +86,18 @@ def _token(request: web.Request) -> str:
     return request.query.get("token", "")  # for EventSource, which cannot send headers
 
 
-def admin_only(handler: Handler) -> Handler:
-    """Refuse the request unless it carries the admin token (or, with none set, comes from loopback)."""
+def admin_only(handler: Handler, own_token: Callable[[Config], str] | None = None) -> Handler:
+    """Refuse the request unless it carries the admin token (or, with none set, comes from loopback).
+    `own_token`: the endpoint's own token setting; when set, it is the token asked for instead."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        token = request.app[CONFIG].admin.token
+        config = request.app[CONFIG]
+        own = own_token(config) if own_token is not None else ""
+        token = own or config.admin.token
         if token:
             if not hmac.compare_digest(_token(request).encode(), token.encode()):
-                raise HTTPError(401, "unauthorized", "the admin API needs the admin token: "
-                                "Authorization: Bearer <admin.token> (or ?token=)", {"WWW-Authenticate": "Bearer"})
+                needed = "its token" if own else "the admin token: Authorization: Bearer <admin.token> (or ?token=)"
+                raise HTTPError(401, "unauthorized", f"{request.path} needs {needed}", {"WWW-Authenticate": "Bearer"})
         elif not is_loopback(request.remote):
             raise HTTPError(403, "forbidden", "with no admin.token set, the admin API answers loopback clients only")
         elif not is_loopback_host(request.headers.get("Host")):

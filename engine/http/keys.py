@@ -9,6 +9,7 @@ from aiohttp import web
 from engine.auth import Verifier
 from engine.broker.base import Broker
 from engine.config import Config
+from engine.metrics import Metrics
 from engine.routes import RouteTable
 from engine.streams.registry import StreamRegistry
 
@@ -37,5 +38,6 @@ SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")
 WATCHER: web.AppKey[ScriptWatcher] = web.AppKey("watcher")
 LOGS: web.AppKey[LogStream] = web.AppKey("logs")
 STARTED = web.AppKey("started", float)
+METRICS = web.AppKey("metrics", Metrics)
 GRAPHQL_RUNNER: web.AppKey[GraphQLRunner] = web.AppKey("graphql_runner")
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from engine.errors import HTTPError, ScriptError
-from engine.http.keys import REQUEST_ID
+from engine.http.keys import METRICS, REQUEST_ID
 from engine.http.response import error_response
 from engine.http.script_errors import classify, log_script_error
 
@@ -54,7 +54,14 @@ def json_errors(handler: Handler) -> Handler:
 
 
 def error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Response:
-    """The JSON error for `exc`; re-raises what is not an error to answer (a vanished client, a redirect)."""
+    """The JSON error for `exc`; re-raises what is not an error to answer (a vanished client, a redirect).
+    Counted by status for /metrics."""
+    response = _error_to_response(request, rid, exc)
+    request.app[METRICS].http_errors[response.status] += 1
+    return response
+
+
+def _error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Response:
     if isinstance(exc, HTTPError):
         return error_response(exc.status, exc.code, exc.message, rid, exc.headers)
     if isinstance(exc, ScriptError):

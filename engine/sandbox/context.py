@@ -77,8 +77,10 @@ class ScriptContext:
         check: Check | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         leader: Callable[[], bool] = lambda: True,
+        observe: Callable[[str, str, str, float], None] | None = None,
     ) -> None:
         self.name = name
+        self._observe = observe  # (script, kind of call, outcome, seconds), as each call ends
         self._leader = leader  # does this process run the script's cluster timers (read on its thread)
         self._limits = limits
         self._sink = sink
@@ -205,7 +207,29 @@ class ScriptContext:
         return HookAnswer()
 
     async def _call(self, dispatcher: str, what: str, *args: Any, owed: bool = False) -> dict[str, Any]:
-        """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one."""
+        """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one;
+        its outcome and duration told to `observe` (/metrics)."""
+        if self._observe is None:
+            return await self._call_counted(dispatcher, what, *args, owed=owed)
+        t0 = time.perf_counter()
+        outcome = "failed"
+        try:
+            out = await self._call_counted(dispatcher, what, *args, owed=owed)
+            outcome = "threw" if "e" in out else "ok"
+            return out
+        except ScriptTimeout:
+            outcome = "timeout"
+            raise
+        except ScriptBusy:
+            outcome = "busy"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self._observe(self.name, dispatcher, outcome, time.perf_counter() - t0)
+
+    async def _call_counted(self, dispatcher: str, what: str, *args: Any, owed: bool = False) -> dict[str, Any]:
         if owed:
             with self.held():
                 return await self._call_once(dispatcher, what, *args)

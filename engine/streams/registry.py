@@ -263,6 +263,11 @@ class StreamRegistry:
         self._table = RouteTable()  # matches concrete paths to patterns
         self._read: set[Channel] = set()  # channels with at least one reader
         self._idle: OrderedDict[Channel, float] = OrderedDict()  # pattern channels nobody reads, oldest first
+        # Since start, for /metrics (plain integers: the fan-out pays no lock and no label lookup).
+        self.messages = 0  # events delivered to channels here
+        self.delivered = 0  # events written to readers, one per reader
+        self.bytes_sent = 0
+        self.slow_cut = 0
         broker.subscribe(self)
 
     # ---- ownership -------------------------------------------------------------------------
@@ -513,6 +518,7 @@ class StreamRegistry:
         channel = self.channels.get(path) or self.private.get(path)
         if channel is not None:
             channel.sent += 1
+            self.messages += 1
             if channel in self._idle:
                 self._idle.move_to_end(channel)
                 self._idle[channel] = self.clock()
@@ -529,6 +535,7 @@ class StreamRegistry:
         if channel is None:
             return
         channel.sent += len(events)
+        self.messages += len(events)
         if channel in self._idle:
             self._idle.move_to_end(channel)
             self._idle[channel] = self.clock()
@@ -536,9 +543,13 @@ class StreamRegistry:
         for fmt, group in list(channel.groups.items()):
             if fmt == POLL:
                 for ev in events:
-                    slow += write_all(group, ev.frame(fmt), self.max_buffer_bytes)
+                    framed = ev.frame(fmt)
+                    slow += write_all(group, framed, self.max_buffer_bytes)
+                    self._count(len(group), len(group) * len(framed))
             else:
-                slow += write_all(group, b"".join([ev.frame(fmt) for ev in events]), self.max_buffer_bytes)
+                framed = b"".join([ev.frame(fmt) for ev in events])
+                slow += write_all(group, framed, self.max_buffer_bytes)
+                self._count(len(group) * len(events), len(group) * len(framed))
         for conn in dict.fromkeys(slow):
             self._cut(conn)
 
@@ -569,6 +580,7 @@ class StreamRegistry:
 
     def write_to(self, conn: Connection, framed: bytes) -> None:
         """Bytes for one reader (an event of its own, a reply): cut it if they leave it too far behind."""
+        self._count(1, len(framed))
         if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
 
@@ -590,17 +602,29 @@ class StreamRegistry:
     def _write_all(self, channel: Channel, event: Event) -> None:
         groups = channel.groups
         if len(groups) == 1 and SSE in groups:  # the common case, kept as lean as it was
-            slow = write_all(groups[SSE], event.sse, self.max_buffer_bytes)
+            group = groups[SSE]
+            slow = write_all(group, event.sse, self.max_buffer_bytes)
+            self.delivered += len(group)
+            self.bytes_sent += len(group) * len(event.sse)
         else:
-            slow = [c for fmt, g in list(groups.items()) for c in write_all(g, event.frame(fmt), self.max_buffer_bytes)]
+            slow = []
+            for fmt, g in list(groups.items()):
+                framed = event.frame(fmt)
+                slow += write_all(g, framed, self.max_buffer_bytes)
+                self._count(len(g), len(g) * len(framed))
         for conn in slow:
             self._cut(conn)
+
+    def _count(self, events: int, size: int) -> None:
+        self.delivered += events
+        self.bytes_sent += size
 
     def _cut(self, conn: Connection) -> None:
         if conn.transport.is_closing():  # it went away; its handler has not noticed yet
             self.detach(conn)
             return
         log.warning("closed a slow reader of %s: more than %d bytes unsent", conn.channel.path, self.max_buffer_bytes)
+        self.slow_cut += 1
         self.detach(conn, "slow consumer")
         conn.transport.abort()  # drop its buffer now: memory stays bounded
 
