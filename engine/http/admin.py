@@ -86,22 +86,31 @@ def _token(request: web.Request) -> str:
     return request.query.get("token", "")  # for EventSource, which cannot send headers
 
 
+def admin_problem(request: web.Request, own_token: Callable[[Config], str] | None = None) -> HTTPError | None:
+    """Why the request may not use the admin API (None if it may): it must carry the admin token or,
+    with none set, come from loopback. `own_token`: the endpoint's own token setting; when set, it is
+    the token asked for instead."""
+    config = request.app[CONFIG]
+    own = own_token(config) if own_token is not None else ""
+    token = own or config.admin.token
+    if token:
+        if not hmac.compare_digest(_token(request).encode(), token.encode()):
+            needed = "its token" if own else "the admin token: Authorization: Bearer <admin.token> (or ?token=)"
+            return HTTPError(401, "unauthorized", f"{request.path} needs {needed}", {"WWW-Authenticate": "Bearer"})
+    elif not is_loopback(request.remote):
+        return HTTPError(403, "forbidden", "with no admin.token set, the admin API answers loopback clients only")
+    elif not is_loopback_host(request.headers.get("Host")):
+        return _foreign_host(request.headers.get("Host"))
+    return None
+
+
 def admin_only(handler: Handler, own_token: Callable[[Config], str] | None = None) -> Handler:
-    """Refuse the request unless it carries the admin token (or, with none set, comes from loopback).
-    `own_token`: the endpoint's own token setting; when set, it is the token asked for instead."""
+    """Refuse the request unless `admin_problem` finds nothing wrong with it."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        config = request.app[CONFIG]
-        own = own_token(config) if own_token is not None else ""
-        token = own or config.admin.token
-        if token:
-            if not hmac.compare_digest(_token(request).encode(), token.encode()):
-                needed = "its token" if own else "the admin token: Authorization: Bearer <admin.token> (or ?token=)"
-                raise HTTPError(401, "unauthorized", f"{request.path} needs {needed}", {"WWW-Authenticate": "Bearer"})
-        elif not is_loopback(request.remote):
-            raise HTTPError(403, "forbidden", "with no admin.token set, the admin API answers loopback clients only")
-        elif not is_loopback_host(request.headers.get("Host")):
-            raise _foreign_host(request.headers.get("Host"))
+        problem = admin_problem(request, own_token)
+        if problem is not None:
+            raise problem
         return await handler(request)
 
     return guarded
