@@ -8,6 +8,7 @@ import gc
 import logging
 import resource
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -184,6 +185,7 @@ async def _watch(app: web.Application) -> AsyncIterator[None]:
     """Reload scripts as their files change, from start-up (after the first load) to shutdown."""
     watcher = ScriptWatcher(app[SCRIPTS], app[CONFIG].scripts.debounce_ms)
     app[WATCHER] = watcher
+    log.info("watching %s: a saved script reloads", app[SCRIPTS].folder.resolve())
     task = asyncio.create_task(watcher.run())
     yield
     watcher.stop()
@@ -220,6 +222,22 @@ def raise_open_file_limit(wanted: int) -> None:
         log.warning("open-file limit is %d, below streams.max_connections plus headroom (%d)", target, wanted)
 
 
+def check_port(config: Config) -> None:
+    """Bind the address and let it go again: OSError now, rather than after every script loaded."""
+    host, port = config.server.host, config.server.port
+    if not port:
+        return
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                           flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if config.server.workers > 1:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr)
+
+
 async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then close connections, stop scripts and return."""
     raise_open_file_limit(config.streams.max_connections + 1024)
@@ -227,6 +245,7 @@ async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -
     # waits for it whenever it comes back from a system call. A thread that holds it is asked to let
     # go after this long (5 ms by default): the longest the loop waits each time.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    check_port(config)  # before any script loads: a port in use is said at once
     app = build_app(config)
     runner = EngineRunner(
         app,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -77,6 +78,7 @@ def test_starts_logs_serves_and_stops_on_signal(workdir: Path, sig: int) -> None
     try:
         url = server.wait_line(r"serving on (http://\S+)").group(1)
         log = "\n".join(server.lines)
+        assert "watching " in log and "a saved script reloads" in log
         assert re.search(r"failed bad_syntax\.js:4: SyntaxError", log), log
         assert "loaded compat_health.js (1 route)" in log and "loaded other.js (1 route)" in log
         assert get(url + "/other") == (200, b"other is fine")
@@ -162,6 +164,33 @@ def test_port_in_use_is_a_clear_error(workdir: Path) -> None:
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=20)
     assert proc.returncode == 1
     assert f"cannot serve on 127.0.0.1:{port}" in proc.stderr
+    assert "loaded" not in proc.stderr, "the port is checked before any script loads"
+
+
+def test_version_help_log_level_and_no_watch(workdir: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    version = subprocess.run([sys.executable, "-m", "engine", "--version"], capture_output=True, text=True, env=env,
+                             timeout=20)
+    assert version.returncode == 0 and version.stdout.startswith("rtengine ")
+    helped = subprocess.run([sys.executable, "-m", "engine", "--help"], capture_output=True, text=True, env=env,
+                            timeout=20)
+    assert "ENGINE_BROKER_URL" in helped.stdout and "ENGINE_SERVER_PORT" in helped.stdout
+    (workdir / "scripts" / "bad_syntax.js").unlink()
+    server = Server(["--port", "0", "--log-level", "debug", "--no-watch"], cwd=workdir)
+    try:
+        assert server.wait_line(r"rtengine \S+ · config: defaults \(no config.yaml\) · scripts: \S+scripts$")
+        url = server.wait_line(r"open (http://\S+)/ · console").group(1)
+        with urllib.request.urlopen(url + "/health") as r:
+            assert json.load(r)["status"] == "ok"
+    finally:
+        code, _ = server.stop()
+        assert server.proc.stderr is not None
+        rest = server.proc.stderr.read()
+        server.kill()
+    assert code == 0
+    output = "\n".join(server.lines) + rest
+    assert " DEBUG " in output, "--log-level debug"
+    assert "a saved script reloads" not in output, "--no-watch"
 
 
 def test_sigterm_with_open_streams_ends_them_and_exits_in_time(workdir: Path) -> None:
