@@ -26,7 +26,7 @@ from engine.graphql.http import graphql, graphql_sse, preflight
 from engine.graphql.runner import GraphQLRunner
 from engine.graphql.schema import GraphQLRegistry
 from engine.graphql.subscriptions import SubscriptionHub
-from engine.http import admin
+from engine.http import admin, console
 from engine.http.access_log import RedactingAccessLogger
 from engine.http.admin import admin_only
 from engine.http.channels import set_message_handler
@@ -119,6 +119,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/_engine/streams", json_errors(admin_only(streams_info)))
     app.router.add_get("/metrics", json_errors(admin_only(metrics_page, lambda c: c.metrics.token)))
     admin.add_routes(app, json_errors)
+    console.add_routes(app, admin_only, json_errors)
     for path, handler in (("/graphql", graphql), ("/graphql/sse", graphql_sse)):
         app.router.add_route("GET", path, json_errors(handler))
         app.router.add_route("POST", path, json_errors(handler))

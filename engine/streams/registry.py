@@ -118,6 +118,7 @@ class Connection:
     fmt: str = SSE  # what its transport carries: every event is framed once per format
     ended: bool = False
     info: Any = None  # what the hooks' server keeps for a connection its stream's onConnect accepted
+    started: int = 0  # epoch second it attached (one int shared by a second's readers: see `_stamp`)
 
     def end(self, reason: str) -> None:
         if not self.ended:
@@ -268,6 +269,7 @@ class StreamRegistry:
         self.delivered = 0  # events written to readers, one per reader
         self.bytes_sent = 0
         self.slow_cut = 0
+        self._second = 0
         broker.subscribe(self)
 
     # ---- ownership -------------------------------------------------------------------------
@@ -467,6 +469,14 @@ class StreamRegistry:
     def full(self) -> bool:
         return self.connection_count >= self.max_connections
 
+    def _stamp(self) -> int:
+        """The epoch second, as one int object for all who ask within it: a reader keeps a pointer,
+        not an int of its own."""
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+        return self._second
+
     def new_id(self) -> str:
         """A connection id: this node, then 96 random bits, so an id is no one else's to guess."""
         return f"{self.node}.{secrets.token_urlsafe(12)}"
@@ -477,7 +487,8 @@ class StreamRegistry:
     ) -> tuple[Connection, Replay]:
         """Add a reader. Write the returned replay before any await, so no live event slips in between."""
         replay = self.broker.since(channel.path, last_event_id)
-        conn = Connection(channel, transport, on_end, connection_id or self.new_id(), fmt, info=info)
+        conn = Connection(channel, transport, on_end, connection_id or self.new_id(), fmt, info=info,
+                          started=self._stamp())
         group = channel.groups.get(fmt)
         if group is None:
             group = channel.groups[fmt] = set()
