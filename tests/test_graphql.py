@@ -356,3 +356,22 @@ def fields_in(value: Any) -> int:
     if isinstance(value, list):
         return sum(fields_in(v) for v in value)
     return 0
+
+
+JSON_TEXT = """
+registerGraphQLQuery("profile", "type Query { profile: Profile } type Profile { name: String! tags: [String!]! }",
+  () => JSON.stringify({ name: "Ada", tags: ["math"] }));
+registerGraphQLQuery("numbers", "type Query { numbers: [Int!]! }", () => " [1, 2, 3]");
+registerGraphQLQuery("note", "type Query { note: String }", () => "{not parsed: a String field}");
+registerGraphQLQuery("broken", "type Query { broken: Profile }", () => "{ not json");
+"""
+
+
+async def test_json_text_for_an_object_or_list_field_is_parsed(engine_client: MakeClient) -> None:
+    """aiwebengine parsed a resolver's JSON string for an object- or list-typed field; scripts rely on it."""
+    client = await engine_client(extra={"j.js": JSON_TEXT})
+    r = await client.post("/graphql", json={"query": "{ profile { name tags } numbers note }"})
+    assert await r.json() == {"data": {"profile": {"name": "Ada", "tags": ["math"]}, "numbers": [1, 2, 3],
+                                       "note": "{not parsed: a String field}"}}
+    broken = await (await client.post("/graphql", json={"query": "{ broken { name } }"})).json()
+    assert broken["data"] == {"broken": None} and broken["errors"]

@@ -17,6 +17,7 @@ from typing import Any
 from graphql import (
     DocumentNode,
     EnumTypeDefinitionNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLNonNull,
     GraphQLOutputType,
@@ -312,5 +313,25 @@ def _subscription(reg: FieldRegistration, call: Resolve) -> Callable[..., Any]:
 def _resolver(reg: FieldRegistration, call: Resolve) -> Callable[..., Awaitable[Any]]:
     async def resolve(_root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
         value = await call(reg, args, info.context)
-        return None if value is UNDEFINED else value
+        if value is UNDEFINED:
+            return None
+        return json_text_as_value(info.return_type, value)
     return resolve
+
+
+def json_text_as_value(field_type: GraphQLOutputType, value: Any) -> Any:
+    """aiwebengine's habit, which scripts rely on: a string starting with `{` or `[` returned for an
+    object- or list-typed field is JSON text, parsed (if it does not parse, graphql-core says the
+    value is not of the field's type)."""
+    if not isinstance(value, str):
+        return value
+    inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
+    if isinstance(inner, GraphQLScalarType | GraphQLEnumType):
+        return value
+    text = value.lstrip()
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return value
+    return value

@@ -255,9 +255,13 @@ class SubscriptionHub:
             shared = sse_next(encoded) if group.sockets < len(group.members) else b""
             limit = self.streams.max_buffer_bytes
             slow = []
+            frames: dict[str, bytes] = {}  # by subscription id: clients tend to use the same few ("1")
             for sub in list(group.members):
-                if not write_one(sub.transport, shared if sub.sub_id is None else sub.frame(encoded)) or (
-                        sub.transport.get_write_buffer_size() > limit):
+                if sub.sub_id is None:
+                    framed = shared
+                else:
+                    framed = frames.get(sub.sub_id) or frames.setdefault(sub.sub_id, sub.frame(encoded))
+                if not write_one(sub.transport, framed) or sub.transport.get_write_buffer_size() > limit:
                     slow.append(sub)
         self._cut_slow(group, slow)
 
