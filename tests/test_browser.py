@@ -130,3 +130,54 @@ async def test_graphql_page_falls_back_to_sse_when_no_socket_can_be_had(engine_c
             await wait_for(lambda: hub.count == 0, what="Stop to end the subscription")
         finally:
             await browser.close()
+
+
+async def test_graphql_page_explores_types_shows_errors_keeps_history_and_sends_headers(
+        engine_client: MakeClient, tmp_path: Path) -> None:
+    trace = ('registerGraphQLQuery("trace", "type Query { trace: String }",'
+             ' (a, ctx) => ctx.headers["x-trace"] || "none");')
+    client = await engine_client("graphql_types.js", "compat_graphql.js", extra={"trace.js": trace})
+    base = f"http://{client.host}:{client.port}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(base + "/graphql")
+            # the docs explorer: a type from the list, its fields, a type that links on
+            await page.click("#schema li[data-type='Person']")
+            await page.wait_for_selector("#docs:not([hidden])")
+            docs = await page.text_content("#docs") or ""
+            assert "Person (object)" in docs and "name: String!" in docs and "role: Role!" in docs
+            await page.click("#docs .link:text('Role!')")
+            assert "ADMIN" in (await page.text_content("#docs") or "")
+            await page.click("#docs .back")
+            # errors are shown as errors, apart from data
+            await page.fill("#query", "{ nope }")
+            await page.click("#run")
+            await page.wait_for_selector("#output .errors")
+            assert "Cannot query field 'nope'" in (await page.text_content("#output .errors") or "")
+            # headers go with the request (a resolver sees them in context.headers)
+            await page.fill("#query", "{ trace }")
+            await page.click("#pane-headers")
+            await page.fill("#headers", '{"X-Trace": "from-the-page"}')
+            await page.click("#run")
+            await page.wait_for_function("document.querySelector('#output').textContent.includes('from-the-page')")
+            # history: both operations, newest first; picking one restores it
+            options = await page.eval_on_selector_all("#history option", "os => os.map(o => o.textContent)")
+            assert len(options) == 3 and "trace" in options[1] and "nope" in options[2]
+            await page.select_option("#history", "1")
+            assert (await page.input_value("#query")) == "{ nope }"
+            # a subscription's messages: each its own timestamped entry
+            await page.fill("#query", "subscription { userUpdates }")
+            await page.click("#run")
+            await page.wait_for_function("document.querySelector('#status').textContent.includes('WebSocket')")
+            await client.post("/graphql", json={"query": 'mutation { createUser(name: "Eve") { id } }'})
+            for _ in range(2):
+                await client.post("/graphql", json={"query": 'mutation { triggerUserUpdate(userId: "1") }'})
+            await page.wait_for_function("document.querySelectorAll('#output .result').length >= 3")
+            stamps = await page.eval_on_selector_all("#output .result time", "ts => ts.map(t => t.textContent)")
+            assert all(" · next" in s for s in stamps[:3])
+            await page.screenshot(path=str(tmp_path / "graphql-page.png"))
+            await page.click("#stop")
+        finally:
+            await browser.close()

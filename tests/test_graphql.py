@@ -102,7 +102,9 @@ async def test_bad_requests(engine_client: MakeClient) -> None:
     for payload in ({}, {"query": ""}, {"query": 5}, {"query": "{ hello }", "variables": [1]}):
         r = await client.post("/graphql", json=payload)
         assert r.status == 400, payload
-    r = await client.get("/graphql")  # not a browser, no query
+    r = await client.get("/graphql")  # no query: the page, whatever the client accepts
+    assert r.status == 200 and r.content_type == "text/html"
+    r = await client.get("/graphql", params={"query": ""})  # a GET with ?query= executes it, or says why not
     assert r.status == 400 and "no query" in (await r.json())["errors"][0]["message"]
 
     # GraphQL's own rejections: 200 with errors, no data.

@@ -79,7 +79,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     rid = request[REQUEST_ID]
     if request.method == "GET" and wants_graphql_ws(request):
         return await graphql_ws(request)
-    if request.method == "GET" and "query" not in request.query and "text/html" in request.headers.get("Accept", ""):
+    if request.method == "GET" and "query" not in request.query:  # the page, whatever the Accept header
         return web.Response(text=PAGE, content_type="text/html", charset="utf-8")
     try:
         params = await _params(request)
