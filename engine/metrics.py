@@ -69,6 +69,7 @@ class _State(Collector):
         yield _counter("channel_messages", "messages delivered to channels of this process", s.messages)
         yield _counter("events_delivered", "events written to readers (one per reader per event)", s.delivered)
         yield _counter("stream_bytes_sent", "bytes of events written to readers", s.bytes_sent)
+        yield _counter("stream_writes", "writes to readers (fewer than events when a burst is coalesced)", s.writes)
         yield _counter("slow_consumers_cut", "readers and subscribers cut off for falling behind "
                        "(streams.max_buffer_bytes)", s.slow_cut + self.hub.slow_cut)
         errors = CounterMetricFamily(f"{PREFIX}_http_errors", "error responses, by status (503: full or busy)",

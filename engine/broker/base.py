@@ -100,6 +100,10 @@ class Broker(Protocol):
     def unwatched(self, channel: str) -> None:
         """The last reader of `channel` here left (the channel itself may stay: a plain stream's does)."""
 
+    def settle(self, channel: str) -> None:
+        """Deliver now what the broker holds back for `channel` (to coalesce a burst): before a
+        reader's replay is taken, and before a message to one of its readers, so order holds."""
+
     def forget(self, channel: str) -> None:
         """Drop the channel's history; an id from before can only ever be a reset from now on."""
 

@@ -401,6 +401,9 @@ class RedisBroker:
         m = self.mirrors.get(channel)
         return "start" if m is None or m.epoch is None else f"{m.epoch}-{m.seq}"
 
+    def settle(self, channel: str) -> None:
+        self.local.settle(channel)  # the engine's own channels; the rest is written as each batch is read
+
     def unwatched(self, channel: str) -> None:
         """Nobody here reads it now: if that lasts `mirror_idle` seconds, stop mirroring it (it would
         cost this process every message of it for nothing; a reader who comes later loads it again)."""

@@ -268,6 +268,7 @@ class StreamRegistry:
         self.messages = 0  # events delivered to channels here
         self.delivered = 0  # events written to readers, one per reader
         self.bytes_sent = 0
+        self.writes = 0  # writes to readers' transports: fewer than `delivered` when bursts coalesce
         self.slow_cut = 0
         self._second = 0
         broker.subscribe(self)
@@ -560,7 +561,7 @@ class StreamRegistry:
             else:
                 framed = b"".join([ev.frame(fmt) for ev in events])
                 slow += write_all(group, framed, self.max_buffer_bytes)
-                self._count(len(group) * len(events), len(group) * len(framed))
+                self._count(len(group) * len(events), len(group) * len(framed), len(group))
         for conn in dict.fromkeys(slow):
             self._cut(conn)
 
@@ -590,7 +591,9 @@ class StreamRegistry:
         return True
 
     def write_to(self, conn: Connection, framed: bytes) -> None:
-        """Bytes for one reader (an event of its own, a reply): cut it if they leave it too far behind."""
+        """Bytes for one reader (an event of its own, a reply): cut it if they leave it too far behind.
+        What its channel was sent before goes first (the broker may hold a burst back)."""
+        self.broker.settle(conn.channel.path)
         self._count(1, len(framed))
         if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
@@ -606,6 +609,7 @@ class StreamRegistry:
             return True
         if owner is not None and conn.channel.stream.owner != owner:
             return False
+        self.broker.settle(conn.channel.path)
         write_one(conn.transport, event.frame(conn.fmt))
         self.detach(conn, reason)
         return True
@@ -616,6 +620,7 @@ class StreamRegistry:
             group = groups[SSE]
             slow = write_all(group, event.sse, self.max_buffer_bytes)
             self.delivered += len(group)
+            self.writes += len(group)
             self.bytes_sent += len(group) * len(event.sse)
         else:
             slow = []
@@ -626,9 +631,10 @@ class StreamRegistry:
         for conn in slow:
             self._cut(conn)
 
-    def _count(self, events: int, size: int) -> None:
+    def _count(self, events: int, size: int, writes: int | None = None) -> None:
         self.delivered += events
         self.bytes_sent += size
+        self.writes += events if writes is None else writes
 
     def _cut(self, conn: Connection) -> None:
         if conn.transport.is_closing():  # it went away; its handler has not noticed yet
