@@ -1,0 +1,119 @@
+"""Hot reload under load, run by hand: file write to new code serving, while 1,000 readers take
+100 events/s that the reloaded script itself keeps publishing.
+
+    python bench/reload_load_bench.py [--saves 30] [--readers 1000] [--rate 100] [--debounce-ms 30]
+
+Starts `python -m engine` on a scratch folder with one script: a stream, a top-level interval that
+publishes to it `--rate` times a second, and `GET /v` answering the version. The C client
+(bench/sse_client.c, as in fanout_bench.py) holds `--readers` readers of the stream for the whole
+run; one more reader here parses every event id, to check the ids run on without a gap or a repeat
+across every reload. Each round rewrites the file with a new version and asks `GET /v` over one
+kept-alive connection until the new version answers: write-to-served p50, p95 and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench_common import ROOT, free_port, wait_up
+from fanout_bench import Client, build_client
+
+
+def source(version: int, rate: int) -> str:
+    return (f'registerWebStream("/events");\nregister("/v", () => "{version}");\n'
+            f'let n = 0;\nsetInterval(() => sendStreamMessage("v{version} " + (++n)), {max(4, 1000 // rate)});\n')
+
+
+class IdChecker(threading.Thread):
+    """One reader that reads every event id: the ids must run on by one, reload after reload."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn.request("GET", "/events")
+        self.stream = self.conn.getresponse()
+        self.ids: list[int] = []
+        self.epochs: set[str] = set()
+        self.stop = False
+
+    def run(self) -> None:
+        pattern = re.compile(rb"^id: ([0-9a-f]+)-(\d+)$")
+        while not self.stop:
+            line = self.stream.readline()
+            if not line:
+                return
+            m = pattern.match(line.rstrip(b"\r\n"))
+            if m:
+                self.epochs.add(m.group(1).decode())
+                self.ids.append(int(m.group(2)))
+
+
+def run(a: argparse.Namespace) -> dict[str, object]:
+    exe = build_client()
+    folder = Path(tempfile.mkdtemp(prefix="reload_load_bench_"))
+    script = folder / "v.js"
+    script.write_text(source(0, a.rate))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ENGINE_LOGS_LEVEL": "warning",
+           "ENGINE_SCRIPTS_DEBOUNCE_MS": str(a.debounce_ms), "ENGINE_STREAMS_MAX_CONNECTIONS": str(a.readers + 100)}
+    server = subprocess.Popen([sys.executable, "-m", "engine", "--port", str(port), "--scripts", str(folder)],
+                              env=env, cwd=ROOT)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/v")
+        seconds = a.saves * 0.5 + 30
+        load = Client(exe, port, a.readers, 10**9, seconds)  # reads for the whole run
+        checker = IdChecker(port)
+        checker.start()
+        time.sleep(1.0)  # the interval has been publishing to everyone for a while
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        times = []
+        for version in range(1, a.saves + 1):
+            start = time.perf_counter()
+            script.write_text(source(version, a.rate))
+            while True:
+                conn.request("GET", "/v")
+                if conn.getresponse().read().decode() == str(version):
+                    break
+            times.append((time.perf_counter() - start) * 1000)
+            time.sleep(0.5)  # each save is a save of its own, with events flowing in between
+        time.sleep(0.5)
+        checker.stop = True
+        ids = checker.ids
+        gaps = sum(1 for x, y in zip(ids, ids[1:], strict=False) if y != x + 1)
+        load.stop()
+        times.sort()
+        return {"saves": a.saves, "readers": load.ready, "rate_per_s": a.rate, "debounce_ms": a.debounce_ms,
+                "p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
+                "max_ms": round(times[-1], 1), "events_checked": len(ids), "id_gaps_or_repeats": gaps,
+                "epochs_seen": len(checker.epochs)}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--saves", type=int, default=30)
+    ap.add_argument("--readers", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--debounce-ms", type=int, default=30)
+    a = ap.parse_args()
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"),
+                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+                      **run(a)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
