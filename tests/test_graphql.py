@@ -11,7 +11,7 @@ from conftest import MakeClient, wait_for
 from sse_client import SSEReader
 from test_graphql_sse import next_result, subscribe
 
-from engine.http.keys import GRAPHQL, SCRIPTS, SUBSCRIPTIONS
+from engine.http.keys import GRAPHQL, GRAPHQL_RUNNER, SCRIPTS, SUBSCRIPTIONS
 
 
 async def gql(client: TestClient, query: str, variables: dict[str, Any] | None = None,
@@ -377,3 +377,16 @@ async def test_json_text_for_an_object_or_list_field_is_parsed(engine_client: Ma
                                        "note": "{not parsed: a String field}"}}
     broken = await (await client.post("/graphql", json={"query": "{ broken { name } }"})).json()
     assert broken["data"] == {"broken": None} and broken["errors"]
+
+
+async def test_a_prepared_query_is_shared_until_the_schema_changes(engine_client: MakeClient) -> None:
+    """The same document is parsed and validated once per schema: a registration that changes the
+    schema makes it checked again (a field that went is an error, not a stale success)."""
+    client = await engine_client("compat_graphql.js", extra={"extra.js": JSON_TEXT})
+    runner = client.app[GRAPHQL_RUNNER]
+    for _ in range(3):
+        assert (await gql(client, "{ numbers }"))["data"] == {"numbers": [1, 2, 3]}
+    assert sum(1 for key in runner._prepared if key[0] == "{ numbers }") == 1
+    await client.app[SCRIPTS].unload("extra.js")
+    body = await gql(client, "{ numbers }")
+    assert "Cannot query field 'numbers'" in body["errors"][0]["message"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -22,12 +23,15 @@ from engine.config import LimitsConfig
 from engine.graphql.execute import GraphQLParams, Prepared, RequestContext, prepare, run
 
 T = TypeVar("T")
+CACHED_QUERIES = 128  # prepared documents kept, the least recently used going first
+CACHED_QUERY_CHARS = 8192  # a longer document is prepared each time (the cache stays small)
 
 
 class GraphQLRunner:
     def __init__(self, limits: LimitsConfig) -> None:
         self.limits = limits
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql")
+        self._prepared: OrderedDict[tuple[str, str | None], tuple[GraphQLSchema, Prepared]] = OrderedDict()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="graphql-execute", daemon=True)
         self._thread.start()
@@ -45,8 +49,23 @@ class GraphQLRunner:
             self._loop.close()
 
     async def prepare(self, schema: GraphQLSchema, params: GraphQLParams) -> Prepared:
-        """Parse, count and validate (see `execute.prepare`), on a thread of the pool."""
-        return await self.call(prepare, schema, params, self.limits)
+        """Parse, count and validate (see `execute.prepare`), on a thread of the pool, once per
+        document and schema: many clients sending one subscription (or query) share the work. The
+        cache is read and written here, on the server's loop; an entry holds its schema, so a schema
+        rebuilt by a registration misses it."""
+        if len(params.query) > CACHED_QUERY_CHARS:
+            return await self.call(prepare, schema, params, self.limits)
+        key = (params.query, params.operation_name)
+        hit = self._prepared.get(key)
+        if hit is not None and hit[0] is schema:
+            self._prepared.move_to_end(key)
+            return hit[1]
+        prepared = await self.call(prepare, schema, params, self.limits)
+        self._prepared[key] = (schema, prepared)
+        self._prepared.move_to_end(key)
+        while len(self._prepared) > CACHED_QUERIES:
+            self._prepared.popitem(last=False)
+        return prepared
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on a thread of the pool: CPU-bound work with nothing to await."""
