@@ -108,6 +108,8 @@ class Verifier:
             raise Unauthorized("this server accepts no tokens (auth.jwt_secret or auth.jwt_public_key is not set)")
         if len(token) > MAX_TOKEN:
             raise Unauthorized(f"the token is longer than {MAX_TOKEN} characters")
+        if not token.isascii():  # a JWT is base64url and dots; anything else is not one (and PyJWT would raise)
+            raise Unauthorized("the token is not a JWT")
         try:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:

@@ -464,3 +464,35 @@ async def test_a_process_stops_following_a_channel_its_readers_left(own_redis: R
         again.response.close()
     finally:
         engine.stop()
+
+
+async def test_hundreds_of_readers_of_new_channels_at_once_do_not_read_as_an_outage(
+        three: list[Engine], session: aiohttp.ClientSession) -> None:
+    """Each new channel is loaded from Redis: 300 readers of 300 new channels at once wait for the
+    broker's connections and loads in turn, rather than failing as if Redis had gone."""
+    resps = await asyncio.gather(*[session.get(three[0].url + f"/rooms/crowd{i}") for i in range(300)])
+    assert all(r.status == 200 for r in resps)
+    health = await _get(session, three[0].url + "/health")
+    assert health["status"] == "ok", health
+    await _get(session, three[1].url + "/pub?n=1&path=/rooms/crowd299")
+    last = SSEReader(resps[-1])
+    assert (await last.next()).event == "connected"
+    await last.next()  # welcome
+    assert json.loads((await last.next()).data)["i"] == 0
+    for r in resps:
+        r.close()
+
+
+async def test_a_channel_path_that_is_not_valid_text_does_not_stop_publishing(
+        three: list[Engine], session: aiohttp.ClientSession) -> None:
+    """A path with a lone surrogate (JS strings may hold one) is a channel like any other; the
+    process's publishing goes on after it."""
+    async with session.post(three[0].url + "/_engine/publish", data=b'{"path": "/rooms/\\ud800", "data": "odd"}',
+                            headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 200, await r.text()
+    reader = await _read(session, three[0].url + "/rooms/after")
+    await reader.take(2)
+    await _get(session, three[0].url + "/pub?n=1&path=/rooms/after")
+    assert json.loads((await reader.next()).data)["i"] == 0
+    assert "could not be sent" not in three[0].log.read_text()
+    reader.response.close()

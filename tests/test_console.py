@@ -148,11 +148,22 @@ async def test_the_console_api_is_guarded_and_checks_what_it_is_sent(engine_clie
     bad = {"not json": b"{", "no path": b'{"data": 1}', "a path of no stream": b'{"path": "/nowhere", "data": 1}',
            "an engine event": b'{"path": "/news", "data": 1, "event": "connected"}'}
     expected = {"not json": 400, "no path": 400, "a path of no stream": 404, "an engine event": 400}
+    as_json = {**auth, "Content-Type": "application/json"}
     for why, body in bad.items():
-        r = await client.post("/_engine/publish", data=body, headers=auth)
+        r = await client.post("/_engine/publish", data=body, headers=as_json)
         assert r.status == expected[why], (why, await r.text())
+    # what a page of another site can send without a preflight is refused (no cross-site publish)
+    for kind in ("text/plain", "application/x-www-form-urlencoded"):
+        r = await client.post("/_engine/publish", data=b'{"path": "/news", "data": 1}',
+                              headers={**auth, "Content-Type": kind})
+        assert r.status == 415
+    page = await client.get("/_engine/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    # a token that is not even text is a 401, not a failure of the server
+    assert (await client.get("/_engine/overview", headers={"Authorization": "Bearer \xff\xfe"})).status == 401
     big = json.dumps({"path": "/news", "data": "x" * (config.limits.max_message_bytes + 1)}).encode()
-    assert (await client.post("/_engine/publish", data=io.BytesIO(big), headers=auth)).status == 413
+    assert (await client.post("/_engine/publish", data=io.BytesIO(big), headers=as_json)).status == 413
     assert (await client.delete("/_engine/connections/not-an-id", headers=auth)).status == 400
     assert (await client.delete("/_engine/connections/abcdef01.AAAAAAAAAAAAAAAA", headers=auth)).status == 404
     assert (await client.get("/_engine/connections", params={"limit": "many"}, headers=auth)).status == 400

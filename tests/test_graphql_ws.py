@@ -160,17 +160,23 @@ async def test_every_close_code(engine_client: MakeClient, scripts_dir: Path) ->
     ws = await acked(client)
     await ws.send_json({"type": "connection_init"})
     assert await closed_with(ws) == (4429, "Too many initialisation requests")
-    # 4409: an id already under way
+    # 4409: an id already under way (also one that is not valid text: the close reason copes)
     ws = await acked(client)
     await ws.send_json(subscribe("same", "subscription { userUpdates }"))
     await ws.send_json(subscribe("same", "subscription { userUpdates }"))
     assert await closed_with(ws) == (4409, "Subscriber for same already exists")
+    ws = await acked(client)
+    for _ in range(2):
+        await ws.send_str('{"id": "\\ud800", "type": "subscribe", '
+                          '"payload": {"query": "subscription { userUpdates }"}}')
+    assert (await closed_with(ws))[0] == 4409
     # 4400: whatever is not a message of the protocol
     for bad in ("not json", "[]", '{"type": 7}', '{"type": "launch"}', '{"type": "subscribe", "payload": {}}',
                 '{"id": "", "type": "subscribe", "payload": {"query": "{ hello }"}}',
                 '{"id": "x", "type": "subscribe"}', '{"id": "x", "type": "subscribe", "payload": {"query": 5}}',
                 '{"id": "x", "type": "subscribe", "payload": {"query": "{ hello }", "variables": []}}',
-                '{"type": "complete"}', '{"type": "connection_init", "payload": "token"}'):
+                '{"type": "complete"}', '{"type": "connection_init", "payload": "token"}',
+                json.dumps({"type": "connection_init", "payload": {"blob": "x" * 20000}})):
         ws = await connect(client)
         if "connection_init" not in bad:
             await ws.send_json({"type": "connection_init"})
@@ -206,8 +212,8 @@ async def test_tokens_in_connection_init_or_the_handshake(engine_client: MakeCli
     ws = await acked(client)  # no token: no user
     assert await whoami(ws) == {"user": None}  # connectionParams undefined: JSON.stringify leaves it out
     await ws.close()
-    for bad in ("Bearer not-a-token", "Bearer " + jwt.encode({"sub": "x"}, "another secret entirely, 32 bytes!!",
-                                                                 algorithm="HS256")):
+    for bad in ("Bearer not-a-token", "Bearer \ud800\u00ff", "Bearer " + jwt.encode(
+            {"sub": "x"}, "another secret entirely, 32 bytes!!", algorithm="HS256")):
         ws = await connect(client)
         await ws.send_json({"type": "connection_init", "payload": {"authorization": bad}})
         code, reason = await closed_with(ws)
@@ -323,3 +329,30 @@ async def test_a_handshake_aiohttp_would_refuse_is_a_json_400(engine_client: Mak
         r = await client.get("/graphql", headers={"Upgrade": "websocket", "Connection": "Upgrade",
                                                   "Sec-WebSocket-Protocol": PROTOCOL, **headers})
         assert r.status == 400 and (await r.json())["error"]["code"] == "bad_websocket_handshake"
+
+
+async def test_a_socket_that_does_not_read_its_answers_is_cut_off(engine_client: MakeClient, scripts_dir: Path,
+                                                                  caplog: Any) -> None:
+    """Query answers are the socket's own frames: a client that keeps asking and never reads is cut
+    once more than streams.max_buffer_bytes of them wait, so server memory stays bounded."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_buffer_bytes=64 * 1024),
+                     limits=replace(config.limits, graphql_ws_operations=10_000))
+    client = await engine_client("compat_graphql.js", config=config)
+    big = '{ hello(name: "' + "x" * 20000 + '") }'  # one resolver call, about 20 KB an answer
+    key = base64.b64encode(os.urandom(16)).decode()
+    handshake = (f"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                 f"Sec-WebSocket-Protocol: {PROTOCOL}\r\n\r\n").encode()
+    frames = [_client_frame(json.dumps({"type": "connection_init"}).encode())]
+    frames += [_client_frame(json.dumps(subscribe(str(i), big)).encode()) for i in range(600)]  # ~12 MB of answers
+    stalled = await stalled_client(client.host, client.port, handshake)
+    loop = asyncio.get_running_loop()
+    try:
+        for frame in frames:
+            await loop.sock_sendall(stalled, frame)
+    except OSError:
+        pass  # cut while still sending: what this test is waiting for
+    await wait_for(lambda: any("left more than 65536 bytes unread" in r.getMessage() for r in caplog.records),
+                   timeout=30, what="the socket to be cut off")
+    stalled.close()

@@ -46,6 +46,8 @@ LOCAL_PREFIX = "/_engine/"  # the engine's own channels: this process's alone
 MAX_QUEUED = 10_000  # messages waiting to go to Redis; beyond, they reach this process's readers only
 MAX_PENDING = 10_000  # live messages a mirror holds while it loads or fills a gap; beyond, it reloads
 BATCH = 256  # messages per pipeline to Redis
+POOL = 64  # connections to Redis for commands (pub/sub has its own)
+LOADS_AT_ONCE = 16  # channels loaded from Redis at once; more readers of new channels wait their turn
 STOP_FLUSH = 1.0  # seconds a stopping broker waits for what is queued to reach Redis
 CATCH_UP = 2.0  # seconds a reader with an id ahead of this process's copy waits for it to arrive
 BACKOFF = (0.05, 2.0)  # seconds: first and longest wait between reconnection attempts
@@ -100,12 +102,15 @@ class Mirror:
     touched: float = 0.0  # loop time a reader last asked for it (see RedisBroker.unwatched)
 
 
+U = ("utf-8", "surrogatepass")  # paths and data may hold lone surrogates (JS strings): kept as they are
+
+
 def _payload(data: str, event: str | None, is_json: bool) -> bytes:
-    return f"{event or ''}\n{'j' if is_json else 't'}\n{data}".encode()
+    return f"{event or ''}\n{'j' if is_json else 't'}\n{data}".encode(*U)
 
 
 def _event(epoch: str, seq: int, payload: bytes) -> Event:
-    name, flag, data = payload.decode("utf-8", "replace").split("\n", 2)
+    name, flag, data = payload.decode(*U).split("\n", 2)
     return Event(data, f"{epoch}-{seq}", name or None, flag == "j")
 
 
@@ -120,8 +125,13 @@ class RedisBroker:
         self.mirror_idle = mirror_idle  # seconds a channel nobody here reads (or is about to) stays mirrored
         self.local = MemoryBroker(history, history_bytes, total_history_bytes)
         self.epoch = self.local.epoch  # the ids of what this process numbers itself while Redis is away
-        self.redis = aioredis.from_url(url, socket_connect_timeout=connect_timeout,
-                                       socket_timeout=None, health_check_interval=0)
+        # A blocking pool: more commands at once than it has connections wait for one, rather than
+        # failing (which would read as Redis going away).
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL, timeout=None,
+                                                        socket_connect_timeout=connect_timeout, socket_timeout=None,
+                                                        health_check_interval=0)
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self._loading = asyncio.Semaphore(LOADS_AT_ONCE)
         self.mirrors: dict[str, Mirror] = {}
         self.state = "starting"  # ok, degraded (Redis away), closed
         self.degraded_since: float | None = None
@@ -285,8 +295,8 @@ class RedisBroker:
                 # every command after this one gets a fresh one.
                 await self.redis.connection_pool.disconnect()
                 await self._connect()
-            except (RedisError, OSError) as e:
-                log.debug("broker: reconnect failed: %s", e)
+            except Exception as e:  # noqa: BLE001 - whatever failed, this loop must go on trying
+                log.debug("broker: reconnect failed: %r", e)
 
     def _where(self) -> str:
         pool = self.redis.connection_pool.connection_kwargs
@@ -295,13 +305,13 @@ class RedisBroker:
     # ---- names -------------------------------------------------------------------------------
 
     def _channel_name(self, path: str) -> bytes:
-        return f"{self.prefix}:m:{path}".encode()
+        return f"{self.prefix}:m:{path}".encode(*U)
 
     def _node_channel(self, node: str) -> bytes:
         return f"{self.prefix}:n:{node}".encode()
 
-    def _keys(self, path: str) -> tuple[str, str]:
-        return f"{self.prefix}:c:{path}:meta", f"{self.prefix}:c:{path}:h"
+    def _keys(self, path: str) -> tuple[bytes, bytes]:
+        return f"{self.prefix}:c:{path}:meta".encode(*U), f"{self.prefix}:c:{path}:h".encode(*U)
 
     # ---- the Broker protocol -----------------------------------------------------------------
 
@@ -339,6 +349,7 @@ class RedisBroker:
         found = _EVENT_ID.fullmatch(last_event_id) if last_event_id else None
         if found is not None and found.group(1) == m.epoch and int(found.group(2)) > m.seq:
             fut = asyncio.get_running_loop().create_future()
+            m.waiters = [w for w in m.waiters if not w[1].done()]  # those that gave up go
             m.waiters.append((int(found.group(2)), fut))
             with contextlib.suppress(TimeoutError):  # then `since` says the id is ahead: a reset
                 await asyncio.wait_for(fut, CATCH_UP)
@@ -538,12 +549,19 @@ class RedisBroker:
                     # reached Redis too: a reader here may then see it twice, with two ids).
                     batch += self._queue
                     self._queue.clear()
-                    for path, payload in batch:
-                        if path:
-                            event, flag, data = payload.decode("utf-8", "replace").split("\n", 2)
-                            self._deliver_here(path, data, event or None, flag == "j")
+                    self._deliver_all_here(batch)
+                except Exception:  # noqa: BLE001 - a batch this code could not send must not end the sending
+                    log.exception("broker: a batch of %d messages could not be sent to Redis; this process's "
+                                  "readers get them", len(batch))
+                    self._deliver_all_here(batch)
                 finally:
                     self._sending = False
+
+    def _deliver_all_here(self, batch: list[tuple[str, bytes]]) -> None:
+        for path, payload in batch:
+            if path:
+                event, flag, data = payload.decode(*U).split("\n", 2)
+                self._deliver_here(path, data, event or None, flag == "j")
 
     def _deliver_here(self, channel: str, data: str, event: str | None, is_json: bool) -> None:
         """Without Redis: this process's readers get it, with an id of this process's own."""
@@ -577,8 +595,9 @@ class RedisBroker:
 
     async def _first_load(self, path: str, m: Mirror) -> None:
         try:
-            await self._subscribe([self._channel_name(path)])
-            await self._load(path, m, resync=False)
+            async with self._loading:
+                await self._subscribe([self._channel_name(path)])
+                await self._load(path, m, resync=False)
         except (RedisError, OSError) as e:
             self._degrade(e)
         finally:
@@ -618,7 +637,7 @@ class RedisBroker:
                 self._advance(path, m, n, _event(m.epoch, n, payload))
         pending, m.pending = m.pending, None
         overflowed, m.overflowed = m.overflowed, False
-        for e, n, payload in pending:
+        for e, n, payload in pending or ():  # None: Redis went away meanwhile
             self._apply(path, m, e, n, payload)
         if overflowed and m.pending is None:
             await self._load(path, m, resync=True)
@@ -722,11 +741,12 @@ class RedisBroker:
         if name.startswith(self._node_prefix):
             asyncio.get_running_loop().create_task(self._heard(msg["data"]))
             return
-        m = self.mirrors.get(name[len(self._message_prefix):].decode())
+        path = name[len(self._message_prefix):].decode(*U)
+        m = self.mirrors.get(path)
         if m is None:
             return
         epoch_b, seq_b, payload = msg["data"].split(b"\n", 2)
-        self._apply(name[len(self._message_prefix):].decode(), m, epoch_b.decode(), int(seq_b), payload)
+        self._apply(path, m, epoch_b.decode(), int(seq_b), payload)
 
     @staticmethod
     async def _quietly(aw: Awaitable[Any]) -> None:

@@ -33,6 +33,7 @@ PROTOCOL = "graphql-transport-ws"
 BAD_MESSAGE, UNAUTHORIZED, FORBIDDEN, NO_SUBPROTOCOL = 4400, 4401, 4403, 4406
 INIT_TIMEOUT, DUPLICATE_ID, TOO_MANY_INITS, INTERNAL = 4408, 4409, 4429, 4500
 MAX_ID = 128  # characters of a subscription id
+MAX_INIT_PAYLOAD = 16384  # characters of connection_init's payload, as JSON
 
 
 class Socket:
@@ -148,6 +149,10 @@ class Session:
         self.inited = True
         if payload is not None and not isinstance(payload, dict):
             raise Closing(BAD_MESSAGE, "Invalid message received: connection_init's payload must be an object")
+        if payload is not None and len(json.dumps(payload)) > MAX_INIT_PAYLOAD:
+            # It goes along with every resolver call (context.connectionParams): kept small.
+            raise Closing(BAD_MESSAGE, f"Invalid message received: connection_init's payload is over "
+                          f"{MAX_INIT_PAYLOAD} characters of JSON")
         self.params = payload
         verifier: Verifier = self.app[AUTH]
         token = _bearer(payload.get("authorization") or payload.get("Authorization")) if payload else None
@@ -174,7 +179,9 @@ class Session:
             params = params_from_json(json.dumps(payload).encode())
         except HTTPError as e:
             raise Closing(BAD_MESSAGE, f"Invalid message received: {e.message}") from None
-        if len(self.operations) + len(self.subscribers) >= self.limits.graphql_ws_operations:
+        # Work still running for an id the client completed counts too: `complete` frees the id at
+        # once, not the thread the work holds.
+        if max(len(self.operations), len(self.tasks)) + len(self.subscribers) >= self.limits.graphql_ws_operations:
             self._send(ws_message(sub_id, "error", encode_result_list(
                 f"this socket already has {self.limits.graphql_ws_operations} operations under way "
                 "(limits.graphql_ws_operations)")))
@@ -249,8 +256,15 @@ class Session:
                 hub.release(reservation)
 
     def _send(self, framed: bytes) -> None:
-        if not self.socket.is_closing():
-            self.socket.write(framed)
+        """A frame of this socket's own (an answer, an error). A client that leaves more than
+        `streams.max_buffer_bytes` of them unread is cut off, as a slow subscriber is."""
+        if self.socket.is_closing():
+            return
+        self.socket.write(framed)
+        if self.socket.get_write_buffer_size() > self.app[CONFIG].streams.max_buffer_bytes:
+            log.warning("graphql-ws: closed a socket that left more than %d bytes unread",
+                        self.app[CONFIG].streams.max_buffer_bytes)
+            self.socket.abort()
 
     def _end_all(self) -> None:
         """The socket is gone: what is under way is dropped when it ends, every subscription leaves

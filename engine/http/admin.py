@@ -94,7 +94,7 @@ def admin_problem(request: web.Request, own_token: Callable[[Config], str] | Non
     own = own_token(config) if own_token is not None else ""
     token = own or config.admin.token
     if token:
-        if not hmac.compare_digest(_token(request).encode(), token.encode()):
+        if not hmac.compare_digest(_token(request).encode("utf-8", "surrogateescape"), token.encode()):
             needed = "its token" if own else "the admin token: Authorization: Bearer <admin.token> (or ?token=)"
             return HTTPError(401, "unauthorized", f"{request.path} needs {needed}", {"WWW-Authenticate": "Bearer"})
     elif not is_loopback(request.remote):

@@ -39,9 +39,13 @@ MAX_LISTED = 5000
 SAMPLED = 2000  # channels of one pattern a snapshot counts over
 
 
+NO_FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+
+
 async def page(request: web.Request) -> web.Response:
+    """The console page; no other site may frame it (a click there would be the operator's)."""
     return web.Response(text=CONSOLE.joinpath("index.html").read_text(encoding="utf-8"), content_type="text/html",
-                        charset="utf-8", headers={"Cache-Control": "no-cache"})
+                        charset="utf-8", headers={"Cache-Control": "no-cache", **NO_FRAMING})
 
 
 async def asset(request: web.Request) -> web.Response:
@@ -163,6 +167,10 @@ async def close_connection(request: web.Request) -> web.Response:
 async def publish(request: web.Request) -> web.Response:
     """A message to one channel, as `sendStreamMessageToPath` sends it (the same checks)."""
     app = request.app
+    if request.content_type != "application/json":
+        # A page of another site can POST text/plain or a form here without asking first; JSON it
+        # cannot send without a preflight, which the admin API does not answer.
+        raise HTTPError(415, "unsupported_media_type", "send the message as Content-Type: application/json")
     body = await read_body(request, app[CONFIG].limits.max_body_bytes)
     try:
         msg = json.loads(body)

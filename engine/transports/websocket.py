@@ -94,7 +94,7 @@ async def refuse(request: web.Request, error: HTTPError, heartbeat: float) -> we
 
 def close_reason(text: str) -> bytes:
     """A close frame's reason: at most 123 bytes of UTF-8, cut on a character."""
-    return text.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return text.encode("utf-8", "replace")[:123].decode("utf-8", "ignore").encode("utf-8")
 
 
 async def serve_ws(
