@@ -96,7 +96,8 @@ def build_app(config: Config) -> web.Application:
     app[STREAMS] = StreamRegistry(broker, s.max_buffer_bytes, s.max_connections, s.max_channels,
                                   s.history_ttl_seconds)
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
-                                               config.limits.graphql_subscription_fields)
+                                               config.limits.graphql_subscription_fields,
+                                               config.limits.max_response_bytes)
     app[GRAPHQL] = GraphQLRegistry(call_resolver, on_change=hub.schema_changed)
     app[METRICS] = metrics = Metrics()
     app[SCRIPTS] = scripts = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub,

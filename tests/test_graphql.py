@@ -390,3 +390,16 @@ async def test_a_prepared_query_is_shared_until_the_schema_changes(engine_client
     await client.app[SCRIPTS].unload("extra.js")
     body = await gql(client, "{ numbers }")
     assert "Cannot query field 'numbers'" in body["errors"][0]["message"]
+
+
+async def test_the_text_of_a_result_is_bounded_however_often_a_field_is_aliased(engine_client: MakeClient) -> None:
+    """A thousand aliases of one resolver echoing a large variable would build a result a thousand
+    times its size: past limits.max_response_bytes of text, the rest are errors, not memory."""
+    client = await engine_client("compat_graphql.js", max_response_bytes=1 << 20, graphql_max_query_bytes=1 << 20)
+    query = "query($n: String) { " + " ".join(f"a{i}: hello(name: $n)" for i in range(200)) + " }"
+    r = await client.post("/graphql", json={"query": query, "variables": {"n": "x" * 100_000}})
+    body = await r.json()
+    filled = [v for v in body["data"].values() if v is not None]
+    assert 1 <= len(filled) <= 11  # about 1 MiB of them, then errors
+    assert any(e["extensions"]["code"] == "RESULT_TOO_LARGE" for e in body["errors"])
+    assert len(await r.read()) < 2 << 20

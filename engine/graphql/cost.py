@@ -89,9 +89,13 @@ def count_selections(document: DocumentNode, limit: int) -> int:
 
 
 class Budget:
-    """The fields one execution may still produce; with `here`, the share it may spend where it runs."""
+    """The fields one execution may still produce; with `here`, the share it may spend where it runs.
+    `max_bytes`: the characters its strings may hold in all (a field can be aliased a thousand times
+    over one large value: the count of fields alone does not bound a result's size)."""
 
-    def __init__(self, limit: int, here: int | None = None) -> None:
+    def __init__(self, limit: int, here: int | None = None, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.bytes_left = max_bytes if max_bytes is not None else 0
         self.limit = limit
         self.left = limit
         self.here = limit if here is None else min(here, limit)
@@ -100,7 +104,14 @@ class Budget:
         self._fragment_counts: dict[str, int] = {}
 
     def charge(self, info: GraphQLResolveInfo, value: Any) -> None:
-        """Charge a list value before it is walked: its items times the fields selected below it."""
+        """Charge a list value before it is walked: its items times the fields selected below it;
+        and a string, its length, against `max_bytes`."""
+        if isinstance(value, str) and self.max_bytes is not None:
+            self.bytes_left -= len(value)
+            if self.bytes_left < 0:
+                raise GraphQLError(f"this value would take the result past {self.max_bytes} bytes of text "
+                                   "(limits.max_response_bytes)", extensions={"code": "RESULT_TOO_LARGE"})
+            return
         if not isinstance(value, list):
             return
         cost = _items(value) * max(1, self._width(info))

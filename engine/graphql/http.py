@@ -62,7 +62,8 @@ async def _params(request: web.Request) -> GraphQLParams:
 def _context(request: web.Request, operation: str) -> RequestContext:
     limits = request.app[CONFIG].limits
     headers = merged_headers(request.headers.items())
-    return RequestContext(request[REQUEST_ID], headers, operation, Budget(limits.graphql_max_result_fields),
+    return RequestContext(request[REQUEST_ID], headers, operation,
+                          Budget(limits.graphql_max_result_fields, max_bytes=limits.max_response_bytes),
                           limits.graphql_timeout_ms / 1000, asyncio.get_running_loop())
 
 

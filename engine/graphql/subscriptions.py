@@ -114,9 +114,11 @@ class Reservation:
 class SubscriptionHub:
     """Every live subscription; counted with stream readers against `streams.max_connections`."""
 
-    def __init__(self, streams: StreamRegistry, max_result_fields: int, max_fields: int) -> None:
+    def __init__(self, streams: StreamRegistry, max_result_fields: int, max_fields: int,
+                 max_result_bytes: int | None = None) -> None:
         self.streams = streams
         self.max_result_fields = max_result_fields
+        self.max_result_bytes = max_result_bytes  # text one message's result may hold, through its selection
         self.max_fields = max_fields
         self.fields_held = 0  # selections of every group's document, and of reservations
         self.runner: GraphQLRunner | None = None  # set once the app's GraphQL threads run
@@ -183,11 +185,12 @@ class SubscriptionHub:
         for group in list(self.groups.get(field_name, {}).values()):
             if not group.members:
                 continue  # everyone left while earlier groups were served
-            budget = Budget(self.max_result_fields, HERE if self.runner is not None else None)
+            budget = Budget(self.max_result_fields, HERE if self.runner is not None else None, self.max_result_bytes)
             framed = _execute(schema, group, field_name, value, budget)
             if budget.needs_more and self.runner is not None:
                 yield self._deliver(group, self.runner.call(_execute, schema, group, field_name, value,
-                                                            Budget(self.max_result_fields)))
+                                                            Budget(self.max_result_fields,
+                                                                   max_bytes=self.max_result_bytes)))
             else:
                 self._write(group, framed)
                 yield None

@@ -221,7 +221,8 @@ class Session:
         app[METRICS].graphql[(prepared.operation, "websocket")] += 1
         limits = self.limits
         context = RequestContext(self.request[REQUEST_ID], merged_headers(self.request.headers.items()),
-                                 prepared.operation, Budget(limits.graphql_max_result_fields),
+                                 prepared.operation,
+                                 Budget(limits.graphql_max_result_fields, max_bytes=limits.max_response_bytes),
                                  limits.graphql_timeout_ms / 1000, asyncio.get_running_loop(), self.params, self.user)
         if prepared.operation != "subscription":
             result = await runner.execute(schema, prepared, params, context)
