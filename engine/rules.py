@@ -13,7 +13,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 RESERVED = (r"^/graphql", r"^/health(/|$)", r"^/metrics(/|$)", r"^/_engine(/|$)")
 RESERVED_TEXT = "/graphql*, /health, /metrics, /_engine/*"
 # Whitespace (JS's \s, spelled out so both languages mean the same), control characters, '?' and '#'.
-BAD_PATH_CHARS = "[\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff?#]"
+# (A backslash too: browsers read a link to `/\\host/x` as one to another site.)
+BAD_PATH_CHARS = "[\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff?#\\\\]"
 ROUTE_PATH_MAX = 1024
 STREAM_PATH_MAX = 200
 # An SSE event name goes on its own `event:` line: short, and nothing that could start another field.
@@ -61,7 +62,7 @@ def path_text_problem(path: str, max_length: int) -> str | None:
     if len(path) > max_length:
         return f"path is longer than {max_length} characters"
     if _BAD_PATH.search(path):
-        return f"path must not contain whitespace, control characters, '?' or '#', got {path[:60]!r}"
+        return f"path must not contain whitespace, control characters, '?', '#' or '\\', got {path[:60]!r}"
     if is_reserved(path):
         return f"{path} is reserved by the engine ({RESERVED_TEXT})"
     return None

@@ -166,3 +166,14 @@ def test_the_pattern_trie_matches_exactly_as_trying_every_pattern_in_order() -> 
                 assert isinstance(got, Match) and (got.route, got.params) == (want.route, want.params), raw
             else:
                 assert got == want, raw
+
+
+async def test_a_path_with_a_backslash_is_refused(engine_client: MakeClient) -> None:
+    """Browsers read a link to `/\\host/x` as one to another site: no route or stream may be one."""
+    source = ('let r = []; for (const p of ["/\\\\evil.example/x", "/a\\\\b"]) {'
+              ' try { register(p, () => "x"); r.push("registered"); } catch (e) { r.push(e.message); }'
+              ' try { registerWebStream(p); r.push("registered"); } catch (e) { r.push(e.message); } }'
+              ' register("/tried", () => ({ body: r }));')
+    client = await engine_client(extra={"bs.js": source})
+    answers = await (await client.get("/tried")).json()
+    assert len(answers) == 4 and all("must not contain" in a and "'\\'" in a for a in answers), answers

@@ -211,7 +211,7 @@
     if (typeof path !== "string" || path.length === 0) throw hostError(fn + ": path must be a non-empty string starting with '/', got " + describe(path));
     if (path[0] !== "/") throw hostError(fn + ": path must start with '/', got " + describe(path));
     if (path.length > maxLength) throw hostError(fn + ": path is longer than " + maxLength + " characters");
-    if (test(BAD_PATH, path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?' or '#', got " + describe(path));
+    if (test(BAD_PATH, path)) throw hostError(fn + ": path must not contain whitespace, control characters, '?', '#' or '\\', got " + describe(path));
   }
 
   function checkReserved(fn, path) {
