@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from engine.errors import (
     ScriptBadResponse,
@@ -35,7 +36,37 @@ def classify(e: ScriptError) -> tuple[int, str, str]:
     raise AssertionError("unreachable: ScriptError is the last row")
 
 
+SHED_LOG_SECONDS = 5.0  # a script's 503s (busy, reloading) are logged at most once this often
+
+
+class _Shedding:
+    """When a script turns calls away (busy, or being replaced), any client can make that happen
+    per request: a line every SHED_LOG_SECONDS per script and kind, saying how many went unlogged."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # (script, kind) -> (logged at, since)
+
+    def log(self, what: str, rid: str, e: ScriptError) -> None:
+        key = (e.script, type(e).__name__)
+        now = time.monotonic()
+        at, skipped = self._last.get(key, (-SHED_LOG_SECONDS, 0))
+        if now - at < SHED_LOG_SECONDS:
+            self._last[key] = (at, skipped + 1)
+            return
+        if len(self._last) > 10_000:  # bounded, whatever names come and go
+            self._last.clear()
+        self._last[key] = (now, 0)
+        more = f" ({skipped} more like it since the last such line)" if skipped else ""
+        log.warning("%s (request %s): %s%s", what, rid, e.describe(), more)
+
+
+_shedding = _Shedding()
+
+
 def log_script_error(what: str, rid: str, e: ScriptError) -> None:
+    if isinstance(e, ScriptBusy | ScriptGone):  # load shed, not a failure of the script's code
+        _shedding.log(what, rid, e)
+        return
     log.error("%s (request %s): %s", what, rid, e.describe())
     if e.stack:
         log.error("%s stack (request %s):\n%s", e.script, rid, e.stack)
