@@ -496,3 +496,23 @@ async def test_a_channel_path_that_is_not_valid_text_does_not_stop_publishing(
     assert json.loads((await reader.next()).data)["i"] == 0
     assert "could not be sent" not in three[0].log.read_text()
     reader.response.close()
+
+
+async def test_messages_on_the_engines_channel_names_that_are_not_its_own_are_dropped(
+        three: list[Engine], redis: Redis, session: aiohttp.ClientSession) -> None:
+    """Anyone with Redis can PUBLISH on the engine's channel names: what is not the engine's own
+    format is dropped with a warning, and the channel and the node go on."""
+    reader = await _read(session, three[2].url + "/rooms/garbage")
+    await reader.take(2)
+    node = (await _get(session, three[2].url + "/health"))["broker"]["node"]  # type: ignore[index]
+    for channel, data in (("rt:m:/rooms/garbage", "no newlines"), ("rt:m:/rooms/garbage", "zz\n1\n\nt\nx"),
+                          ("rt:m:/rooms/garbage", "ab\nnot a number\n\nt\nx"), (f"rt:n:{node}", "not json"),
+                          (f"rt:n:{node}", '{"op": "to", "id": 5, "data": []}'), (f"rt:n:{node}", '{"op": "msg"}')):
+        assert redis.command("PUBLISH", channel, data).startswith(b":")
+    await _get(session, three[0].url + "/pub?n=1&path=/rooms/garbage")
+    assert json.loads((await reader.next()).data)["i"] == 0
+    log = three[2].log.read_text()
+    assert "a malformed message on /rooms/garbage was dropped" in log
+    assert "a malformed message on this node's channel was dropped" in log
+    assert "Traceback" not in log
+    reader.response.close()

@@ -17,7 +17,7 @@ import jwt
 from aiohttp.test_utils import TestClient
 from conftest import ROOT, MakeClient, make_config, stalled_client, wait_for
 
-from engine.http.keys import SCRIPTS, STREAMS, SUBSCRIPTIONS
+from engine.http.keys import GRAPHQL_RUNNER, SCRIPTS, STREAMS, SUBSCRIPTIONS
 
 NODE_CLIENT = ROOT / "tests" / "node" / "graphql_ws_client.mjs"
 PROTOCOL = "graphql-transport-ws"
@@ -356,3 +356,13 @@ async def test_a_socket_that_does_not_read_its_answers_is_cut_off(engine_client:
     await wait_for(lambda: any("left more than 65536 bytes unread" in r.getMessage() for r in caplog.records),
                    timeout=30, what="the socket to be cut off")
     stalled.close()
+
+
+async def test_a_failure_of_the_servers_own_closes_with_4500(engine_client: MakeClient) -> None:
+    """No client input reaches 4500; the server's own failure does: here its GraphQL threads are
+    gone (as at shutdown) when an operation arrives."""
+    client = await engine_client("compat_graphql.js")
+    ws = await acked(client)
+    await client.app[GRAPHQL_RUNNER].close()
+    await ws.send_json(subscribe("q", "{ hello }"))
+    assert await closed_with(ws) == (4500, "Internal server error")

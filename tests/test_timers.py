@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from conftest import MakeClient, wait_for
@@ -87,3 +88,28 @@ async def test_console_levels_reach_the_server_log_and_list_logs(
     assert levels["[api_console.js] warn line"] == logging.WARNING
     assert any(m.startswith("[api_console.js] error line TypeError") and lvl == logging.ERROR
                for m, lvl in levels.items())
+
+
+LOCAL_TIMERS = """
+const errors = [];
+for (const [name, call] of [["setLocalTimeout", () => setLocalTimeout("code string", 5)],
+                            ["setLocalInterval", () => setLocalInterval({}, 5)],
+                            ["setLocalInterval", () => setLocalInterval(() => {}, "soon")]]) {
+  try { call(); errors.push(name + ": accepted"); } catch (e) { errors.push(e.message); }
+}
+let ticks = 0;
+const id = setLocalInterval(() => { ticks++; if (ticks === 3) clearInterval(id); }, 1);  // at least 4 ms
+register("/local", () => ({ body: { errors: errors, ticks: ticks } }));
+"""
+
+
+async def test_local_timers_check_their_arguments_as_the_others_do(engine_client: MakeClient) -> None:
+    client = await engine_client(extra={"local.js": LOCAL_TIMERS})
+
+    async def state() -> Any:
+        body = await (await client.get("/local")).json()
+        return body if body["ticks"] == 3 else None
+    body = await wait_for(state, what="the local interval to tick three times and stop")
+    assert body["errors"][0] == 'setLocalTimeout: the callback must be a function, got "code string"'
+    assert body["errors"][1].startswith("setLocalInterval: the callback must be a function")
+    assert body["errors"][2] == "setLocalInterval: accepted"  # a bad delay is 0, as for setInterval (then 4 ms)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -107,6 +108,15 @@ U = ("utf-8", "surrogatepass")  # paths and data may hold lone surrogates (JS st
 
 def _payload(data: str, event: str | None, is_json: bool) -> bytes:
     return f"{event or ''}\n{'j' if is_json else 't'}\n{data}".encode(*U)
+
+
+_PUBLISHED = re.compile(rb"([0-9a-f]{1,16})\n([0-9]{1,19})\n([^\n]*\n[jt]\n.*)", re.S)
+
+
+def _published(data: Any) -> tuple[str, int, bytes] | None:
+    """A pub/sub message as the publish script sends it (`epoch\nnumber\nevent\nflag\ndata`), or None."""
+    m = _PUBLISHED.fullmatch(data) if isinstance(data, bytes) else None
+    return None if m is None else (m.group(1).decode(), int(m.group(2)), m.group(3))
 
 
 def _event(epoch: str, seq: int, payload: bytes) -> Event:
@@ -490,11 +500,19 @@ class RedisBroker:
     async def _heard(self, raw: bytes) -> None:
         """A message on this node's channel, from another process."""
         try:
-            m = json.loads(raw)
-            op = m["op"]
-        except (ValueError, KeyError, TypeError):
+            await self._heard_one(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
             log.warning("broker: a malformed message on this node's channel was dropped")
-            return
+
+    async def _heard_one(self, m: dict[str, Any]) -> None:
+        """One node message, its fields checked (TypeError for one of the wrong type)."""
+        op = m["op"]
+        for key in {"to": ("id", "data"), "close": ("id", "reason"), "msg": ("id", "path", "text", "ask", "from"),
+                    "ans": ("ask",)}.get(op, ()):
+            if not isinstance(m[key], str):
+                raise TypeError(key)
+        if not isinstance(m.get("event"), str | None) or not isinstance(m.get("owner"), str | None):
+            raise TypeError("event, owner")
         if op == "to":
             ev = Event(m["data"], None, m.get("event"), bool(m.get("json")))
             if not any(n.deliver_to(m["id"], ev, m.get("owner")) for n in self._nodes):
@@ -745,8 +763,11 @@ class RedisBroker:
         m = self.mirrors.get(path)
         if m is None:
             return
-        epoch_b, seq_b, payload = msg["data"].split(b"\n", 2)
-        self._apply(path, m, epoch_b.decode(), int(seq_b), payload)
+        parsed = _published(msg["data"])
+        if parsed is None:  # not what the publish script sends: someone else's, on our channel name
+            log.warning("broker: a malformed message on %s was dropped", path[:200])
+            return
+        self._apply(path, m, *parsed)
 
     @staticmethod
     async def _quietly(aw: Awaitable[Any]) -> None:

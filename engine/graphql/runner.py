@@ -88,7 +88,9 @@ class GraphQLRunner:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def close(self) -> None:
-        """Stop both: what is still running on the thread's loop is cancelled with it."""
+        """Stop both: what is still running on the thread's loop is cancelled with it. Again: nothing."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._loop.is_closed():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         await asyncio.to_thread(self._thread.join, 5)

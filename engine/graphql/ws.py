@@ -205,6 +205,10 @@ class Session:
     async def _operation(self, sub_id: str, params: GraphQLParams, marker: object) -> None:
         try:
             await self._run(sub_id, params, marker)
+        except Exception:  # noqa: BLE001 - the server's own failure: the spec's 4500, and the log
+            log.exception("graphql-ws: operation %s failed (request %s)", sub_id[:MAX_ID], self.request[REQUEST_ID])
+            if not self.ws.closed:
+                await self.ws.close(code=INTERNAL, message=b"Internal server error")
         finally:
             if self.operations.get(sub_id) is marker:
                 del self.operations[sub_id]
