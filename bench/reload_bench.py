@@ -33,6 +33,26 @@ def source(version: int, routes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_and_wait(script: Path, text: str, conn: http.client.HTTPConnection, version: int, pause: float) -> float:
+    """Write the new version, ask `GET /v` until it answers it: milliseconds from write to served.
+    Then `pause`, so each save is one of its own (not a burst)."""
+    start = time.perf_counter()
+    script.write_text(text)
+    while True:
+        conn.request("GET", "/v")
+        if conn.getresponse().read().decode() == str(version):
+            break
+    took = (time.perf_counter() - start) * 1000
+    time.sleep(pause)
+    return took
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
+            "max_ms": round(times[-1], 1)}
+
+
 def run(a: argparse.Namespace) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="reload_bench_"))
     script = folder / "v.js"
@@ -48,22 +68,10 @@ def run(a: argparse.Namespace) -> dict[str, object]:
         reader.request("GET", "/events")
         stream = reader.getresponse()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        times = []
-        for version in range(1, a.saves + 1):
-            text = source(version, a.routes)
-            start = time.perf_counter()
-            script.write_text(text)
-            while True:
-                conn.request("GET", "/v")
-                if conn.getresponse().read().decode() == str(version):
-                    break
-            times.append((time.perf_counter() - start) * 1000)
-            time.sleep(0.2)  # pacing between saves, so each is a save of its own (not a burst)
-        still_open = not stream.isclosed()
-        times.sort()
-        return {"saves": a.saves, "routes": a.routes, "debounce_ms": a.debounce_ms,
-                "p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
-                "max_ms": round(times[-1], 1), "stream_reader_still_connected": still_open}
+        times = [save_and_wait(script, source(version, a.routes), conn, version, pause=0.2)
+                 for version in range(1, a.saves + 1)]
+        return {"saves": a.saves, "routes": a.routes, "debounce_ms": a.debounce_ms, **percentiles(times),
+                "stream_reader_still_connected": not stream.isclosed()}
     finally:
         server.terminate()
         server.wait()

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from bench_common import ROOT, free_port, wait_up
 from fanout_bench import Client, build_client
+from reload_bench import percentiles, save_and_wait
 
 
 def source(version: int, rate: int) -> str:
@@ -78,25 +78,16 @@ def run(a: argparse.Namespace) -> dict[str, object]:
         checker.start()
         time.sleep(1.0)  # the interval has been publishing to everyone for a while
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        times = []
-        for version in range(1, a.saves + 1):
-            start = time.perf_counter()
-            script.write_text(source(version, a.rate))
-            while True:
-                conn.request("GET", "/v")
-                if conn.getresponse().read().decode() == str(version):
-                    break
-            times.append((time.perf_counter() - start) * 1000)
-            time.sleep(0.5)  # each save is a save of its own, with events flowing in between
+        # each save is one of its own, with events flowing in between
+        times = [save_and_wait(script, source(version, a.rate), conn, version, pause=0.5)
+                 for version in range(1, a.saves + 1)]
         time.sleep(0.5)
         checker.stop = True
         ids = checker.ids
         gaps = sum(1 for x, y in zip(ids, ids[1:], strict=False) if y != x + 1)
         load.stop()
-        times.sort()
         return {"saves": a.saves, "readers": load.ready, "rate_per_s": a.rate, "debounce_ms": a.debounce_ms,
-                "p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
-                "max_ms": round(times[-1], 1), "events_checked": len(ids), "id_gaps_or_repeats": gaps,
+                **percentiles(times), "events_checked": len(ids), "id_gaps_or_repeats": gaps,
                 "epochs_seen": len(checker.epochs)}
     finally:
         server.terminate()

@@ -401,6 +401,10 @@ class ScriptManager:
 
     # ---- state ---------------------------------------------------------------------------
 
+    def failing(self) -> list[str]:
+        """Scripts whose latest save did not load (an older version may still serve them)."""
+        return sorted(r.name for r in self.records.values() if r.latest_failed)
+
     def counts(self) -> dict[str, int]:
         loaded = sum(1 for r in self.records.values() if r.status == "loaded")
         failed = sum(1 for r in self.records.values() if r.status == "failed")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 from conftest import ROOT, MakeClient, make_config, stalled_client, wait_for
+from node_client import NodeClient
 from sse_client import SSEReader
 
 from engine.http.keys import SCRIPTS, STREAMS, SUBSCRIPTIONS
@@ -185,32 +185,17 @@ async def test_the_graphql_sse_client_from_npm(engine_client: MakeClient) -> Non
     client = await engine_client("compat_graphql.js")
     await client.post("/graphql", json={"query": 'mutation { createUser(name: "Node") { id } }'})
     url = f"http://{client.host}:{client.port}/graphql/sse"
-    proc = await asyncio.create_subprocess_exec("node", str(NODE_CLIENT), url, "3", stdout=asyncio.subprocess.PIPE,
-                                                env={**os.environ, "NODE_NO_WARNINGS": "1"})
-    assert proc.stdout is not None
-    lines: list[dict[str, Any]] = []
-
-    async def line() -> dict[str, Any]:
-        raw = await asyncio.wait_for(proc.stdout.readline(), 10)  # type: ignore[union-attr]
-        assert raw, f"node ended early after {lines}"
-        lines.append(json.loads(raw))
-        return lines[-1]
-
-    try:
-        assert await line() == {"tag": "query", "value": {"data": {"hello": "Hello, world!"}}}
-        assert await line() == {"tag": "query-complete", "value": None}
+    async with NodeClient(NODE_CLIENT, url, "3") as node:
+        assert await node.line() == {"tag": "query", "value": {"data": {"hello": "Hello, world!"}}}
+        assert await node.line() == {"tag": "query-complete", "value": None}
         first = {"data": {"userUpdates": "User updates subscription active"}}
-        assert await line() == {"tag": "subscribed", "value": first}
+        assert await node.line() == {"tag": "subscribed", "value": first}
         for _ in range(3):
             await client.post("/graphql", json={"query": 'mutation { triggerUserUpdate(userId: "1") }'})
-            got = await line()
+            got = await node.line()
             assert got["tag"] == "next" and json.loads(got["value"]["data"]["userUpdates"])["name"] == "Node"
-        assert await line() == {"tag": "done", "value": 3}
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await node.line() == {"tag": "done", "value": 3}
+        assert await node.exit_code() == 0
     await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 0, what="the client's completion to free it")
 
 

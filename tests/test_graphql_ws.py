@@ -16,6 +16,7 @@ import aiohttp
 import jwt
 from aiohttp.test_utils import TestClient
 from conftest import ROOT, MakeClient, make_config, stalled_client, wait_for
+from node_client import NodeClient
 
 from engine.http.keys import GRAPHQL_RUNNER, SCRIPTS, STREAMS, SUBSCRIPTIONS
 
@@ -66,32 +67,17 @@ async def test_the_graphql_ws_client_from_npm(engine_client: MakeClient) -> None
         "graphql-ws is not installed: run `npm install --prefix tests/node` (tests/prepare.sh does)"
     client = await engine_client("compat_graphql.js")
     url = f"ws://{client.host}:{client.port}/graphql"
-    proc = await asyncio.create_subprocess_exec("node", str(NODE_CLIENT), url, "3", stdout=asyncio.subprocess.PIPE,
-                                                env={**os.environ, "NODE_NO_WARNINGS": "1"})
-    assert proc.stdout is not None
-    lines: list[dict[str, Any]] = []
-
-    async def line() -> dict[str, Any]:
-        raw = await asyncio.wait_for(proc.stdout.readline(), 10)  # type: ignore[union-attr]
-        assert raw, f"node ended early after {lines}"
-        lines.append(json.loads(raw))
-        return lines[-1]
-
-    try:
-        assert await line() == {"tag": "query", "value": {"data": {"hello": "Hello, world!"}}}
-        assert await line() == {"tag": "mutation", "value": {"data": {"createUser": {"id": "1", "name": "Ada"}}}}
-        assert await line() == {"tag": "subscribed", "value": {"data": {"userUpdates": "User updates subscription "
-                                                                                        "active"}}}
+    async with NodeClient(NODE_CLIENT, url, "3") as node:
+        assert await node.line() == {"tag": "query", "value": {"data": {"hello": "Hello, world!"}}}
+        assert await node.line() == {"tag": "mutation", "value": {"data": {"createUser": {"id": "1", "name": "Ada"}}}}
+        assert await node.line() == {"tag": "subscribed", "value": {"data": {"userUpdates": "User updates "
+                                                                                           "subscription active"}}}
         for _ in range(3):
             await client.post("/graphql", json={"query": 'mutation { triggerUserUpdate(userId: "1") }'})
-            got = await line()
+            got = await node.line()
             assert got["tag"] == "next" and json.loads(got["value"]["data"]["userUpdates"])["name"] == "Ada"
-        assert await line() == {"tag": "done", "value": 3}
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await node.line() == {"tag": "done", "value": 3}
+        assert await node.exit_code() == 0
     await wait_for(lambda: client.app[SUBSCRIPTIONS].count == 0, what="the client's completion to free it")
 
 

@@ -25,7 +25,7 @@ from engine.graphql.execute import GraphQLParams, RequestContext, merged_headers
 from engine.graphql.schema import SubscribeRoot
 from engine.graphql.subscriptions import Full, Subscriber, encode_result, ws_message
 from engine.http.keys import AUTH, CONFIG, GRAPHQL, GRAPHQL_RUNNER, METRICS, REQUEST_ID, SUBSCRIPTIONS
-from engine.transports.websocket import close_reason
+from engine.transports.websocket import SocketTransport, close_reason
 
 log = logging.getLogger("engine.graphql")
 
@@ -34,19 +34,6 @@ BAD_MESSAGE, UNAUTHORIZED, FORBIDDEN, NO_SUBPROTOCOL = 4400, 4401, 4403, 4406
 INIT_TIMEOUT, DUPLICATE_ID, TOO_MANY_INITS, INTERNAL = 4408, 4409, 4429, 4500
 MAX_ID = 128  # characters of a subscription id
 MAX_INIT_PAYLOAD = 16384  # characters of connection_init's payload, as JSON
-
-
-class Socket:
-    """The socket as the subscription hub sees it: frames straight to asyncio's transport. A slow
-    consumer is dropped at once (its unsent frames go with it: memory stays bounded)."""
-
-    __slots__ = ("write", "get_write_buffer_size", "is_closing", "abort")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.write = transport.write
-        self.get_write_buffer_size = transport.get_write_buffer_size
-        self.is_closing = transport.is_closing
-        self.abort = transport.abort
 
 
 class Closing(Exception):
@@ -97,7 +84,8 @@ class Session:
         self.subscribers: dict[str, Subscriber] = {}
         transport = request.transport
         assert transport is not None
-        self.socket = Socket(transport)  # type: ignore[arg-type]
+        # Frames straight to the socket; a slow consumer is dropped at once (its unsent frames with it).
+        self.socket = SocketTransport(transport, grace=0)  # type: ignore[arg-type]
 
     async def run(self) -> None:
         timer = asyncio.get_running_loop().call_later(self.limits.graphql_ws_init_seconds, self._init_timeout)

@@ -24,6 +24,7 @@ from aiohttp import web
 from engine import __version__, rules
 from engine.connections import TRANSPORT_OF
 from engine.errors import HTTPError
+from engine.http.introspect import by_transport
 from engine.http.keys import BROKER, CONFIG, GRAPHQL, REQUEST_ID, ROUTES, SCRIPTS, STARTED, STREAMS, SUBSCRIPTIONS
 from engine.http.request import read_body
 from engine.streams.registry import TooManyChannels
@@ -60,7 +61,8 @@ async def asset(request: web.Request) -> web.Response:
 
 
 def _totals(app: web.Application) -> dict[str, Any]:
-    registry, broker, metrics_scripts = app[STREAMS], app[BROKER], app[SCRIPTS]
+    registry, broker, scripts = app[STREAMS], app[BROKER], app[SCRIPTS]
+    failing = scripts.failing()
     return {
         "version": __version__,
         "uptime_seconds": round(time.monotonic() - app[STARTED], 1),
@@ -72,10 +74,10 @@ def _totals(app: web.Application) -> dict[str, Any]:
         "delivered": registry.delivered,
         "bytes_sent": registry.bytes_sent,
         "slow_cut": registry.slow_cut,
-        "scripts": metrics_scripts.counts(),
-        "failing": sorted(r.name for r in metrics_scripts.records.values() if r.latest_failed),
+        "scripts": scripts.counts(),
+        "failing": failing,
         "broker": broker.describe_state(),
-        "healthy": broker.healthy and not any(r.latest_failed for r in metrics_scripts.records.values()),
+        "healthy": broker.healthy and not failing,
     }
 
 
@@ -89,8 +91,7 @@ def _streams(app: web.Application) -> list[dict[str, Any]]:
         channels = list(itertools.islice(s.channels.values(), SAMPLED))
         by: dict[str, int] = {}
         for c in channels:
-            for fmt, n in c.by_format().items():
-                name = TRANSPORT_OF.get(fmt, fmt)
+            for name, n in by_transport(c.by_format()).items():
                 by[name] = by.get(name, 0) + n
         history = sum(broker.describe(c.path)[0] for c in channels[:100])
         out.append({"path": path, "owner": s.owner, "pattern": s.pattern, "hooks": s.hooks is not None,

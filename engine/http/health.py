@@ -15,7 +15,7 @@ async def health(request: web.Request) -> web.Response:
     not load (an older version may still serve it: `failing_names` says which)."""
     scripts = request.app[SCRIPTS]
     failed = sorted(r.name for r in scripts.records.values() if r.status == "failed")
-    failing = sorted(r.name for r in scripts.records.values() if r.latest_failed)
+    failing = scripts.failing()
     broker = request.app[BROKER]
     return web.json_response({
         "status": "ok" if broker.healthy and not failing else "degraded",

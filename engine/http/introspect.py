@@ -16,11 +16,11 @@ SHOWN_CHANNELS = 1000  # per pattern: the rest are counted, not listed
 
 def _channel(broker: Broker, channel: Channel) -> dict[str, Any]:
     history, last_id = broker.describe(channel.path)
-    return {"connections": channel.count, "by_transport": _by_transport(channel.by_format()),
+    return {"connections": channel.count, "by_transport": by_transport(channel.by_format()),
             "messages_sent": channel.sent, "history": history, "last_id": last_id}
 
 
-def _by_transport(formats: dict[str, int]) -> dict[str, int]:
+def by_transport(formats: dict[str, int]) -> dict[str, int]:
     """Readers by transport (`websocket` counts both of its wire formats)."""
     out: dict[str, int] = {}
     for fmt, n in formats.items():
@@ -38,7 +38,7 @@ async def streams_info(request: web.Request) -> web.Response:
             channels = list(s.channels.values())
             totals: dict[str, int] = {}
             for c in channels:
-                for name, n in _by_transport(c.by_format()).items():
+                for name, n in by_transport(c.by_format()).items():
                     totals[name] = totals.get(name, 0) + n
             entry.update(connections=sum(c.count for c in channels), by_transport=totals,
                          messages_sent=sum(c.sent for c in channels), channel_count=len(channels),

@@ -527,14 +527,20 @@ class StreamRegistry:
 
     def deliver(self, path: str, event: Event) -> None:
         """One event, framed once per format, for every reader of channel `path` here."""
+        channel = self._delivered_to(path, 1)
+        if channel is not None:
+            self._write_all(channel, event)
+
+    def _delivered_to(self, path: str, n: int) -> Channel | None:
+        """The channel at `path` that `n` events are for (counted, and its idle time reset), or None."""
         channel = self.channels.get(path) or self.private.get(path)
         if channel is not None:
-            channel.sent += 1
-            self.messages += 1
+            channel.sent += n
+            self.messages += n
             if channel in self._idle:
                 self._idle.move_to_end(channel)
                 self._idle[channel] = self.clock()
-            self._write_all(channel, event)
+        return channel
 
     def readers(self, path: str) -> int:
         channel = self.channels.get(path) or self.private.get(path)
@@ -543,14 +549,9 @@ class StreamRegistry:
     def deliver_many(self, path: str, events: list[Event]) -> None:
         """Several events of channel `path`, in order: each reader gets them in one write (a
         poller, whose box takes one event per write, one by one)."""
-        channel = self.channels.get(path) or self.private.get(path)
+        channel = self._delivered_to(path, len(events))
         if channel is None:
             return
-        channel.sent += len(events)
-        self.messages += len(events)
-        if channel in self._idle:
-            self._idle.move_to_end(channel)
-            self._idle[channel] = self.clock()
         slow: list[Connection] = []
         for fmt, group in list(channel.groups.items()):
             if fmt == POLL:
@@ -619,9 +620,7 @@ class StreamRegistry:
         if len(groups) == 1 and SSE in groups:  # the common case, kept as lean as it was
             group = groups[SSE]
             slow = write_all(group, event.sse, self.max_buffer_bytes)
-            self.delivered += len(group)
-            self.writes += len(group)
-            self.bytes_sent += len(group) * len(event.sse)
+            self._count(len(group), len(group) * len(event.sse))
         else:
             slow = []
             for fmt, g in list(groups.items()):

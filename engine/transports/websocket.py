@@ -52,16 +52,20 @@ class SocketTransport:
     methods: no Python frame added per write). A cut slow consumer's close frame (4413) is queued
     behind what it has not read: it gets CUT_GRACE seconds to take it, then the socket is dropped."""
 
-    __slots__ = ("write", "get_write_buffer_size", "is_closing", "_transport")
+    __slots__ = ("write", "get_write_buffer_size", "is_closing", "_transport", "_grace")
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, grace: float = CUT_GRACE) -> None:
         self.write = transport.write
         self.get_write_buffer_size = transport.get_write_buffer_size
         self.is_closing = transport.is_closing
         self._transport = transport
+        self._grace = grace  # 0: dropped at once, unsent frames and all
 
     def abort(self) -> None:
-        asyncio.get_running_loop().call_later(CUT_GRACE, self._transport.abort)
+        if self._grace:
+            asyncio.get_running_loop().call_later(self._grace, self._transport.abort)
+        else:
+            self._transport.abort()
 
 
 def handshake_problem(request: web.Request) -> HTTPError | None:
