@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.assets import AssetStore
 from engine.auth import Verifier
 from engine.broker.base import Broker
 from engine.broker.memory import MemoryBroker
@@ -35,6 +36,7 @@ from engine.http.front import EngineRunner
 from engine.http.health import health
 from engine.http.introspect import streams_info
 from engine.http.keys import (
+    ASSETS,
     AUTH,
     BROKER,
     CONFIG,
@@ -43,6 +45,7 @@ from engine.http.keys import (
     HOOKS,
     LEAN_SOCKETS,
     LOGS,
+    MANAGEMENT,
     METRICS,
     POLLERS,
     ROUTES,
@@ -55,6 +58,7 @@ from engine.http.keys import (
 from engine.http.metrics import metrics as metrics_page
 from engine.http.middleware import json_errors
 from engine.logstream import LogStream
+from engine.management import Management
 from engine.metrics import Metrics
 from engine.routes import RouteTable
 from engine.scripts import ScriptManager
@@ -103,6 +107,8 @@ def build_app(config: Config) -> web.Application:
     app[SCRIPTS] = scripts = ScriptManager(config, app[ROUTES], app[STREAMS], broker, app[GRAPHQL], hub,
                                            metrics.observe_call)
     metrics.watch(app[STREAMS], hub, scripts, broker)
+    app[ASSETS] = AssetStore(config.assets_dir, config.assets)
+    app[MANAGEMENT] = scripts.management = Management(config, scripts, app[ASSETS])
     app[AUTH] = verifier = Verifier(config.auth)
     app[HOOKS] = ConnectionHooks(app[STREAMS], broker, verifier, s.max_client_messages, scripts.background_error)
     app[POLLERS] = Pollers(app[STREAMS], s)
@@ -112,6 +118,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_log_stream)
     app.cleanup_ctx.append(_graphql_runner)
     app.cleanup_ctx.append(_scripts)
+    app.cleanup_ctx.append(_management)
     app.cleanup_ctx.append(_heartbeat)
     if config.scripts.watch:
         app.cleanup_ctx.append(_watch)
@@ -181,6 +188,20 @@ async def _scripts(app: web.Application) -> AsyncIterator[None]:
     gc.freeze()
     yield
     await scripts.close()
+
+
+async def _management(app: web.Application) -> AsyncIterator[None]:
+    """Privileged scripts' writes, and their view of the assets folder (followed while scripts.watch is
+    on); stopped before the scripts are."""
+    management = app[MANAGEMENT]
+    follow = None
+    if management.names and app[CONFIG].scripts.watch:
+        follow = asyncio.create_task(management.follow())
+    yield
+    await management.close()
+    if follow is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follow, 2)
 
 
 async def _watch(app: web.Application) -> AsyncIterator[None]:

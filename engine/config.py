@@ -47,6 +47,20 @@ class ScriptsConfig:
     dir: str = setting("scripts", "folder of user .js scripts (relative to the working directory)")
     watch: bool = setting(True, "load, reload and unload scripts as their files change")
     debounce_ms: int = setting(30, "how long the watcher gathers a burst of file changes into one", min=1)
+    privileged: tuple[str, ...] = setting((), "scripts that may manage scripts and assets (listScripts, upsertScript, "
+                                          "upsertAsset, ...): a YAML list, or names separated by commas")
+
+
+@dataclass(frozen=True)
+class AssetsConfig:
+    dir: str = setting("assets", "folder of static files served at their paths (relative to the working directory); "
+                       "privileged scripts manage it")
+    max_bytes: int = setting(4194304, "largest asset upsertAsset may write; larger files put there by hand are "
+                             "served, and listed, but fetchAsset refuses them", min=1)
+    max_total_bytes: int = setting(33554432, "bytes of assets privileged scripts hold for fetchAsset (each "
+                                   "privileged script's memory limit grows by twice this); upsertAsset refuses "
+                                   "to write past it", min=0)
+    max_count: int = setting(1000, "assets upsertAsset may create in all", min=1)
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,7 @@ class AuthConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
+    assets: AssetsConfig = field(default_factory=AssetsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -167,6 +182,10 @@ class Config:
     @property
     def scripts_dir(self) -> Path:
         return Path(self.scripts.dir)
+
+    @property
+    def assets_dir(self) -> Path:
+        return Path(self.assets.dir)
 
 
 @dataclass(frozen=True)
@@ -200,7 +219,7 @@ def settings() -> Iterator[Setting]:
             )
 
 
-_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -224,12 +243,18 @@ def _coerce(s: Setting, value: Any, source: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             out = float(value)
+        elif s.type is tuple:  # a list of names: YAML's list, or "a.js, b.js" from env or the command line
+            items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+                raise ValueError
+            out = tuple(v for v in items if v)
         else:
             if value is None or isinstance(value, (dict, list)):
                 raise ValueError
             out = str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {s.type.__name__}, got {value!r}") from None
+        expected = "a list of names" if s.type is tuple else s.type.__name__
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}") from None
     if s.min is not None and out < s.min:
         raise ConfigError(f"{where}: must be at least {s.min:g}, got {out!r}")
     if s.choices and out not in s.choices:

@@ -30,6 +30,10 @@ MAX_HEADER_CHARS = 8192  # one header's name and value together (what clients re
 ENGINE_STREAMS = "/graphql/"  # GraphQL subscriptions' streams: sendSubscriptionMessage only
 CONNECTION_ID = "^[0-9a-f]{8}\\.[A-Za-z0-9_-]{16}$"  # this node, then 96 random bits
 MAX_REASON = 200  # characters of a closeConnection reason
+MAX_NAME = 255  # characters in a script's name, or an asset's path, as a whole
+MAX_PART_BYTES = 255  # bytes (UTF-8) in one part of it: NAME_MAX on the file systems the engine runs on
+CONTENT_TYPE = r'[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=("[^"\r\n]*"|[\w.+-]+))*'  # a media type, as a header holds it
+MAX_CONTENT_TYPE = 200
 MAX_CONN_QUERY = 2048  # characters of query a hooked stream's reader may bring: its `conn` is kept while it reads
 
 _RESERVED = [re.compile(r) for r in RESERVED]
@@ -39,6 +43,7 @@ _GRAPHQL_NAME = re.compile(GRAPHQL_NAME)
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _NOT_IN_CHANNEL = re.compile(r"[%{}*]")
 _CONNECTION_ID = re.compile(CONNECTION_ID)
+_CONTENT_TYPE = re.compile(CONTENT_TYPE, re.ASCII)
 
 
 def for_js() -> dict[str, object]:
@@ -48,7 +53,8 @@ def for_js() -> dict[str, object]:
             "graphqlName": GRAPHQL_NAME, "graphqlNameMax": GRAPHQL_NAME_MAX, "maxLogLine": MAX_LOG_LINE,
             "maxSdlChars": MAX_SDL_CHARS, "engineStreams": ENGINE_STREAMS, "maxHeaders": MAX_HEADERS,
             "maxHeaderChars": MAX_HEADER_CHARS, "connectionId": CONNECTION_ID, "maxReason": MAX_REASON,
-            "engineEvents": ENGINE_EVENTS}
+            "engineEvents": ENGINE_EVENTS, "maxName": MAX_NAME,
+            "contentType": f"^(?:{CONTENT_TYPE})$", "maxContentType": MAX_CONTENT_TYPE}
 
 
 def is_reserved(path: str) -> bool:
@@ -139,3 +145,43 @@ def connection_id_problem(value: str) -> str | None:
     if _CONNECTION_ID.fullmatch(value):
         return None
     return f"not a connection id: {value[:40]!r}"
+
+
+def _parts_problem(raw: str, parts: list[str], what: str) -> str | None:
+    """The file-system side of a name: no '.', '..' or hidden part, each part within NAME_MAX."""
+    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        return f"{raw[:80]!r} is not {what}: no empty, '.' or '..' part, nothing hidden (starting with '.')"
+    try:
+        longest = max(len(part.encode("utf-8")) for part in parts)
+    except UnicodeEncodeError:  # a lone surrogate: no file can be named that
+        return f"{raw[:80]!r} is not {what}: it is not valid Unicode"
+    if longest > MAX_PART_BYTES:
+        return (f"{raw[:80]!r} is not {what}: a part of it is {longest} bytes in UTF-8, over the file system's "
+                f"limit of {MAX_PART_BYTES}")
+    return None
+
+
+def script_name_problem(raw: str) -> str | None:
+    """A script's name: a relative `.js` path inside the scripts folder."""
+    what = "a script name (a relative path ending in .js, inside the scripts folder)"
+    if not raw or len(raw) > MAX_NAME or "\\" in raw or "\0" in raw or raw.startswith("/") or not raw.endswith(".js"):
+        return f"{raw[:80]!r} is not {what}"
+    return _parts_problem(raw, raw.split("/"), what)
+
+
+def asset_path_problem(path: str) -> str | None:
+    """An asset's path: where it is served, and its file under the assets folder."""
+    what = "an asset path (like /img/logo.png)"
+    problem = path_text_problem(path, MAX_NAME)
+    if problem:
+        return f"not {what}: {problem}"
+    if "%" in path:
+        return f"{path[:80]!r} is not {what}: give it as it reads, not %-encoded"
+    return _parts_problem(path, path[1:].split("/"), what)
+
+
+def content_type_problem(value: str) -> str | None:
+    """A media type an asset is served with (it becomes a header: nothing but the type)."""
+    if len(value) <= MAX_CONTENT_TYPE and _CONTENT_TYPE.fullmatch(value):
+        return None
+    return f"the content type must be a media type like text/css or image/png, got {value[:60]!r}"

@@ -12,21 +12,20 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.broker.base import Broker
 from engine.config import Config
 from engine.connections import Hooks
 from engine.errors import RouteConflict, ScriptError
+from engine.folders import write_atomic
 from engine.graphql.schema import (
     SUBSCRIPTION_STREAM,
     FieldRegistration,
@@ -40,6 +39,7 @@ from engine.outbox import MESSAGES, Outbox
 from engine.routes import Route, RouteTable, pattern_key
 from engine.sandbox.applier import Steps
 from engine.sandbox.commands import (
+    MANAGEMENT,
     REGISTRATIONS,
     AddField,
     AddRoute,
@@ -72,6 +72,7 @@ class ScriptRecord:
     context: ScriptContext | None = None
     loaded_at: float | None = None  # epoch seconds when the serving version was swapped in
     attempted: str | None = None  # digest of the last source tried, so an unchanged save is skipped
+    source: str | None = None  # the last source tried (privileged scripts' getScript)
     conflicted: bool = False  # it failed over something another script owns: retried when claims are freed
     latest_failed: bool = False  # its latest load failed (an older version may still serve): /health degraded
     loads: int = 0  # loads that took, since start
@@ -125,6 +126,18 @@ def discover(folder: Path) -> list[str]:
     return sorted(names)
 
 
+class ManagementPort(Protocol):
+    """What the scripts tell privileged scripts' views, and hand them (management.py)."""
+
+    extra_memory: int  # a privileged context's memory on top of limits.script_memory_mb
+
+    def is_privileged(self, name: str) -> bool: ...
+    async def start_view(self, ctx: ScriptContext) -> None: ...
+    def script_changed(self, name: str) -> None: ...
+    def log_line(self, name: str, line: str) -> None: ...
+    def apply(self, writer: str, command: Command) -> None: ...
+
+
 class ScriptManager:
     """Owns every script's context and registrations."""
 
@@ -136,13 +149,14 @@ class ScriptManager:
         self.routes = routes
         self.streams = streams
         self.graphql = graphql
-        self.outbox = Outbox(streams, broker, graphql, subscriptions, self._script_line)
+        self.outbox = Outbox(streams, broker, graphql, subscriptions, self.script_line)
         self._is_leader = lambda: broker.is_leader  # read on scripts' threads, when their timers fire
         self.observe = observe  # each call into a script, as it ends (/metrics)
         self._sharing = True  # off while load_all runs: it shares once at the end
         self.records: dict[str, ScriptRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # retiring versions, conflict retries
+        self.management: ManagementPort | None = None  # set by app.py: privileged scripts
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -179,15 +193,7 @@ class ScriptManager:
         """Write `source` to the scripts folder (the single source of truth), then load it.
         OSError if the file cannot be written (the caller says why to its client)."""
         async with self._lock(name):
-            path = self.folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Hidden (the watcher skips it) and short, so any name that fits the folder fits here too.
-            tmp = path.with_name(f".rtengine-{os.getpid()}-{secrets.token_hex(4)}.tmp")
-            try:
-                tmp.write_text(source, encoding="utf-8")
-                os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
-            finally:
-                tmp.unlink(missing_ok=True)  # only still there if something failed
+            write_atomic(self.folder / name, source.encode("utf-8"))
             return await self._load(name, source)
 
     async def delete(self, name: str) -> bool:
@@ -209,14 +215,20 @@ class ScriptManager:
         is closed and its thread joined."""
         record = self._record(name)
         record.attempted = _digest(source)
+        record.source = source
+        m = self.management
+        privileged = m is not None and m.is_privileged(name)
         ctx = ScriptContext(name, self.config.limits, self._apply, self.background_error,
                             functools.partial(_check_command, streams=self.streams), leader=self._is_leader,
-                            observe=self.observe)
+                            observe=self.observe, privileged=privileged,
+                            extra_memory=m.extra_memory if m is not None and privileged else 0)
         try:
             return await self._load_into(record, ctx, source)
         finally:
             if record.context is not ctx and not ctx.closed:
                 await asyncio.shield(ctx.close())  # also when the load itself is cancelled
+            if m is not None:
+                m.script_changed(name)
 
     async def _load_into(self, record: ScriptRecord, ctx: ScriptContext, source: str) -> ScriptRecord:
         name = record.name
@@ -286,8 +298,13 @@ class ScriptManager:
                 "maxResponseBytes": self.config.limits.max_response_bytes,
                 "maxCommands": self.config.limits.max_commands_per_call,
                 "name": record.name,
+                "privileged": ctx.privileged,
+                "maxScriptBytes": self.config.limits.max_body_bytes,
+                "maxAssetBytes": self.config.assets.max_bytes,
                 **self._claims(),
             }, source.count("\n") + 1)
+            if ctx.privileged and self.management is not None:
+                await self.management.start_view(ctx)  # before its top level, which may read it
             return await ctx.load(source)
         except ScriptError as e:
             return Envelope(error=e)
@@ -305,6 +322,8 @@ class ScriptManager:
         self.graphql.apply(self.graphql.current(change))
         if record and record.context:
             self._retire(record.context)
+        if self.management is not None:
+            self.management.script_changed(name)
         log.info("unloaded %s", name, extra={"script": name})
         await self._share_claims(name)
         self._retry_conflicted()
@@ -433,7 +452,10 @@ class ScriptManager:
                       extra={"script": record.name})
         if error.stack:
             log.debug("%s stack:\n%s", record.name, error.stack)
-        record.logs.append(f"[error] load failed: {error.describe()}")
+        line = f"[error] load failed: {error.describe()}"
+        record.logs.append(line)
+        if self.management is not None:
+            self.management.log_line(record.name, line)
         return record
 
     # ---- commands from JS ----------------------------------------------------------------
@@ -445,9 +467,12 @@ class ScriptManager:
         for c in commands:
             try:
                 if isinstance(c, Log):
-                    self._script_line(name, c.level, c.msg, from_js=True)
+                    self.script_line(name, c.level, c.msg, from_js=True)
                 elif isinstance(c, MESSAGES):
                     yield from self.outbox.apply(name, c)
+                elif isinstance(c, MANAGEMENT):
+                    if self.management is not None and ctx.privileged:  # context.py refused it otherwise
+                        self.management.apply(name, c)
                 elif isinstance(c, REGISTRATIONS) and not self._is_current(ctx):
                     log.warning("%s: a registration from a replaced version was ignored", name)
                 elif isinstance(c, AddStream):
@@ -456,7 +481,7 @@ class ScriptManager:
                     try:
                         yield self._add_field(ctx, self._field(name, ctx, c))  # its schema is built on a thread
                     except SchemaProblem as e:
-                        self._script_line(name, "error", f"registerGraphQL refused: invalid SDL for {e}")
+                        self.script_line(name, "error", f"registerGraphQL refused: invalid SDL for {e}")
                 elif isinstance(c, AddRoute):
                     route = c.route or Route(c.method, c.path, name, ctx, c.handler)
                     problems = self._conflicts(name, [route], [])
@@ -465,7 +490,7 @@ class ScriptManager:
                             raise RouteConflict("; ".join(problems))
                         self.routes.add(route)
                     except RouteConflict as e:
-                        self._script_line(name, "error", f"register refused: {e}")
+                        self.script_line(name, "error", f"register refused: {e}")
             except Exception:  # noqa: BLE001 - one bad command must not stop the others
                 log.exception("%s: a command could not be applied", name, extra={"script": name})
             yield None
@@ -488,7 +513,7 @@ class ScriptManager:
                 raise RouteConflict("; ".join(problems))
             self.streams.add(name, spec)
         except RouteConflict as e:
-            self._script_line(name, "error", f"registerWebStream refused: {e}")
+            self.script_line(name, "error", f"registerWebStream refused: {e}")
 
     @staticmethod
     def _stream(ctx: ScriptContext, c: AddStream) -> StreamSpec:
@@ -507,7 +532,7 @@ class ScriptManager:
         if field.kind == "subscription":
             problems += self._conflicts(name, [], [SUBSCRIPTION_STREAM + field.name])
         if problems:
-            self._script_line(name, "error", f"registerGraphQL refused: {'; '.join(problems)}")
+            self.script_line(name, "error", f"registerGraphQL refused: {'; '.join(problems)}")
             return
         if field.kind == "subscription":
             self._add_stream(name, StreamSpec(SUBSCRIPTION_STREAM + field.name))
@@ -516,15 +541,18 @@ class ScriptManager:
     def _log_lines(self, name: str, commands: list[Command]) -> None:
         for c in commands:
             if isinstance(c, Log):
-                self._script_line(name, c.level, c.msg, from_js=True)
+                self.script_line(name, c.level, c.msg, from_js=True)
 
-    def _script_line(self, name: str, level: str, msg: str, from_js: bool = False) -> None:
+    def script_line(self, name: str, level: str, msg: str, from_js: bool = False) -> None:
         script_log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", name, msg, extra={"script": name})
         record = self.records.get(name)
         if record is not None:
-            record.logs.append(msg if from_js else f"[{level}] {msg}")
+            line = msg if from_js else f"[{level}] {msg}"
+            record.logs.append(line)
+            if self.management is not None:
+                self.management.log_line(name, line)
 
     def background_error(self, ctx: ScriptContext, error: ScriptError, during: str) -> None:
-        self._script_line(ctx.name, "error", f"{during} failed: {error.describe()}")
+        self.script_line(ctx.name, "error", f"{during} failed: {error.describe()}")
         if error.stack:
             log.debug("%s stack:\n%s", ctx.name, error.stack)

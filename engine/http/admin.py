@@ -18,22 +18,20 @@ from __future__ import annotations
 import errno
 import hmac
 import ipaddress
-import os
 import re
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from engine import rules
 from engine.config import Config
 from engine.errors import HTTPError
+from engine.folders import inside
 from engine.http.keys import CONFIG, LOGS, REQUEST_ID, SCRIPTS, STREAMS
 from engine.http.request import read_body
 from engine.streams.sse import serve_sse
-
-MAX_NAME = 255  # characters in the whole name
-MAX_PART_BYTES = 255  # bytes (UTF-8) in one part of it: NAME_MAX on the file systems the engine runs on
 
 # Why a script's file could not be read, written or deleted, as the client is told it (an OSError's
 # own text names the server's absolute paths).
@@ -126,34 +124,16 @@ def _foreign_host(host: str | None) -> HTTPError:
 
 def script_name(raw: str) -> str:
     """A script's name as the API takes it: a relative `.js` path inside the scripts folder."""
-    path = PurePosixPath(raw)
-    if (not raw or len(raw) > MAX_NAME or "\\" in raw or "\0" in raw or path.is_absolute()
-            or path.as_posix() != raw or path.suffix != ".js"
-            or any(part in ("", ".", "..") or part.startswith(".") for part in path.parts)):
-        raise HTTPError(400, "bad_name", f"{raw!r} is not a script name: a relative path ending in .js, inside "
-                        "the scripts folder (no '..', no absolute path, no hidden parts)")
-    try:
-        sizes = [len(part.encode("utf-8")) for part in path.parts]
-    except UnicodeEncodeError:  # a lone surrogate: no file can be named that
-        raise HTTPError(400, "bad_name", f"{raw!r} is not a script name: it is not valid Unicode") from None
-    if max(sizes) > MAX_PART_BYTES:
-        raise HTTPError(400, "bad_name", f"{raw!r} is not a script name: a part of it is {max(sizes)} bytes "
-                        f"in UTF-8, over the file system's limit of {MAX_PART_BYTES}")
+    problem = rules.script_name_problem(raw)
+    if problem:
+        raise HTTPError(400, "bad_name", problem)
     return raw
 
 
 def script_path(folder: Path, raw: str) -> tuple[str, Path]:
-    """The name, checked, and its file; refused if, symlinks followed, the file would be outside the folder.
-
-    A name can be clean and still lead out: a symlinked file, a symlinked folder on the way (which a
-    PUT would create through), a chain of them, a dangling one. Following every link that exists
-    (realpath, not strict, so a new file's missing parents are fine) and comparing with the folder,
-    itself resolved, catches them all. Links that stay inside are fine.
-    """
+    """The name, checked, and its file; refused if, symlinks followed, the file would be outside the folder."""
     name = script_name(raw)
-    root = Path(os.path.realpath(folder))
-    target = Path(os.path.realpath(folder / name))
-    if root not in target.parents:  # the folder itself is not a script either
+    if not inside(folder, name):
         raise HTTPError(400, "bad_name", f"{name!r} leaves the scripts folder (through a symbolic link); "
                         "the admin API only reads and writes files inside it")
     return name, folder / name

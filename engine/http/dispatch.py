@@ -7,8 +7,9 @@ import asyncio
 from aiohttp import web
 
 from engine.errors import HTTPError
+from engine.http.assets import serve_asset
 from engine.http.channels import last_poll, post_message, preflight, read_channel
-from engine.http.keys import CONFIG, REQUEST_ID, ROUTES, STREAMS
+from engine.http.keys import ASSETS, CONFIG, REQUEST_ID, ROUTES, STREAMS
 from engine.http.landing import landing
 from engine.http.middleware import error_to_response, new_request_id
 from engine.http.request import form_json, js_request, parse_off_loop, read_body
@@ -64,10 +65,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
             match = _resolve(table, request)  # 404/405 before reading any body
         except HTTPError as e:
-            if e.status == 404 and method == "GET" and request.path == "/":  # no script took `/`
-                response = landing(request)
-                response.headers["X-Request-Id"] = rid
-                return response
+            if e.status == 404 and method in ("GET", "HEAD"):  # an asset, or the landing page at `/`
+                served = await serve_asset(request, app[ASSETS])
+                if served is None and request.path == "/":
+                    served = landing(request)
+                if served is not None:
+                    served.headers["X-Request-Id"] = rid
+                    return served
             if method == "POST" and e.status in (404, 405) and app[STREAMS].match(request.path):
                 raise HTTPError(400, "missing_connection_id",
                                 f"a POST to the stream {request.path} is a message from one of its connections: "

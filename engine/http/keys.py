@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from engine.assets import AssetStore
 from engine.auth import Verifier
 from engine.broker.base import Broker
 from engine.config import Config
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from engine.graphql.schema import GraphQLRegistry
     from engine.graphql.subscriptions import SubscriptionHub
     from engine.logstream import LogStream
+    from engine.management import Management
     from engine.scripts import ScriptManager
     from engine.transports.lean_socket import LeanSockets
     from engine.transports.poll import Pollers
@@ -37,6 +39,8 @@ GRAPHQL: web.AppKey[GraphQLRegistry] = web.AppKey("graphql")
 SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")
 WATCHER: web.AppKey[ScriptWatcher] = web.AppKey("watcher")
 LOGS: web.AppKey[LogStream] = web.AppKey("logs")
+ASSETS = web.AppKey("assets", AssetStore)
+MANAGEMENT: web.AppKey[Management] = web.AppKey("management")
 STARTED = web.AppKey("started", float)
 METRICS = web.AppKey("metrics", Metrics)
 GRAPHQL_RUNNER: web.AppKey[GraphQLRunner] = web.AppKey("graphql_runner")

@@ -84,8 +84,33 @@ class SendSubscription:
     json: bool  # data is JSON text of a non-string value
 
 
-Command = Log | AddRoute | AddStream | Send | SendTo | Close | AddField | SendSubscription
+@dataclass(frozen=True, slots=True)
+class PutScript:
+    name: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteScript:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutAsset:
+    path: str
+    data: bytes
+    content_type: str | None  # None: guessed from the path
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAsset:
+    path: str
+
+
+Command = (Log | AddRoute | AddStream | Send | SendTo | Close | AddField | SendSubscription
+           | PutScript | DeleteScript | PutAsset | DeleteAsset)
 REGISTRATIONS = (AddRoute, AddStream, AddField)
+MANAGEMENT = (PutScript, DeleteScript, PutAsset, DeleteAsset)  # privileged scripts' only (context.py checks)
 # A check the engine adds to these, run on the script's thread like them, with the script's context
 # and the command: it raises Malformed, and may attach what it worked out (a parsed SDL, a route).
 Check = Callable[[Any, Command], None]
@@ -244,4 +269,33 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
         if not isinstance(as_json, bool):
             raise r.fail("json must be true or false")
         return SendSubscription(name, data, as_json)
+    if op == "putscript":
+        name = r.text("name")
+        r.check(rules.script_name_problem(name))
+        source = r.text("source")
+        r.check(size_problem(source, limits.max_body_bytes, "the source", "limits.max_body_bytes"))
+        return PutScript(name, source)
+    if op == "delscript":
+        name = r.text("name")
+        r.check(rules.script_name_problem(name))
+        return DeleteScript(name)
+    if op == "putasset":
+        path = r.text("path")
+        r.check(rules.asset_path_problem(path))
+        content_type = r.text("type", optional=True)
+        if content_type is not None:
+            r.check(rules.content_type_problem(content_type))
+        text, latin1 = r.text("text", optional=True), r.text("bin", optional=True)
+        if (text is None) == (latin1 is None):
+            raise r.fail("give the content as text or bin, one of them")
+        try:
+            data = text.encode("utf-8") if text is not None else latin1.encode("latin-1")
+        except UnicodeEncodeError:
+            why = "text holds a lone surrogate" if text is not None else "bin holds a character over 255"
+            raise r.fail(why) from None
+        return PutAsset(path, data, content_type)
+    if op == "delasset":
+        path = r.text("path")
+        r.check(rules.asset_path_problem(path))
+        return DeleteAsset(path)
     raise r.fail("unknown command")

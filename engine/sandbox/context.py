@@ -34,7 +34,7 @@ from engine.errors import (
     ScriptTimeout,
 )
 from engine.sandbox.applier import Applier, Steps
-from engine.sandbox.commands import Check, Command, Malformed, size_problem
+from engine.sandbox.commands import MANAGEMENT, Check, Command, Malformed, size_problem
 from engine.sandbox.envelope import UNCHANGED, Envelope, Outcome, parse_envelope, read_commands
 from engine.sandbox.host_api import HOST_NAMES
 from engine.sandbox.worker import Result, Worker, resolve_all
@@ -46,7 +46,8 @@ UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()
 _LINE = re.compile(r"<input>:(\d+)")
 # Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
-_DISPATCHERS = ("setup", "setClaims", "drain", "handle", "resolve", "hook", "fire", "retire", "more", "step", "stop")
+_DISPATCHERS = ("setup", "setClaims", "manage", "drain", "handle", "resolve", "hook", "fire", "retire", "more", "step",
+                "stop")
 _MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
 BACKLOG_BYTES = 64 << 20  # what one script may have waiting to be applied before it must wait
 SWAMPED_RETRY = 0.01  # seconds a timer waits for the loop to catch up, before it looks again
@@ -78,8 +79,12 @@ class ScriptContext:
         loop: asyncio.AbstractEventLoop | None = None,
         leader: Callable[[], bool] = lambda: True,
         observe: Callable[[str, str, str, float], None] | None = None,
+        privileged: bool = False,
+        extra_memory: int = 0,
     ) -> None:
         self.name = name
+        self.privileged = privileged  # may manage scripts and assets (scripts.privileged)
+        self._extra_memory = extra_memory  # bytes on top of limits.script_memory_mb (a privileged script's view)
         self._observe = observe  # (script, kind of call, outcome, seconds), as each call ends
         self._leader = leader  # does this process run the script's cluster timers (read on its thread)
         self._limits = limits
@@ -122,6 +127,11 @@ class ScriptContext:
     async def set_claims(self, claims: str) -> None:
         """What the scripts own changed: JSON of the same keys as in `start`'s setup."""
         await self._submit(self._t_call, "setClaims", claims)
+
+    def manage(self, delta: str) -> asyncio.Future[Envelope]:
+        """A privileged script's view of the scripts and assets changed: JSON of what changed
+        (management.py). Calls run in the order they are made, so views stay in step."""
+        return self._submit(self._t_call, "manage", delta)
 
     async def load(self, source: str) -> Envelope:
         """Run the script's top level. The envelope is not applied: the caller decides (atomic swap)."""
@@ -501,7 +511,7 @@ class ScriptContext:
 
     def _t_start(self, setup: str) -> Envelope:
         ctx = quickjs.Context()
-        ctx.set_memory_limit(self._limits.script_memory_mb * 1024 * 1024)
+        ctx.set_memory_limit(self._limits.script_memory_mb * 1024 * 1024 + self._extra_memory)
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
         pad = "\n" * self._lines
         try:
@@ -635,6 +645,8 @@ class ScriptContext:
             if self._check is not None:
                 for c in env.commands:
                     self._check(self, c)
+            if not self.privileged and any(isinstance(c, MANAGEMENT) for c in env.commands):
+                raise Malformed(f"{self.name} is not privileged: it may not manage scripts or assets")
             return env
         except Malformed as e:
             return Envelope(error=ScriptBadCommand(self.name, f"the engine refused what the script handed back: {e} "

@@ -56,6 +56,22 @@ HOST_API: tuple[HostFunction, ...] = (
                  "as setInterval, on every engine process (a top-level setInterval runs on one of them)"),
     HostFunction("clearTimeout", "clearTimeout(id)", "cancel a timer"),
     HostFunction("clearInterval", "clearInterval(id)", "cancel a timer"),
+    # Privileged scripts only (scripts.privileged); any other script gets an Error saying so.
+    HostFunction("listScripts", "listScripts()", "privileged: every script's name, sorted"),
+    HostFunction("getScript", "getScript(name)", "privileged: a script's source (what its file holds), or null"),
+    HostFunction("upsertScript", "upsertScript(name, source)",
+                 "privileged: write `scripts/name` and load it, after this call (its result in listLogsForUri)"),
+    HostFunction("deleteScript", "deleteScript(name)",
+                 "privileged: delete the script's file and unload it; whether it existed"),
+    HostFunction("listLogsForUri", "listLogsForUri(name)", "privileged: a script's recent log lines, oldest first"),
+    HostFunction("listAssets", "listAssets()", "privileged: every asset's path, sorted"),
+    HostFunction("fetchAsset", "fetchAsset(path)",
+                 "privileged: `{path, contentType, size, modified, content}` (a string for text, a Uint8Array "
+                 "otherwise), or null"),
+    HostFunction("upsertAsset", "upsertAsset(path, content, contentType?)",
+                 "privileged: write an asset (a string or bytes), served at `path`; the type is guessed from the "
+                 "name when not given"),
+    HostFunction("deleteAsset", "deleteAsset(path)", "privileged: delete an asset; whether it existed"),
 )
 
 HOST_NAMES: tuple[str, ...] = tuple(f.name for f in HOST_API)

@@ -601,6 +601,151 @@
     try { return it.next(); } finally { stepping = outer; }
   }
 
+  // ---- privileged scripts: scripts and assets --------------------------------------------
+  // JS cannot ask Python for anything mid-call, so a privileged script holds a view of the scripts
+  // (names, sources, log lines) and assets (metadata, contents) that the engine keeps current
+  // (`manage`, see management.py); reads answer from it at once. Writes update it, so the same call
+  // reads them back, and queue a command the engine checks and applies after the call.
+  let privileged = false;
+  let maxScriptBytes = 1048576;
+  let maxAssetBytes = 4194304;
+  const CONTENT_TYPE = new RegExpCtor(RULES.contentType);
+  let managed = rec({ scripts: rec({}), logs: rec({}), assets: rec({}) });
+
+  function needPrivilege(fn) {
+    if (!privileged) {
+      throw hostError(fn + ": only privileged scripts may manage scripts and assets; list " + myName + " in scripts.privileged (config.yaml) to allow it");
+    }
+  }
+
+  function badParts(parts) {
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (part === "" || part === "." || part === ".." || part[0] === ".") return true;
+    }
+    return false;
+  }
+
+  function checkScriptName(fn, name) {
+    if (typeof name !== "string" || name.length === 0 || name.length > RULES.maxName || !strEndsWith(name, ".js")
+        || name[0] === "/" || strIndexOf(name, "\\") >= 0 || strIndexOf(name, "\0") >= 0 || badParts(splitOn(name, "/"))) {
+      throw hostError(fn + ": " + describe(name) + " is not a script name: a relative path ending in .js, inside the scripts folder (no '..', nothing hidden)");
+    }
+  }
+
+  function checkAssetPath(fn, path) {
+    checkPathText(fn, path, RULES.maxName);
+    for (let i = 0; i < RESERVED.length; i++) {
+      if (test(RESERVED[i], path)) throw hostError(fn + ": " + path + " is reserved by the engine (" + RULES.reservedText + ")");
+    }
+    if (strIndexOf(path, "%") >= 0) throw hostError(fn + ": give the asset path as it reads, not %-encoded, got " + describe(path));
+    if (badParts(splitOn(strSlice(path, 1), "/"))) throw hostError(fn + ": " + describe(path) + " is not an asset path (like /img/logo.png): no empty, '.' or '..' part, nothing hidden");
+  }
+
+  function sortedKeys(o) {
+    return arrSort(arrSlice(keys(o)));
+  }
+
+  function bytesOf(latin1) {
+    const out = new Uint8ArrayCtor(latin1.length);
+    for (let i = 0; i < latin1.length; i++) out[i] = charCodeAt(latin1, i);
+    return out;
+  }
+
+  function latin1Of(bytes) {
+    const parts = list();
+    for (let i = 0; i < bytes.length; i += 4096) add(parts, fnApply(fromCharCode, null, subarray(bytes, i, i + 4096)));
+    return arrJoin(parts, "");
+  }
+
+  function upsertScript(name, source) {
+    needPrivilege("upsertScript");
+    checkScriptName("upsertScript", name);
+    if (typeof source !== "string") throw hostError("upsertScript: the source must be a string, got " + describe(source));
+    const size = oversize(source, maxScriptBytes);
+    if (size) throw hostError("upsertScript: the source is at least " + size + " bytes; the limit is " + maxScriptBytes + " (limits.max_body_bytes)");
+    queue("upsertScript", { op: "putscript", name: name, source: source });
+    managed.scripts[name] = source;
+  }
+
+  function deleteScript(name) {
+    needPrivilege("deleteScript");
+    checkScriptName("deleteScript", name);
+    const existed = managed.scripts[name] !== undefined;
+    queue("deleteScript", { op: "delscript", name: name });
+    delete managed.scripts[name];
+    return existed;
+  }
+
+  function fetchAsset(path) {
+    needPrivilege("fetchAsset");
+    checkAssetPath("fetchAsset", path);
+    const a = managed.assets[path];
+    if (a === undefined) return null;
+    if (a.big) throw hostError("fetchAsset: " + path + " is " + a.size + " bytes, over assets.max_bytes or past assets.max_total_bytes: it is served at its path, but not held for scripts");
+    return { path: path, contentType: a.type, size: a.size, modified: a.modified,
+             content: a.text !== undefined ? a.text : bytesOf(a.bin) };
+  }
+
+  function upsertAsset(path, content, contentType) {
+    needPrivilege("upsertAsset");
+    checkAssetPath("upsertAsset", path);
+    const cmd = rec({ op: "putasset", path: path });
+    const entry = rec({ type: null, size: 0, modified: now() });
+    if (typeof content === "string") {
+      entry.size = oversize(content, maxAssetBytes) || utf8Length(content);
+      cmd.text = entry.text = content;
+    } else if (content instanceof Uint8ArrayCtor || content instanceof ArrayBufferCtor) {
+      const bytes = content instanceof ArrayBufferCtor ? new Uint8ArrayCtor(content) : content;
+      entry.size = bytes.length;
+      if (entry.size <= maxAssetBytes) cmd.bin = entry.bin = latin1Of(bytes);
+    } else {
+      throw hostError("upsertAsset: the content must be a string, a Uint8Array or an ArrayBuffer, got " + describe(content));
+    }
+    if (entry.size > maxAssetBytes) throw hostError("upsertAsset: the content is " + entry.size + " bytes; the limit is " + maxAssetBytes + " (assets.max_bytes)");
+    if (contentType !== undefined && contentType !== null) {
+      if (typeof contentType !== "string" || contentType.length > RULES.maxContentType || !test(CONTENT_TYPE, contentType)) {
+        throw hostError("upsertAsset: the content type must be a media type like text/css or image/png, got " + describe(contentType));
+      }
+      cmd.type = entry.type = contentType;
+    } // else null here until the engine says which type it guessed
+    queue("upsertAsset", cmd);
+    managed.assets[path] = entry;
+  }
+
+  function deleteAsset(path) {
+    needPrivilege("deleteAsset");
+    checkAssetPath("deleteAsset", path);
+    const existed = managed.assets[path] !== undefined;
+    queue("deleteAsset", { op: "delasset", path: path });
+    delete managed.assets[path];
+    return existed;
+  }
+
+  // What changed, from the engine: {reset?, scripts: {name: source | null}, logs: {name: [new lines]},
+  // assets: {path: {type, size, modified, text | bin | big} | null}}.
+  function manage(delta) {
+    if (delta.reset) managed = rec({ scripts: rec({}), logs: rec({}), assets: rec({}) });
+    const parts = ["scripts", "assets"];
+    for (let p = 0; p < parts.length; p++) {
+      const into = managed[parts[p]];
+      const from = delta[parts[p]] || {};
+      const names = keys(from);
+      for (let i = 0; i < names.length; i++) {
+        const v = from[names[i]];
+        if (v === null) { delete into[names[i]]; if (p === 0) delete managed.logs[names[i]]; }
+        else into[names[i]] = p === 0 ? v : rec(v);
+      }
+    }
+    const logs = delta.logs || {};
+    const names = keys(logs);
+    for (let i = 0; i < names.length; i++) {
+      const lines = managed.logs[names[i]] || list();
+      for (let j = 0; j < logs[names[i]].length; j++) add(lines, logs[names[i]][j]);
+      managed.logs[names[i]] = tail(lines, logMax);
+    }
+  }
+
   const api = rec({
     register: register,
     registerWebStream: registerWebStream,
@@ -625,6 +770,24 @@
     setLocalInterval: function setLocalInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true, true); },
     clearTimeout: function clearTimeout(id) { clearTimer(id); },
     clearInterval: function clearInterval(id) { clearTimer(id); },
+    listScripts: function listScripts() { needPrivilege("listScripts"); return sortedKeys(managed.scripts); },
+    getScript: function getScript(name) {
+      needPrivilege("getScript");
+      checkScriptName("getScript", name);
+      const source = managed.scripts[name];
+      return source === undefined ? null : source;
+    },
+    upsertScript: upsertScript,
+    deleteScript: deleteScript,
+    listLogsForUri: function listLogsForUri(name) {
+      needPrivilege("listLogsForUri");
+      checkScriptName("listLogsForUri", name);
+      return arrSlice(managed.logs[name] || list()); // a plain array
+    },
+    listAssets: function listAssets() { needPrivilege("listAssets"); return sortedKeys(managed.assets); },
+    fetchAsset: fetchAsset,
+    upsertAsset: upsertAsset,
+    deleteAsset: deleteAsset,
   });
 
   const declared = rec({});
@@ -1047,6 +1210,9 @@
       if (o.maxResponseBytes) maxResponseBytes = o.maxResponseBytes;
       if (o.maxCommands) maxCommands = o.maxCommands;
       if (o.logMax) logMax = o.logMax;
+      if (o.privileged) privileged = true;
+      if (o.maxScriptBytes) maxScriptBytes = o.maxScriptBytes;
+      if (o.maxAssetBytes) maxAssetBytes = o.maxAssetBytes;
       logLines = list();
       const logs = o.logs || [];
       for (let i = 0; i < logs.length; i++) add(logLines, logs[i]);
@@ -1056,6 +1222,11 @@
     // Other scripts' claims changed (one loaded or went away): keep register() checks current.
     setClaims: function (claimsJSON) {
       takeClaims(parseJSON(claimsJSON));
+      return envelope(null);
+    },
+    // Privileged scripts: what changed among the scripts and assets (see `manage` above).
+    manage: function (deltaJSON) {
+      manage(parseJSON(deltaJSON));
       return envelope(null);
     },
     // The next piece of the last envelope's commands (see `envelope`).

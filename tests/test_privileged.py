@@ -1,0 +1,335 @@
+"""Privileged scripts (scripts.privileged): aiwebengine's script and asset management globals, through a
+real server. Every other script gets a clear Error; forged commands are refused in Python; the limits
+hold in Python whatever the JS said."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import MakeClient, make_config, wait_for
+from test_boundary import compromise
+
+from engine.config import AssetsConfig, Config
+from engine.http.keys import SCRIPTS
+
+# An editor as a user would write one: every privileged global behind a route.
+EDITOR = r"""
+const out = (v) => ({ body: JSON.stringify(v), contentType: "application/json" });
+register("/ed/list", () => out({ scripts: listScripts(), assets: listAssets() }));
+register("/ed/script", (req) => out({ source: getScript(req.query.name) }));
+register("/ed/script", (req) => {
+  try { upsertScript(req.query.name, req.body); } catch (e) { return out({ error: e.message }); }
+  return out({ readBack: getScript(req.query.name) });
+}, "PUT");
+register("/ed/script", (req) => out({ existed: deleteScript(req.query.name) }), "DELETE");
+register("/ed/logs", (req) => out(listLogsForUri(req.query.name)));
+register("/ed/asset", (req) => {
+  const a = fetchAsset(req.query.path);
+  if (a !== null && typeof a.content !== "string") a.content = { bytes: Array.from(a.content) };
+  return out(a);
+});
+register("/ed/asset", (req) => {
+  let content = req.body;
+  if (req.query.bytes) content = new Uint8Array(JSON.parse(req.body));
+  try { upsertAsset(req.query.path, content, req.query.type); } catch (e) { return out({ error: e.message }); }
+  return out({ ok: true });
+}, "PUT");
+register("/ed/asset", (req) => out({ existed: deleteAsset(req.query.path) }), "DELETE");
+register("/ed/bad", (req) => {
+  const errors = [];
+  for (const call of JSON.parse(req.body)) {
+    const args = call[1].map((a) => typeof a === "string" && a.startsWith("@x") ? "x".repeat(+a.slice(2)) : a);
+    try { globalThis[call[0]](...args); errors.push(null); } catch (e) { errors.push(e.message); }
+  }
+  return out(errors);
+}, "POST");
+writeLog("editor sees " + listScripts().join(","));
+"""
+
+PLAIN = r"""
+register("/plain/try", (req) => {
+  try { globalThis[req.query.fn]("x.js", "y"); return "no error"; }
+  catch (e) { return e.constructor.name + ": " + e.message; }
+});
+writeLog("plain here");
+"""
+
+NAMES = ["listScripts", "getScript", "upsertScript", "deleteScript", "listLogsForUri",
+         "listAssets", "fetchAsset", "upsertAsset", "deleteAsset"]
+
+
+def privileged_config(scripts_dir: Path, **assets: Any) -> Config:
+    config = make_config(scripts_dir)
+    return replace(config, scripts=replace(config.scripts, privileged=("editor.js",)),
+                   assets=replace(AssetsConfig(), dir=str(scripts_dir.parent / "assets"), **assets))
+
+
+async def start(engine_client: MakeClient, scripts_dir: Path, extra: dict[str, str] | None = None,
+                **assets: Any) -> TestClient:
+    return await engine_client(extra={"editor.js": EDITOR, "plain.js": PLAIN, **(extra or {})},
+                               config=privileged_config(scripts_dir, **assets))
+
+
+async def get_json(client: TestClient, url: str, **params: str) -> Any:
+    resp = await client.get(url, params=params)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def logs_of(client: TestClient, name: str) -> list[str]:
+    return await get_json(client, "/ed/logs", name=name)  # type: ignore[no-any-return]
+
+
+async def logged(client: TestClient, name: str, text: str) -> bool:
+    return any(text in line for line in await logs_of(client, name))
+
+
+async def test_a_privileged_script_lists_reads_writes_and_deletes_scripts(
+        engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir)
+    # Its top level already sees every script (the view arrives before it runs).
+    assert await wait_for(lambda: logs_of(client, "editor.js")) == ["editor sees editor.js,plain.js"]
+    assert await get_json(client, "/ed/list") == {"scripts": ["editor.js", "plain.js"], "assets": []}
+    assert (await get_json(client, "/ed/script", name="plain.js"))["source"] == PLAIN
+    assert (await get_json(client, "/ed/script", name="nope.js"))["source"] is None
+    assert await logs_of(client, "plain.js") == ["plain here"]
+
+    # upsertScript: the same call reads it back; the engine writes the file and loads it.
+    source = 'register("/made", () => "made by the editor"); writeLog("made here");'
+    resp = await client.put("/ed/script", params={"name": "sub/made.js"}, data=source)
+    assert (await resp.json()) == {"readBack": source}
+    await wait_for(lambda: "upsertScript(sub/made.js): saved and loaded" in " ".join(
+        client.app[SCRIPTS].records["editor.js"].logs), what="the load reported")
+    assert (scripts_dir / "sub" / "made.js").read_text() == source
+    assert await (await client.get("/made")).text() == "made by the editor"
+    assert await wait_for(lambda: logs_of(client, "sub/made.js"), what="its log in the view") == ["made here"]
+    await wait_for(lambda: logged(client, "editor.js", "[info] upsertScript(sub/made.js): saved and loaded"))
+    assert "sub/made.js" in (await get_json(client, "/ed/list"))["scripts"]
+
+    # A version that fails to load: written, the old one serves, and both logs say why.
+    await client.put("/ed/script", params={"name": "sub/made.js"}, data='register("/made", () => {')
+    await wait_for(lambda: any("failed to load" in line for line in client.app[SCRIPTS].records["editor.js"].logs))
+    assert await (await client.get("/made")).text() == "made by the editor"
+    await wait_for(lambda: any("load failed" in line for line in client.app[SCRIPTS].records["sub/made.js"].logs))
+    await wait_for(lambda: logged(client, "sub/made.js", "SyntaxError"), what="the failure in the view")
+
+    # A script saved through the admin API reaches the view too.
+    await client.put("/_engine/scripts/other.js", data='register("/other", () => "o");')
+    await wait_for(lambda: get_json(client, "/ed/script", name="other.js"), what="view")
+    assert (await get_json(client, "/ed/script", name="other.js"))["source"] == 'register("/other", () => "o");'
+
+    # deleteScript: the file goes, the script unloads, the view forgets it.
+    assert await (await client.delete("/ed/script", params={"name": "sub/made.js"})).json() == {"existed": True}
+    await wait_for(lambda: "sub/made.js" not in client.app[SCRIPTS].records, what="unloaded")
+    assert not (scripts_dir / "sub" / "made.js").exists()
+    assert (await client.get("/made")).status == 404
+    assert await (await client.delete("/ed/script", params={"name": "sub/made.js"})).json() == {"existed": False}
+    assert "sub/made.js" not in (await get_json(client, "/ed/list"))["scripts"]
+
+
+async def test_every_other_script_gets_a_clear_error(engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir)
+    for name in NAMES:
+        text = await (await client.get("/plain/try", params={"fn": name})).text()
+        assert text == (f"Error: {name}: only privileged scripts may manage scripts and assets; list plain.js in "
+                        "scripts.privileged (config.yaml) to allow it"), text
+    assert sorted(p.name for p in scripts_dir.iterdir()) == ["editor.js", "plain.js"]
+
+
+async def test_assets_are_written_served_fetched_and_deleted(engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir)
+    assets = scripts_dir.parent / "assets"
+    resp = await client.put("/ed/asset", params={"path": "/css/site.css"}, data="body { color: red }")
+    assert await resp.json() == {"ok": True}
+    await wait_for(lambda: (assets / "css" / "site.css").exists(), what="the asset written")
+    served = await client.get("/css/site.css")
+    assert served.status == 200 and await served.text() == "body { color: red }"
+    assert served.headers["Content-Type"] == "text/css; charset=utf-8"
+    assert served.headers["Cache-Control"] == "no-cache" and served.headers["X-Content-Type-Options"] == "nosniff"
+    etag = served.headers["ETag"]
+    again = await client.get("/css/site.css", headers={"If-None-Match": etag})
+    assert again.status == 304
+    head = await client.head("/css/site.css")
+    assert head.status == 200 and head.headers["Content-Length"] == "19"
+    part = await client.get("/css/site.css", headers={"Range": "bytes=0-3"})
+    assert part.status == 206 and await part.text() == "body"
+
+    # The engine's guess reaches the view; a type given is kept, and served.
+    await wait_for(lambda: _fetched_type(client, "/css/site.css", "text/css; charset=utf-8"), what="the type")
+    fetched = await get_json(client, "/ed/asset", path="/css/site.css")
+    assert fetched["content"] == "body { color: red }" and fetched["size"] == 19 and fetched["path"] == "/css/site.css"
+    await client.put("/ed/asset", params={"path": "/data/feed", "type": "application/rss+xml"}, data="<rss/>")
+    await wait_for(lambda: (assets / "data" / "feed").exists())
+    assert (await client.get("/data/feed")).headers["Content-Type"] == "application/rss+xml"
+    assert json.loads((assets / ".types.json").read_text()) == {"/data/feed": "application/rss+xml"}
+
+    # Bytes in, bytes out, and served as they are.
+    raw = [0, 1, 2, 127, 128, 200, 255]
+    await client.put("/ed/asset", params={"path": "/img/x.png", "bytes": "1"}, data=json.dumps(raw))
+    await wait_for(lambda: (assets / "img" / "x.png").exists())
+    assert (await (await client.get("/img/x.png")).read()) == bytes(raw)
+    assert (await client.get("/img/x.png")).headers["Content-Type"] == "image/png"
+    assert (await get_json(client, "/ed/asset", path="/img/x.png"))["content"] == {"bytes": raw}
+
+    # index.html answers for its folder, and for `/` in place of the landing page.
+    await client.put("/ed/asset", params={"path": "/index.html"}, data="<h1>home</h1>")
+    await wait_for(lambda: (assets / "index.html").exists())
+    home = await client.get("/", headers={"Accept": "text/html"})
+    assert await home.text() == "<h1>home</h1>" and home.headers["Content-Type"] == "text/html; charset=utf-8"
+
+    # A file put there by hand is served at once and reaches the views.
+    (assets / "hand.txt").write_text("by hand")
+    assert await (await client.get("/hand.txt")).text() == "by hand"
+    await wait_for(lambda: _listed(client, "/hand.txt"), what="the hand-made asset in the view")
+
+    # Script routes come first.
+    await client.put("/_engine/scripts/route.js", data='register("/hand.txt", () => "the route");')
+    assert await (await client.get("/hand.txt")).text() == "the route"
+
+    assert await (await client.delete("/ed/asset", params={"path": "/img/x.png"})).json() == {"existed": True}
+    await wait_for(lambda: not (assets / "img" / "x.png").exists())
+    assert (await client.get("/img/x.png")).status == 404
+    assert await get_json(client, "/ed/asset", path="/img/x.png") is None
+    assert await (await client.delete("/ed/asset", params={"path": "/img/x.png"})).json() == {"existed": False}
+
+
+async def _fetched_type(client: TestClient, path: str, want: str) -> bool:
+    return (await get_json(client, "/ed/asset", path=path))["contentType"] == want  # type: ignore[no-any-return]
+
+
+async def _listed(client: TestClient, path: str) -> bool:
+    return path in (await get_json(client, "/ed/list"))["assets"]
+
+
+BAD_CALLS: list[tuple[list[Any], str]] = [
+    (["getScript", ["../x.js"]], "getScript: \"../x.js\" is not a script name"),
+    (["upsertScript", ["/abs.js", "x"]], "is not a script name"),
+    (["upsertScript", [".hidden.js", "x"]], "is not a script name"),
+    (["upsertScript", ["notes.txt", "x"]], "is not a script name"),
+    (["upsertScript", ["a\\b.js", "x"]], "is not a script name"),
+    (["upsertScript", ["x.js", 42]], "upsertScript: the source must be a string, got number 42"),
+    (["upsertScript", ["x.js", "@x1100"]], "the limit is 1024 (limits.max_body_bytes)"),
+    (["deleteScript", [None]], "is not a script name"),
+    (["listLogsForUri", [{}]], "is not a script name"),
+    (["fetchAsset", ["no-slash.css"]], "path must start with '/'"),
+    (["upsertAsset", ["/../up.css", "x"]], "is not an asset path"),
+    (["upsertAsset", ["/.env", "x"]], "is not an asset path"),
+    (["upsertAsset", ["/graphql/x.js", "x"]], "is reserved by the engine"),
+    (["upsertAsset", ["/a%20b.css", "x"]], "not %-encoded"),
+    (["upsertAsset", ["/a b.css", "x"]], "must not contain whitespace"),
+    (["upsertAsset", ["/x.html", "x", "text/html\r\nSet-Cookie: a=b"]], "the content type must be a media type"),
+    (["upsertAsset", ["/x.html", 12]], "the content must be a string, a Uint8Array or an ArrayBuffer"),
+    (["upsertAsset", ["/x.html", "@x600"]], "the limit is 512 (assets.max_bytes)"),
+    (["deleteAsset", ["/x/"]], "is not an asset path"),
+]
+
+
+async def test_bad_arguments_throw_and_write_nothing(engine_client: MakeClient, scripts_dir: Path) -> None:
+    config = privileged_config(scripts_dir, max_bytes=512)
+    config = replace(config, limits=replace(config.limits, max_body_bytes=1024))
+    client = await engine_client(extra={"editor.js": EDITOR, "plain.js": PLAIN}, config=config)
+    calls = [c for c, _ in BAD_CALLS]
+    errors = await (await client.post("/ed/bad", data=json.dumps(calls))).json()
+    for (call, want), got in zip(BAD_CALLS, errors, strict=True):
+        assert got is not None and want in got, (call, got)
+    assert sorted(p.name for p in scripts_dir.iterdir()) == ["editor.js", "plain.js"]
+    assert not (scripts_dir.parent / "assets").exists()
+
+
+async def test_the_limits_hold_in_python(engine_client: MakeClient, scripts_dir: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The JS checks only the size of one asset; how many there are and what they weigh together is the
+    engine's to check, and a refused write leaves the views with what the folder holds."""
+    client = await start(engine_client, scripts_dir, max_count=2, max_total_bytes=90, max_bytes=60)
+    assets = scripts_dir.parent / "assets"
+    for name in ("a", "b"):
+        await client.put("/ed/asset", params={"path": f"/{name}.txt"}, data="x" * 40)
+    await wait_for(lambda: (assets / "b.txt").exists())
+    await client.put("/ed/asset", params={"path": "/c.txt"}, data="c")  # a third asset
+    await client.put("/ed/asset", params={"path": "/b.txt"}, data="y" * 60)  # past 90 bytes in all
+    editor = client.app[SCRIPTS].records["editor.js"]
+    await wait_for(lambda: sum("refused" in line for line in editor.logs) == 2, what="both refusals logged")
+    lines = [line for line in editor.logs if "refused" in line]
+    assert "upsertAsset(/c.txt) refused: there are 2 assets already; the limit is 2 (assets.max_count)" in lines[0]
+    assert "upsertAsset(/b.txt) refused: the assets would take 100 bytes; the limit is 90 " \
+        "(assets.max_total_bytes)" in lines[1]
+    assert not (assets / "c.txt").exists() and (assets / "b.txt").read_text() == "x" * 40
+    await wait_for(lambda: _listed_exactly(client, ["/a.txt", "/b.txt"]), what="the view put right")
+    assert (await get_json(client, "/ed/asset", path="/b.txt"))["content"] == "x" * 40
+
+    # A file over assets.max_bytes put there by hand: served and listed, but no script holds it.
+    (assets / "big.bin").write_bytes(b"\0" * 200)
+    await wait_for(lambda: _listed(client, "/big.bin"))
+    assert len(await (await client.get("/big.bin")).read()) == 200
+    with caplog.at_level(logging.ERROR, logger="engine"):
+        resp = await client.get("/ed/asset", params={"path": "/big.bin"})
+    assert resp.status == 500
+    assert any("fetchAsset: /big.bin is 200 bytes, over assets.max_bytes or past assets.max_total_bytes" in
+               r.getMessage() for r in caplog.records)
+
+
+async def _listed_exactly(client: TestClient, paths: list[str]) -> bool:
+    return (await get_json(client, "/ed/list"))["assets"] == paths  # type: ignore[no-any-return]
+
+
+async def test_a_symbolic_link_out_of_either_folder_is_refused(
+        engine_client: MakeClient, scripts_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    assets = scripts_dir.parent / "assets"
+    assets.mkdir()
+    (assets / "link").symlink_to(outside)
+    (scripts_dir / "out").symlink_to(outside)
+    client = await start(engine_client, scripts_dir)
+    assert (await client.get("/link/secret.txt")).status == 404
+    assert "/link/secret.txt" not in (await get_json(client, "/ed/list"))["assets"]
+    await client.put("/ed/asset", params={"path": "/link/new.txt"}, data="x")
+    await client.put("/ed/script", params={"name": "out/new.js"}, data="x")
+    editor = client.app[SCRIPTS].records["editor.js"]
+    await wait_for(lambda: sum("refused" in line for line in editor.logs) == 2, what="both refused")
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+FORGED = {
+    "a name out of the folder": ({"op": "putscript", "name": "../evil.js", "source": "x"}, "is not a script name"),
+    "a header in the type": ({"op": "putasset", "path": "/x.html", "text": "x", "type": "text/html\r\nX: y"},
+                             "the content type must be a media type"),
+    "content twice": ({"op": "putasset", "path": "/x.html", "text": "x", "bin": "x"}, "one of them"),
+    "bytes past 255": ({"op": "putasset", "path": "/x.bin", "bin": "\u0100"}, "bin holds a character over 255"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED))
+async def test_forged_commands_of_a_privileged_script_are_refused(
+        engine_client: MakeClient, scripts_dir: Path, caplog: pytest.LogCaptureFixture, case: str) -> None:
+    command, reason = FORGED[case]
+    client = await start(engine_client, scripts_dir)
+    await compromise(client, "editor.js", {"o": {"r": {"s": 200, "b": "forged"}}, "c": [command]})
+    with caplog.at_level(logging.ERROR, logger="engine"):
+        resp = await client.get("/ed/list")
+    assert resp.status == 500
+    assert any(reason in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert sorted(p.name for p in scripts_dir.iterdir()) == ["editor.js", "plain.js"]
+    assert not (scripts_dir.parent / "evil.js").exists() and not (scripts_dir.parent / "assets").exists()
+
+
+async def test_a_plain_script_that_forges_a_write_is_refused(
+        engine_client: MakeClient, scripts_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    client = await start(engine_client, scripts_dir)
+    await compromise(client, "plain.js", {"o": {"r": {"s": 200, "b": "forged"}}, "c": [
+        {"op": "putscript", "name": "evil.js", "source": "x"}, {"op": "delscript", "name": "editor.js"},
+        {"op": "putasset", "path": "/evil.html", "text": "x"}, {"op": "delasset", "path": "/x.css"}]})
+    with caplog.at_level(logging.ERROR, logger="engine"):
+        resp = await client.get("/plain/try", params={"fn": "listScripts"})
+    assert resp.status == 500
+    assert any("plain.js is not privileged: it may not manage scripts or assets" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert sorted(p.name for p in scripts_dir.iterdir()) == ["editor.js", "plain.js"]
+    assert not (scripts_dir.parent / "assets").exists()
