@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from engine import rules
 from engine.errors import ConfigError
 
 ENV_PREFIX = "ENGINE_"
@@ -53,8 +54,8 @@ class ScriptsConfig:
 
 @dataclass(frozen=True)
 class AssetsConfig:
-    dir: str = setting("assets", "folder of static files served at their paths (relative to the working directory); "
-                       "privileged scripts manage it")
+    dir: str = setting("", "folder of static files served at their paths, which privileged scripts manage; empty: "
+                       "`assets` beside the scripts folder")
     max_bytes: int = setting(4194304, "largest asset upsertAsset may write; larger files put there by hand are "
                              "served, and listed, but fetchAsset refuses them", min=1)
     max_total_bytes: int = setting(33554432, "bytes of assets privileged scripts hold for fetchAsset (each "
@@ -185,7 +186,7 @@ class Config:
 
     @property
     def assets_dir(self) -> Path:
-        return Path(self.assets.dir)
+        return Path(self.assets.dir) if self.assets.dir else self.scripts_dir.parent / "assets"
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,10 @@ def _check_together(config: Config) -> None:
     url = config.broker.url
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"broker.url: must be a redis://, rediss:// or unix:// URL, got {url!r}")
+    for name in config.scripts.privileged:
+        problem = rules.script_name_problem(name)
+        if problem:
+            raise ConfigError(f"scripts.privileged: {problem}")
     if config.server.workers > 1 and not url:
         raise ConfigError(f"server.workers is {config.server.workers}: several processes share their channels "
                           "through Redis, so broker.url (ENGINE_BROKER_URL) must be set")

@@ -66,3 +66,18 @@ def test_readme_documents_every_setting() -> None:
     for s in settings():
         assert f"`{s.key}`" in readme, s.key
         assert s.env_var in readme or "ENGINE_<SECTION>_<KEY>" in readme
+
+
+def test_privileged_scripts_as_a_list_or_names_with_commas(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("scripts:\n  dir: /srv/app/scripts\n  privileged: [editor.js, tools/deploy.js]\n")
+    c = load_config(f)
+    assert c.scripts.privileged == ("editor.js", "tools/deploy.js")
+    assert c.assets_dir == Path("/srv/app/assets")  # beside the scripts folder unless set
+    assert load_config(f, {"ENGINE_SCRIPTS_PRIVILEGED": " a.js, ,b/c.js "}).scripts.privileged == ("a.js", "b/c.js")
+    assert load_config(f, {"ENGINE_ASSETS_DIR": "/srv/static"}).assets_dir == Path("/srv/static")
+    with pytest.raises(ConfigError, match=r"scripts.privileged: '\.\./x\.js' is not a script name"):
+        load_config(f, {"ENGINE_SCRIPTS_PRIVILEGED": "../x.js"})
+    f.write_text("scripts:\n  privileged: {editor.js: true}\n")
+    with pytest.raises(ConfigError, match="config key 'scripts.privileged'.*expected a list of names"):
+        load_config(f)

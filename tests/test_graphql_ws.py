@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+import pytest
 from aiohttp.test_utils import TestClient
 from conftest import ROOT, MakeClient, make_config, stalled_client, wait_for
 from node_client import NodeClient
@@ -173,7 +174,7 @@ async def test_every_close_code(engine_client: MakeClient, scripts_dir: Path) ->
     ws = await acked(client)
     await ws.send_bytes(b'{"type": "ping"}')
     assert (await closed_with(ws))[0] == 4400
-    assert client.app[STREAMS].connection_count == 0
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="every socket's place freed")
 
 
 async def test_tokens_in_connection_init_or_the_handshake(engine_client: MakeClient, scripts_dir: Path) -> None:
@@ -215,13 +216,36 @@ async def test_a_hundred_subscriptions_on_a_socket_that_goes_mid_stream_free_eve
         await ws.send_json(subscribe(f"s{i}", "subscription ($r: Role) { userChanged(role: $r) { id } }",
                                      {"r": "MEMBER"} if i % 2 else None))
     await wait_for(lambda: hub.count == 100, what="100 subscriptions")
-    assert streams.connection_count == 100
+    assert streams.connection_count == 101  # the socket holds a place too
     for n in range(3):
         await client.get("/gql/change", params={"i": str(n % 3)})
     await receive(ws)  # the stream is flowing when the socket goes
     ws._response.connection.transport.abort()  # type: ignore[union-attr]
-    await wait_for(lambda: hub.count == 0 and not hub.groups, what="every subscription freed")
-    assert streams.connection_count == 0 and hub.fields_held == 0
+    await wait_for(lambda: hub.count == 0 and not hub.groups and streams.connection_count == 0,
+                   what="every subscription and the socket's place freed")
+    assert hub.fields_held == 0
+
+
+async def test_idle_sockets_hold_places_among_the_connections(engine_client: MakeClient, scripts_dir: Path) -> None:
+    """Sockets that never subscribe (initialised or not) are bounded by streams.max_connections too."""
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_connections=2))
+    client = await engine_client("compat_graphql.js", config=config)
+    first, second = await acked(client), await connect(client)
+    assert client.app[STREAMS].connection_count == 2
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect(client)
+    assert refused.value.status == 503
+    third = await client.get("/graphql", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                                  "Sec-WebSocket-Version": "13",
+                                                  "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()})
+    assert third.status == 503 and (await third.json())["error"]["code"] == "too_many_connections"
+    await second.close()
+    await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="its place freed")
+    again = await acked(client)
+    await again.close()
+    await first.close()
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="every place freed")
 
 
 async def test_the_operations_cap_per_socket(engine_client: MakeClient, scripts_dir: Path) -> None:

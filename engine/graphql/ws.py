@@ -24,7 +24,8 @@ from engine.graphql.cost import Budget
 from engine.graphql.execute import GraphQLParams, RequestContext, merged_headers, params_from_json
 from engine.graphql.schema import SubscribeRoot
 from engine.graphql.subscriptions import Full, Subscriber, encode_result, ws_message
-from engine.http.keys import AUTH, CONFIG, GRAPHQL, GRAPHQL_RUNNER, METRICS, REQUEST_ID, SUBSCRIPTIONS
+from engine.http.keys import AUTH, CONFIG, GRAPHQL, GRAPHQL_RUNNER, METRICS, REQUEST_ID, STREAMS, SUBSCRIPTIONS
+from engine.streams.sse import check_room
 from engine.transports.websocket import SocketTransport, close_reason
 
 log = logging.getLogger("engine.graphql")
@@ -56,11 +57,19 @@ async def graphql_ws(request: web.Request) -> web.WebSocketResponse:
     if not ws.can_prepare(request).ok:
         raise HTTPError(400, "bad_websocket_handshake", "not a WebSocket handshake this server accepts "
                         "(Sec-WebSocket-Version 13 and a 16-byte Sec-WebSocket-Key are needed)")
-    await ws.prepare(request)
-    if ws.ws_protocol != PROTOCOL:
-        await ws.close(code=NO_SUBPROTOCOL, message=b"Subprotocol not acceptable")
-        return ws
-    await Session(request, ws).run()
+    # The socket itself holds a place among streams.max_connections (and each subscription on it one
+    # more): idle sockets, initialised or not, cannot pile up past the limit.
+    registry = request.app[STREAMS]
+    check_room(registry)
+    registry.connection_count += 1
+    try:
+        await ws.prepare(request)
+        if ws.ws_protocol != PROTOCOL:
+            await ws.close(code=NO_SUBPROTOCOL, message=b"Subprotocol not acceptable")
+            return ws
+        await Session(request, ws).run()
+    finally:
+        registry.connection_count -= 1
     return ws
 
 
