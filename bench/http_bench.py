@@ -3,8 +3,10 @@
     python bench/http_bench.py [--seconds 10] [--connections 50] [--rounds 5]
 
 Needs `wrk` (Debian: apt-get install wrk). Each server is its own process on loopback; wrk runs one
-thread. The two servers run side by side and are measured alternately, round after round; the
-medians of requests/s and p50/p99 latency are printed for both, with the ratio.
+thread. The servers run side by side and are measured in turn, round after round: the engine as it
+runs by default (plain GETs of JS routes served below aiohttp), the engine with
+`server.lean_routes: false` (every request through aiohttp), and the plain aiohttp handler. The
+medians of requests/s and p50/p99 latency are printed for each, with the ratios.
 """
 
 from __future__ import annotations
@@ -69,30 +71,36 @@ def main() -> None:
     a = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
-    p1, p2 = free_port(), free_port()
+    p1, p2, p3 = free_port(), free_port(), free_port()
     js_url, plain_url = f"http://127.0.0.1:{p1}/bench", f"http://127.0.0.1:{p2}/bench"
+    aiohttp_js_url = f"http://127.0.0.1:{p3}/bench"
+    engine = [sys.executable, "-m", "engine", "--no-watch", "--scripts", str(HERE / "scripts"), "--port"]
     servers = [
-        start([sys.executable, "-m", "engine", "--port", str(p1), "--scripts", str(HERE / "scripts")],
-              js_url, a.connections, {"ENGINE_SERVER_LOOP": a.loop}),
+        start([*engine, str(p1)], js_url, a.connections, {"ENGINE_SERVER_LOOP": a.loop}),
+        start([*engine, str(p3)], aiohttp_js_url, a.connections,
+              {"ENGINE_SERVER_LOOP": a.loop, "ENGINE_SERVER_LEAN_ROUTES": "false"}),
         start([sys.executable, str(HERE / "plain_server.py"), str(p2), a.loop], plain_url, a.connections),
     ]
-    js_runs, plain_runs = [], []
+    js_runs, aiohttp_js_runs, plain_runs = [], [], []
     try:
-        # Alternate the two, round after round: this machine's speed drifts between runs.
+        # In turn, round after round: this machine's speed drifts between runs.
         for _ in range(a.rounds):
             js_runs.append(wrk(js_url, a.seconds, a.connections))
+            aiohttp_js_runs.append(wrk(aiohttp_js_url, a.seconds, a.connections))
             plain_runs.append(wrk(plain_url, a.seconds, a.connections))
     finally:
         for proc in servers:
             proc.terminate()
             proc.wait()
-    js, plain = median(js_runs), median(plain_runs)
+    js, aiohttp_js, plain = median(js_runs), median(aiohttp_js_runs), median(plain_runs)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
                    f"{platform.python_version()}",
         "connections": a.connections, "seconds_per_run": a.seconds, "rounds": a.rounds, "loop": a.loop,
-        "js_route": js, "plain_aiohttp": plain, "ratio": round(js["rps"] / plain["rps"], 3),
+        "js_route": js, "js_route_through_aiohttp": aiohttp_js, "plain_aiohttp": plain,
+        "ratio": round(js["rps"] / plain["rps"], 3),
+        "ratio_through_aiohttp": round(aiohttp_js["rps"] / plain["rps"], 3),
     }
     print(json.dumps(result, indent=2))
 

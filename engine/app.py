@@ -43,6 +43,7 @@ from engine.http.keys import (
     GRAPHQL,
     GRAPHQL_RUNNER,
     HOOKS,
+    LEAN_ROUTES,
     LEAN_SOCKETS,
     LOGS,
     MANAGEMENT,
@@ -55,6 +56,7 @@ from engine.http.keys import (
     SUBSCRIPTIONS,
     WATCHER,
 )
+from engine.http.lean_route import LeanRoutes
 from engine.http.metrics import metrics as metrics_page
 from engine.http.middleware import json_errors
 from engine.logstream import LogStream
@@ -113,6 +115,7 @@ def build_app(config: Config) -> web.Application:
     app[HOOKS] = ConnectionHooks(app[STREAMS], broker, verifier, s.max_client_messages, scripts.background_error)
     app[POLLERS] = Pollers(app[STREAMS], s)
     app[LEAN_SOCKETS] = LeanSockets()
+    app[LEAN_ROUTES] = LeanRoutes()
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_broker)
     app.cleanup_ctx.append(_log_stream)
@@ -232,6 +235,7 @@ async def _close_streams(app: web.Application) -> None:
     close; the onDisconnect this owes scripts runs before they close."""
     app[STREAMS].close_all()
     app[SUBSCRIPTIONS].close_all()
+    app[LEAN_ROUTES].close_all()
     await app[HOOKS].settle(app[CONFIG].limits.handler_timeout_ms / 1000)
 
 

@@ -41,6 +41,8 @@ class ServerConfig:
                                        "slow request head after the first", min=0.01)
     workers: int = setting(1, "processes serving the same port (SO_REUSEPORT); more than 1 needs broker.url",
                            min=1)
+    lean_routes: bool = setting(True, "serve plain GETs of JS routes below aiohttp, on a keep-alive protocol of the "
+                                "engine's own (anything else on the connection goes to aiohttp)")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class ScriptsConfig:
     dir: str = setting("scripts", "folder of user .js scripts (relative to the working directory)")
     watch: bool = setting(True, "load, reload and unload scripts as their files change")
     debounce_ms: int = setting(30, "how long the watcher gathers a burst of file changes into one", min=1)
+    max_count: int = setting(1000, "scripts the admin API and privileged scripts may create in all (files put in "
+                             "the folder by hand always load)", min=1)
     privileged: tuple[str, ...] = setting((), "scripts that may manage scripts and assets (listScripts, upsertScript, "
                                           "upsertAsset, ...): a YAML list, or names separated by commas")
 

@@ -36,6 +36,7 @@ from engine.scripts import ScriptManager, discover
 log = logging.getLogger("engine.management")
 LOG_FLUSH = 0.1  # seconds between two deliveries of new log lines to the views
 RETRY_SECONDS = 5.0  # a watch of the assets folder that failed starts again after this long
+MAX_WAITING_WRITES = 100  # writes of privileged scripts waiting to be applied; more are refused
 
 
 class Management:
@@ -57,6 +58,8 @@ class Management:
         self._flush: asyncio.TimerHandle | None = None
         self._asset_lock = asyncio.Lock()  # asset writes run one at a time, in order
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refused = 0  # writes refused this turn of the loop (told in one line)
+        self._rescan_due = False
         self._stop = asyncio.Event()
 
     def is_privileged(self, name: str) -> bool:
@@ -201,6 +204,9 @@ class Management:
 
     def apply(self, writer: str, command: Command) -> None:
         """A privileged script's write, run as a task of its own (see the module's note)."""
+        if len(self._tasks) >= MAX_WAITING_WRITES:
+            self._refuse(writer, command)
+            return
         if isinstance(command, PutScript):
             work: Coroutine[Any, Any, None] = self._put_script(writer, command)
         elif isinstance(command, DeleteScript):
@@ -211,15 +217,59 @@ class Management:
             work = self._delete_asset(writer, command)
         else:
             return
+        self._start(work)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _refuse(self, writer: str, c: Command) -> None:
+        """Too many writes wait: this one is dropped, the views put right, and the writer told once
+        per turn of the loop how many went (not a line each: a call may make 50,000)."""
+        if isinstance(c, (PutScript, DeleteScript)):
+            self.script_changed(c.name)
+        elif not self._rescan_due:
+            self._rescan_due = True
+            self._start(self._rescan_later())
+        if not self._refused:
+            asyncio.get_running_loop().call_soon(self._tell_refused, writer)
+        self._refused += 1
+
+    def _tell_refused(self, writer: str) -> None:
+        n, self._refused = self._refused, 0
+        self.scripts.script_line(writer, "error", f"{n} write{'s' if n > 1 else ''} refused: {MAX_WAITING_WRITES} "
+                                 "writes already wait to be applied; write less at once")
+
+    async def _rescan_later(self) -> None:
+        """After refused asset writes: the views' assets replaced by what the folder holds (the
+        refused paths were never known here, so a rescan alone would not take them back)."""
+        self._rescan_due = False
+        async with self._asset_lock:
+            await self._rescan()
+            whole = await asyncio.to_thread(self._whole_view)
+            if self._views:
+                self._push_text(await asyncio.to_thread(json.dumps, {"assetsReset": True, "assets": whole},
+                                                        ensure_ascii=False))
+
+    async def _put_back(self, c: Command) -> None:
+        """A write that was refused: the views get what is there, not what the writer hoped for."""
+        if isinstance(c, (PutScript, DeleteScript)):
+            self.script_changed(c.name)
+        elif isinstance(c, (PutAsset, DeleteAsset)):
+            async with self._asset_lock:
+                self._known.pop(c.path, None)
+                await self._rescan()
+                if c.path not in self._known:
+                    await self._push_assets({c.path: None})
+
     async def _put_script(self, writer: str, c: PutScript) -> None:
         say = self.scripts.script_line
-        if not inside(self.scripts.folder, c.name):
-            say(writer, "error", f"upsertScript({c.name}) refused: it leads out of the scripts folder "
-                "(a symbolic link)")
+        problem = "it leads out of the scripts folder (a symbolic link)" if not inside(self.scripts.folder, c.name) \
+            else self.scripts.no_room_for(c.name)
+        if problem:
+            say(writer, "error", f"upsertScript({c.name}) refused: {problem}")
+            self.script_changed(c.name)
             return
         try:
             record = await self.scripts.save(c.name, c.source)
@@ -247,13 +297,12 @@ class Management:
                 asset = await asyncio.to_thread(self.assets.write, c.path, c.data, c.content_type)
             except AssetRefused as e:
                 self.scripts.script_line(writer, "error", f"upsertAsset({c.path}) refused: {e}")
-                # The writer's view has what it hoped for: every view gets what the folder holds.
-                self._known.pop(c.path, None)
-                await self._rescan()
-                if c.path not in self._known:
-                    await self._push_assets({c.path: None})
-                return
-            await self._push_assets({c.path: await asyncio.to_thread(self._entry, asset, c.data)})
+                refused = True
+            else:
+                refused = False
+                await self._push_assets({c.path: await asyncio.to_thread(self._entry, asset, c.data)})
+        if refused:
+            await self._put_back(c)
 
     async def _delete_asset(self, writer: str, c: DeleteAsset) -> None:
         async with self._asset_lock:
@@ -262,10 +311,7 @@ class Management:
                     self.scripts.script_line(writer, "info", f"deleteAsset({c.path}): deleted")
             except AssetRefused as e:
                 self.scripts.script_line(writer, "error", f"deleteAsset({c.path}) failed: {e}")
-            self._known.pop(c.path, None)  # so the rescan tells every view what the folder holds now
-            await self._rescan()
-            if c.path not in self._known:
-                await self._push_assets({c.path: None})
+        await self._put_back(c)  # every view gets what the folder holds now
 
     # ---- lifecycle -------------------------------------------------------------------------
 

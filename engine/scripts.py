@@ -420,6 +420,13 @@ class ScriptManager:
 
     # ---- state ---------------------------------------------------------------------------
 
+    def no_room_for(self, name: str) -> str | None:
+        """Why a new script `name` may not be created through the engine (None: it may)."""
+        limit = self.config.scripts.max_count
+        if name in self.records or len(self.records) < limit:
+            return None
+        return f"there are {len(self.records)} scripts already; the limit is {limit} (scripts.max_count)"
+
     def failing(self) -> list[str]:
         """Scripts whose latest save did not load (an older version may still serve them)."""
         return sorted(r.name for r in self.records.values() if r.latest_failed)

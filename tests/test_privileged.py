@@ -16,7 +16,7 @@ from conftest import MakeClient, make_config, wait_for
 from test_boundary import compromise
 
 from engine.config import AssetsConfig, Config
-from engine.http.keys import SCRIPTS
+from engine.http.keys import MANAGEMENT, SCRIPTS
 
 # An editor as a user would write one: every privileged global behind a route.
 EDITOR = r"""
@@ -48,6 +48,13 @@ register("/ed/bad", (req) => {
     try { globalThis[call[0]](...args); errors.push(null); } catch (e) { errors.push(e.message); }
   }
   return out(errors);
+}, "POST");
+register("/ed/many", (req) => {
+  for (let i = 0; i < Number(req.query.n); i++) {
+    if (req.query.assets) upsertAsset("/many/a" + i + ".txt", "a" + i);
+    else upsertScript("many/m" + i + ".js", 'register("/m' + i + '", () => "m");');
+  }
+  return "ok";
 }, "POST");
 writeLog("editor sees " + listScripts().join(","));
 """
@@ -333,3 +340,38 @@ async def test_a_plain_script_that_forges_a_write_is_refused(
                for r in caplog.records), [r.getMessage() for r in caplog.records]
     assert sorted(p.name for p in scripts_dir.iterdir()) == ["editor.js", "plain.js"]
     assert not (scripts_dir.parent / "assets").exists()
+
+
+async def test_writes_waiting_and_scripts_in_all_are_bounded(engine_client: MakeClient, scripts_dir: Path) -> None:
+    config = privileged_config(scripts_dir)
+    config = replace(config, scripts=replace(config.scripts, max_count=5))
+    client = await engine_client(extra={"editor.js": EDITOR, "plain.js": PLAIN}, config=config)
+    editor = client.app[SCRIPTS].records["editor.js"]
+    # Writes wait their turn (asset writes one at a time): past 100 waiting, the rest are refused.
+    management = client.app[MANAGEMENT]
+    async with management._asset_lock:  # noqa: SLF001 - holds every asset write back, as a slow disk would
+        assert await (await client.post("/ed/many", params={"n": "150", "assets": "1"})).text() == "ok"
+        await wait_for(lambda: any("50 writes refused: 100 writes already wait" in line for line in editor.logs),
+                       what="the writes past 100 refused, in one line")
+    assets = scripts_dir.parent / "assets" / "many"
+    await wait_for(lambda: assets.is_dir() and len(list(assets.iterdir())) == 100, 30, what="the 100 written")
+    await wait_for(lambda: _assets_listed(client, 100), what="the view put right")
+
+    # Scripts in all: 5 (two are there).
+    assert await (await client.post("/ed/many", params={"n": "10"})).text() == "ok"
+    await wait_for(lambda: sum("(scripts.max_count)" in line for line in editor.logs) == 7, what="7 refused")
+    assert sorted(client.app[SCRIPTS].records) == ["editor.js", "many/m0.js", "many/m1.js", "many/m2.js", "plain.js"]
+    assert sorted(p.name for p in (scripts_dir / "many").iterdir()) == ["m0.js", "m1.js", "m2.js"]
+    await wait_for(lambda: _scripts_listed(client, 5), what="the view put right")
+    # The admin API keeps to the same count.
+    resp = await client.put("/_engine/scripts/one-more.js", data='register("/x", () => "x");')
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "too_many_scripts"
+    assert (await client.put("/_engine/scripts/plain.js", data=PLAIN)).status == 200  # replacing one is fine
+
+
+async def _assets_listed(client: TestClient, n: int) -> bool:
+    return len((await get_json(client, "/ed/list"))["assets"]) == n
+
+
+async def _scripts_listed(client: TestClient, n: int) -> bool:
+    return len((await get_json(client, "/ed/list"))["scripts"]) == n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
@@ -45,3 +46,14 @@ class RedactingAccessLogger(AccessLogger):
     ) -> Iterable[tuple[str | tuple[str, str], str]]:
         return [(key, redact(value) if isinstance(value, str) else value)
                 for key, value in super()._format_line(request, response, time)]
+
+
+def lean_line(peer: str, method: str, target: str, status: int, size: int, headers: str) -> str:
+    """The line aiohttp's default format (`%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"`) gives,
+    redacted the same way, for a request served below aiohttp (`headers`: names and values,
+    newline-separated)."""
+    fields = headers.split("\n")
+    named = {fields[i].lower(): fields[i + 1] for i in range(0, len(fields) - 1, 2)}
+    when = time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
+    return (f'{peer} {when} "{redact(f"{method} {target} HTTP/1.1")}" {status} {size} '
+            f'"{redact(named.get("referer", "-"))}" "{named.get("user-agent", "-")}"')

@@ -175,6 +175,8 @@ async def write_script(request: web.Request) -> web.Response:
         source = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPError(400, "bad_source", "the script must be UTF-8 text") from None
+    if (full := scripts.no_room_for(name)) is not None:
+        raise HTTPError(422, "too_many_scripts", f"{name} cannot be created: {full}")
     try:
         existed = path.exists()
         record = await scripts.save(name, source)

@@ -9,7 +9,7 @@ from aiohttp import web
 from engine.errors import HTTPError
 from engine.http.assets import serve_asset
 from engine.http.channels import last_poll, post_message, preflight, read_channel
-from engine.http.keys import ASSETS, CONFIG, REQUEST_ID, ROUTES, STREAMS
+from engine.http.keys import ASSETS, CONFIG, LEAN_ROUTES, REQUEST_ID, ROUTES, STREAMS
 from engine.http.landing import landing
 from engine.http.middleware import error_to_response, new_request_id
 from engine.http.request import form_json, js_request, parse_off_loop, read_body
@@ -45,6 +45,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         app = request.app
         method = request.method
         if method == "GET":
+            if (answers := app[LEAN_ROUTES].answers) and (handed := answers.pop(request.transport, None)):
+                # lean_route.py called the handler, which streams, and handed its connection over
+                record, target, rid = handed
+                request[REQUEST_ID] = rid
+                return await serve_stream(request, target, record, rid, app[CONFIG], app[STREAMS])
             found = app[STREAMS].match(request.path)
             if found is not None:  # streams are looked up before routes
                 return await read_channel(request, found[0], rid)

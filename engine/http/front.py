@@ -24,13 +24,13 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
-from engine.config import Config
-from engine.http.keys import CONFIG, LEAN_SOCKETS, STREAMS
+from engine.http.keys import CONFIG, LEAN_ROUTES, LEAN_SOCKETS, STREAMS
+from engine.http.lean_route import LeanRoute, RouteHead, read_route_head, route_of
 from engine.http.middleware import new_request_id
 from engine.streams.lean_reader import LeanReader
 from engine.streams.registry import StreamRegistry
 from engine.streams.sse import sse_head
-from engine.transports.lean_socket import LeanSocket, LeanSockets, handshake_head, valid_key, wants
+from engine.transports.lean_socket import LeanSocket, handshake_head, valid_key, wants
 from engine.transports.negotiate import SSE, choose
 
 access_log = logging.getLogger("aiohttp.access")
@@ -143,14 +143,14 @@ def head_timeout_response(seconds: float, request_id: str, date: str) -> bytes:
 class FrontProtocol(asyncio.Protocol):
     """Reads a connection's first request head, then gives the connection away for good."""
 
-    __slots__ = ("_aiohttp", "_config", "_streams", "_sockets", "_transport", "_buf", "_lean", "_timer")
+    __slots__ = ("_aiohttp", "_app", "_config", "_streams", "_sockets", "_transport", "_buf", "_lean", "_timer")
 
-    def __init__(self, aiohttp: Callable[[], asyncio.Protocol], config: Config, streams: StreamRegistry,
-                 sockets: LeanSockets) -> None:
+    def __init__(self, aiohttp: Callable[[], asyncio.Protocol], app: web.Application) -> None:
         self._aiohttp = aiohttp
-        self._config = config
-        self._streams = streams
-        self._sockets = sockets
+        self._app = app
+        self._config = config = app[CONFIG]
+        self._streams = app[STREAMS]
+        self._sockets = app[LEAN_SOCKETS]
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()  # the head so far, when it came in more than one piece
         self._lean = config.streams.lean_readers  # could this still become a lean reader?
@@ -185,6 +185,8 @@ class FrontProtocol(asyncio.Protocol):
                 held += data
             return
         self._done()
+        if self._config.server.lean_routes and self._serve_routes(buf):
+            return
         self._hand_over(bytes(buf))
 
     def eof_received(self) -> bool | None:
@@ -214,6 +216,19 @@ class FrontProtocol(asyncio.Protocol):
         if self._config.logs.access:
             peer = transport.get_extra_info("peername")
             access_log.info('%s "-" 408 (no complete request head within %g s)', peer[0] if peer else "-", seconds)
+
+    def _serve_routes(self, buf: bytes | bytearray) -> bool:
+        """A plain GET of a JS route: served by a `LeanRoute`, with whatever follows on the connection."""
+        head = read_route_head(buf)
+        if not isinstance(head, RouteHead) or route_of(self._app, head) is None:
+            return False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return True
+        conn = LeanRoute(self._app, self._aiohttp, self._app[LEAN_ROUTES])
+        transport.set_protocol(conn)
+        conn.start(transport, buf)
+        return True
 
     def _hand_over(self, buf: bytes) -> asyncio.Protocol | None:
         transport = self._transport
@@ -267,5 +282,4 @@ class EngineRunner(web.AppRunner):
     def server(self) -> Any:
         """What the sites call for each new connection."""
         inner = self.web_server
-        return None if inner is None else partial(FrontProtocol, inner, self.app[CONFIG], self.app[STREAMS],
-                                                  self.app[LEAN_SOCKETS])
+        return None if inner is None else partial(FrontProtocol, inner, self.app)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.graphql.runner import GraphQLRunner
     from engine.graphql.schema import GraphQLRegistry
     from engine.graphql.subscriptions import SubscriptionHub
+    from engine.http.lean_route import LeanRoutes
     from engine.logstream import LogStream
     from engine.management import Management
     from engine.scripts import ScriptManager
@@ -34,6 +35,7 @@ AUTH = web.AppKey("auth", Verifier)
 HOOKS: web.AppKey[ConnectionHooks] = web.AppKey("hooks")
 POLLERS: web.AppKey[Pollers] = web.AppKey("pollers")
 LEAN_SOCKETS: web.AppKey[LeanSockets] = web.AppKey("lean_sockets")
+LEAN_ROUTES: web.AppKey[LeanRoutes] = web.AppKey("lean_routes")
 SCRIPTS: web.AppKey[ScriptManager] = web.AppKey("scripts")
 GRAPHQL: web.AppKey[GraphQLRegistry] = web.AppKey("graphql")
 SUBSCRIPTIONS: web.AppKey[SubscriptionHub] = web.AppKey("subscriptions")

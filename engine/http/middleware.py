@@ -56,16 +56,23 @@ def json_errors(handler: Handler) -> Handler:
 def error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Response:
     """The JSON error for `exc`; re-raises what is not an error to answer (a vanished client, a redirect).
     Counted by status for /metrics."""
-    response = _error_to_response(request, rid, exc)
-    request.app[METRICS].http_errors[response.status] += 1
+    return error_for(request.app, request.method, request.path, rid, exc)
+
+
+def error_for(app: web.Application, method: str, path: str, rid: str, exc: Exception) -> web.Response:
+    """`error_to_response` for a request known by its method and path (lean_route.py has no aiohttp request)."""
+    response = _error_to_response(method, path, rid, exc)
+    app[METRICS].http_errors[response.status] += 1
     return response
 
 
-def _error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Response:
+def _error_to_response(method: str, path: str, rid: str, exc: Exception) -> web.Response:
     if isinstance(exc, HTTPError):
         return error_response(exc.status, exc.code, exc.message, rid, exc.headers)
     if isinstance(exc, ScriptError):
-        return _script_error(request, rid, exc)
+        status, code, message = classify(exc)
+        log_script_error(f"{method} {path}", rid, exc)
+        return error_response(status, code, f"{message} (request id {rid})", rid)
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, _STATUS_CODES.get(exc.status, "http_error"), exc.reason, rid, headers)
@@ -73,11 +80,6 @@ def _error_to_response(request: web.Request, rid: str, exc: Exception) -> web.Re
         return web.Response(status=499, reason="Client Closed Request")
     if isinstance(exc, web.HTTPException):
         raise exc
-    log.error("internal error on %s %s (request %s)", request.method, request.path, rid, exc_info=exc)
+    log.error("internal error on %s %s (request %s)", method, path, rid, exc_info=exc)
     return error_response(500, "internal_error", f"internal server error (request id {rid})", rid)
 
-
-def _script_error(request: web.Request, rid: str, e: ScriptError) -> web.Response:
-    status, code, message = classify(e)
-    log_script_error(f"{request.method} {request.path}", rid, e)
-    return error_response(status, code, f"{message} (request id {rid})", rid)

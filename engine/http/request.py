@@ -123,34 +123,33 @@ PATH_IS_JSON, BODY_IS_JSON, PARSE_JSON = 1, 2, 4
 def js_request(
     request: web.Request, body: bytes, params: dict[str, str], form: str | None = None
 ) -> tuple[Any, ...]:
+    """The arguments of the prelude's `handle` for an aiohttp request (see `js_request_parts`)."""
+    headers = b"\n".join(chain.from_iterable(request.raw_headers)).decode("utf-8", "replace")
+    return js_request_parts(request.method, request.path, request.rel_url.raw_query_string, headers, body,
+                            request.content_type if body else "", params, form,
+                            request.headers.get("Content-Type", "") if body else "")
+
+
+def js_request_parts(
+    method: str, path: str, query: str, headers: str, body: bytes, content_type: str, params: dict[str, str],
+    form: str | None, full_content_type: str = "",
+) -> tuple[Any, ...]:
     """The arguments of the prelude's `handle`: `req` in raw pieces, assembled in JS (off the GIL).
 
     Headers travel as one newline-separated string (HTTP forbids newlines inside them), the query
     string still encoded; `flags` says which pieces are JSON-encoded and whether to set `req.json`.
     `form` is `form_json`'s answer when the caller already has it (parsed on a thread), else parsed here.
     """
-    headers = b"\n".join(chain.from_iterable(request.raw_headers)).decode("utf-8", "replace")
-    path = request.path
     flags = 0
     if "\x00" in path:
         path, flags = json.dumps(path), flags | PATH_IS_JSON
     text = ""
     if body:
-        content_type = request.content_type
         if form is None:
-            form = form_json(content_type, request.headers.get("Content-Type", ""), body)
+            form = form_json(content_type, full_content_type, body)
         if is_json_type(content_type):
             flags |= PARSE_JSON
         text = body.decode("utf-8", "replace")
         if "\x00" in text:
             text, flags = json.dumps(text), flags | BODY_IS_JSON
-    return (
-        request.method,
-        path,
-        request.rel_url.raw_query_string,
-        headers,
-        text,
-        json.dumps(params) if params else "",
-        form or "",
-        flags,
-    )
+    return (method, path, query, headers, text, json.dumps(params) if params else "", form or "", flags)

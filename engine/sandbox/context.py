@@ -415,6 +415,10 @@ class ScriptContext:
             self._next_due = env.next_timer
             self._schedule()
 
+    def abandon(self, record: dict[str, Any]) -> None:
+        """A handler's answer nobody will serve (its client went): a streaming one's iterator ends."""
+        self._orphan({"r": record})
+
     def _orphan(self, out: Outcome) -> None:
         """An answer nobody takes: if it is a streaming response, its iterator is ended (its
         `finally` runs), or it would stay registered in the script for good."""

@@ -722,10 +722,11 @@
     return existed;
   }
 
-  // What changed, from the engine: {reset?, scripts: {name: source | null}, logs: {name: [new lines]},
+  // What changed, from the engine: {reset?, assetsReset?, scripts: {name: source | null}, logs: {name: [new lines]},
   // assets: {path: {type, size, modified, text | bin | big} | null}}.
   function manage(delta) {
     if (delta.reset) managed = rec({ scripts: rec({}), logs: rec({}), assets: rec({}) });
+    if (delta.assetsReset) managed.assets = rec({});
     const parts = ["scripts", "assets"];
     for (let p = 0; p < parts.length; p++) {
       const into = managed[parts[p]];

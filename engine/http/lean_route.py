@@ -1,0 +1,314 @@
+"""Plain GETs of JS routes served below aiohttp, on a small keep-alive protocol of their own.
+
+A request to a JS route costs the script call, two thread crossings, and aiohttp's request and
+response machinery, which alone is most of a plain aiohttp handler's time. A connection whose
+requests are all simple (`GET`, HTTP/1.1, no body, an ASCII path with nothing to decode or
+normalise, CRLF lines, no upgrade, a JS route's path that no stream has) is served here instead,
+one request at a time, in order. The first request that is anything else, and everything after
+it, goes to aiohttp with the bytes not yet answered, as `front.py` hands over a first request; so
+does a handler that turned out to stream (its answer goes with it: `dispatch` serves it).
+
+What a client sees is what aiohttp would send: the same status lines, headers, JSON errors, request
+ids, keep-alive (`server.keepalive_seconds` between requests) and `Connection: close` handling.
+`server.lean_routes: false` turns this off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+
+from engine.http.access_log import lean_line
+from engine.http.keys import CONFIG, ROUTES, STREAMS
+from engine.http.middleware import error_for, new_request_id
+from engine.http.request import js_request_parts
+from engine.http.response import js_response
+from engine.routes import Match
+
+access_log = logging.getLogger("aiohttp.access")
+
+MAX_HEAD = 8192  # a longer head is aiohttp's (with its own limits and errors)
+MAX_PENDING = 2 * MAX_HEAD  # bytes a client may send ahead of its answers before we stop reading
+HANDED_ANSWER_SECONDS = 30.0  # a streaming answer aiohttp never took is ended after this long
+# The request target: a path of plain characters (no `%` to decode, no `#`), then a plain query.
+_TARGET = re.compile(rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(\?[\x21-\x22\x24-\x7e]*)?")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HANDS_OVER = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
+_NO_BODY = (204, 304)
+
+NEED_MORE = object()  # the head is not complete yet
+HAND_OVER = object()  # aiohttp's
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHead:
+    """One simple request, read from the raw head."""
+
+    path: str
+    query: str  # raw, without the `?`
+    headers: str  # names and values, newline-separated, as the prelude takes them
+    request_id: str | None
+    close: bool  # the client said `Connection: close`
+    end: int  # where the next request starts in the buffer
+
+
+def read_route_head(buf: bytes | bytearray) -> RouteHead | object:
+    """Is the start of `buf` a simple GET this protocol serves (a route of it or not: the caller matches)?"""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return HAND_OVER if len(buf) > MAX_HEAD or not buf.startswith(b"GET /"[: len(buf)]) else NEED_MORE
+    if end > MAX_HEAD:
+        return HAND_OVER
+    lines = bytes(buf[:end]).split(b"\r\n")
+    request_line = lines[0]
+    if not request_line.startswith(b"GET /") or not request_line.endswith(b" HTTP/1.1"):
+        return HAND_OVER
+    target = request_line[4:-9]
+    if not _TARGET.fullmatch(target):
+        return HAND_OVER
+    raw_path, _, query = target.partition(b"?")
+    if b"/." in raw_path or b"//" in raw_path:  # dot segments and empty ones: aiohttp's to normalise
+        return HAND_OVER
+    request_id = None
+    close = False
+    parts: list[bytes] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name) or _NOT_IN_VALUE.search(value):  # obs-fold, bare CR/LF
+            return HAND_OVER
+        value = value.strip(b" \t")
+        low = name.lower()
+        if low in _HANDS_OVER or (low == b"content-length" and value != b"0"):
+            return HAND_OVER
+        if low == b"connection":
+            tokens = value.lower()
+            if b"upgrade" in tokens:
+                return HAND_OVER
+            close = b"close" in tokens
+        elif low == b"x-request-id":
+            request_id = value.decode("latin-1")
+        parts += (name, value)
+    return RouteHead(raw_path.decode("ascii"), query.decode("ascii"),
+                     b"\n".join(parts).decode("utf-8", "replace"), request_id, close, end + 4)
+
+
+def route_of(app: web.Application, head: RouteHead) -> Match | None:
+    """The JS route that takes this GET, if nothing before routes in `dispatch` would take it."""
+    if app[STREAMS].match(head.path) is not None or "transport=poll" in head.query:
+        return None
+    found = app[ROUTES].match("GET", head.path, head.path)
+    return found if isinstance(found, Match) else None
+
+
+class LeanRoutes:
+    """The connections served here, so shutdown can close them (each after its answer)."""
+
+    def __init__(self) -> None:
+        self.open: set[LeanRoute] = set()
+        self.answers: dict[Any, tuple[dict[str, Any], Any, str]] = {}  # transport -> a streaming answer
+
+    def close_all(self) -> None:
+        for conn in list(self.open):
+            conn.close_when_idle()
+
+
+class LeanRoute(asyncio.Protocol):
+    """A connection of simple JS route GETs: read a head, call the script, write the answer, repeat."""
+
+    def __init__(self, app: web.Application, aiohttp: Any, routes: LeanRoutes) -> None:
+        self._app = app
+        self._aiohttp = aiohttp  # aiohttp's protocol factory, for the hand-over
+        self._routes = routes
+        self._config = app[CONFIG]
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._writable = True
+        self._closing = False  # shutdown: close once the answer under way is written
+        self._peer = "-"
+
+    def start(self, transport: asyncio.Transport, buf: bytes | bytearray) -> None:
+        self._transport = transport
+        self._routes.open.add(self)
+        if self._config.logs.access:
+            peer = transport.get_extra_info("peername")
+            self._peer = peer[0] if peer else "-"
+        self._buf += buf
+        self._next()
+
+    # ---- asyncio.Protocol --------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if self._task is None:
+            self._next()
+        elif len(self._buf) > MAX_PENDING and self._transport is not None:
+            self._transport.pause_reading()  # ahead of its answers by this much: wait for them
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is done: close, and cancel an answer under way (as aiohttp does)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._routes.open.discard(self)
+        self._cancel_idle()
+        if self._task is not None:
+            self._task.cancel()  # the client left: as aiohttp's handler_cancellation does
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        if self._task is None:
+            self._next()
+
+    # ---- serving -----------------------------------------------------------------------------
+
+    def close_when_idle(self) -> None:
+        self._closing = True
+        if self._task is None:
+            self._finish()
+
+    def _next(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing() or not self._writable:
+            return
+        if self._closing:
+            self._finish()
+            return
+        if not self._buf:
+            transport.resume_reading()
+            self._wait_idle()
+            return
+        head = read_route_head(self._buf)
+        if head is NEED_MORE:
+            transport.resume_reading()
+            self._wait_idle()  # a slow head is bounded like an idle connection, as aiohttp bounds it
+            return
+        match = route_of(self._app, head) if isinstance(head, RouteHead) else None
+        if match is None:
+            self._hand_over(bytes(self._buf))
+            return
+        assert isinstance(head, RouteHead)
+        self._cancel_idle()
+        raw = bytes(self._buf[: head.end])
+        del self._buf[: head.end]
+        self._task = asyncio.get_running_loop().create_task(self._serve(head, raw))
+
+    async def _serve(self, head: RouteHead, raw: bytes) -> None:
+        match = route_of(self._app, head)  # again: a reload may have swapped the table since `_next`
+        if match is None:
+            self._task = None
+            self._hand_over(raw + bytes(self._buf))
+            return
+        rid = new_request_id(head.request_id)
+        route = match.route
+        try:
+            record = await route.target.handle(route.handler, js_request_parts(
+                "GET", head.path, head.query, head.headers, b"", "", match.params, None))
+            if "g" in record:  # it streams: aiohttp serves it, given this request again and its answer
+                self._task = None
+                self._hand_answer(record, route.target, rid, raw)
+                return
+            response = js_response(route.owner, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - mapped as dispatch maps it
+            response = error_for(self._app, "GET", head.path, rid, e)
+        self._task = None
+        self._write(response, rid, head)
+        self._next()
+
+    def _write(self, response: web.Response, rid: str, head: RouteHead) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        status = response.status
+        body = b"" if status in _NO_BODY else (response.body or b"")
+        assert isinstance(body, bytes)
+        close = head.close or self._closing or response.keep_alive is False
+        lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+        lines += [f"{name}: {value}" for name, value in response.headers.items()]
+        if status not in _NO_BODY:
+            lines.append(f"Content-Length: {len(body)}")
+        lines += [f"Date: {_date()}", f"Server: {SERVER_SOFTWARE}", f"X-Request-Id: {rid}"]
+        if close:
+            lines.append("Connection: close")
+        transport.write("\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body)
+        if self._config.logs.access:
+            target = f"{head.path}?{head.query}" if head.query else head.path
+            access_log.info(lean_line(self._peer, "GET", target, status, len(body), head.headers))
+        if close:
+            self._finish()
+
+    def _hand_over(self, buf: bytes) -> None:
+        """Everything from here on is aiohttp's, as if it had read `buf` itself."""
+        transport = self._transport
+        self._routes.open.discard(self)
+        self._cancel_idle()
+        if transport is None or transport.is_closing():
+            return
+        self._transport = None
+        handler = self._aiohttp()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        transport.resume_reading()
+        if buf:
+            handler.data_received(buf)
+
+    def _hand_answer(self, record: dict[str, Any], target: Any, rid: str, raw: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            target.abandon(record)
+            return
+        answers = self._routes.answers
+        answers[transport] = (record, target, rid)
+
+        def unclaimed() -> None:  # aiohttp never got to it (the client went): end the generator
+            if answers.get(transport, (None,))[0] is record:
+                del answers[transport]
+                target.abandon(record)
+
+        asyncio.get_running_loop().call_later(HANDED_ANSWER_SECONDS, unclaimed)
+        self._hand_over(raw + bytes(self._buf))
+
+    def _wait_idle(self) -> None:
+        if self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(self._config.server.keepalive_seconds, self._finish)
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _finish(self) -> None:
+        self._cancel_idle()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+
+_REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+_date_cache: list[Any] = [0, ""]
+
+
+def _reason(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+def _date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+    return _date_cache[1]  # type: ignore[no-any-return]
