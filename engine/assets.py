@@ -11,6 +11,7 @@ event loop. Writes and deletes hold one lock, so the limits they check hold when
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mimetypes
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from engine import rules
 from engine.config import AssetsConfig
-from engine.folders import inside, write_atomic
+from engine.folders import inside, why, write_atomic
 
 log = logging.getLogger("engine.assets")
 TYPES_FILE = ".types.json"
@@ -47,8 +48,15 @@ class Asset:
         return media.startswith("text/") or media in _TEXTUAL
 
 
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz",
+               "br": "application/x-brotli", "compress": "application/x-compress"}
+
+
 def guess_type(path: str) -> str:
-    guessed = mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
+    guessed, encoding = mimetypes.guess_type(path, strict=False)
+    if encoding:  # `x.txt.gz` is gzip data, not text
+        return _COMPRESSED.get(encoding, "application/octet-stream")
+    guessed = guessed or "application/octet-stream"
     if guessed.startswith("text/") or guessed in _TEXTUAL:
         return f"{guessed}; charset=utf-8"
     return guessed
@@ -58,7 +66,7 @@ class AssetStore:
     def __init__(self, folder: Path, config: AssetsConfig) -> None:
         self.folder = folder
         self.config = config
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a write scans, and a scan may prune the types file
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -77,25 +85,38 @@ class AssetStore:
         return file, Asset(path, st.st_size, self._types().get(path) or guess_type(path), st.st_mtime)
 
     def scan(self) -> dict[str, Asset]:
-        """Every asset, by path. Files whose names are no asset path (hidden, spaces, ...) are skipped."""
+        """Every asset, by path. Files whose names are no asset path (hidden, spaces, ...) are skipped,
+        as are symbolic links that lead out of the folder. A type remembered for a file that is gone
+        is forgotten (a new file there gets the type its name suggests)."""
         out: dict[str, Asset] = {}
         if not self.folder.is_dir():
             return out
         types = self._types()
-        root = Path(os.path.realpath(self.folder))
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                file = Path(dirpath) / name
-                path = "/" + file.relative_to(root).as_posix()
-                if rules.asset_path_problem(path) is not None or not inside(root, path[1:]):
+        root = os.path.realpath(self.folder)
+        pending = [(root, "")]
+        while pending:
+            folder, prefix = pending.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                path = f"{prefix}/{entry.name}"
+                if entry.name.startswith(".") or rules.asset_path_problem(path) is not None:
                     continue
                 try:
-                    st = file.stat()
+                    if entry.is_symlink() and not inside(Path(root), path[1:]):
+                        continue
+                    if entry.is_dir():
+                        pending.append((entry.path, path))
+                    elif entry.is_file():
+                        st = entry.stat()
+                        out[path] = Asset(path, st.st_size, types.get(path) or guess_type(path), st.st_mtime)
                 except OSError:
                     continue  # gone meanwhile, or a dangling link
-                if file.is_file():
-                    out[path] = Asset(path, st.st_size, types.get(path) or guess_type(path), st.st_mtime)
+        if any(p not in out for p in types):
+            with self._lock, contextlib.suppress(OSError):  # a read-only folder keeps its types file as it is
+                self._forget_types([p for p in types if p not in out])
         return out
 
     def read(self, path: str) -> bytes | None:
@@ -133,7 +154,7 @@ class AssetStore:
                 write_atomic(self.folder / path[1:], data)
                 self._set_type(path, content_type if content_type != guess_type(path) else None)
             except OSError as e:
-                raise AssetRefused(f"{path} cannot be written: {e.strerror or type(e).__name__}") from None
+                raise AssetRefused(f"{path} cannot be written: {why(e)}") from None
         found = self.find(path)
         if found is None:  # deleted by hand in the instant since: say so rather than invent it
             raise AssetRefused(f"{path} was removed as it was written")
@@ -151,7 +172,7 @@ class AssetStore:
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return False
             except OSError as e:
-                raise AssetRefused(f"{path} cannot be deleted: {e.strerror or type(e).__name__}") from None
+                raise AssetRefused(f"{path} cannot be deleted: {why(e)}") from None
             self._set_type(path, None)
             return True
 
@@ -170,6 +191,14 @@ class AssetStore:
             return {}
         return {k: v for k, v in raw.items()
                 if isinstance(k, str) and isinstance(v, str) and rules.content_type_problem(v) is None}
+
+    def _forget_types(self, paths: list[str]) -> None:
+        """The caller holds the lock."""
+        types = self._types()
+        if any(p in types for p in paths):
+            for p in paths:
+                types.pop(p, None)
+            write_atomic(self.folder / TYPES_FILE, json.dumps(types, indent=1, sort_keys=True).encode("utf-8"))
 
     def _set_type(self, path: str, content_type: str | None) -> None:
         """Remember a type that differs from the guess (None: forget it). The caller holds the lock."""

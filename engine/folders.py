@@ -3,6 +3,7 @@ writes a reader never sees half done."""
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from pathlib import Path
@@ -31,3 +32,23 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only still there if something failed
+
+
+# Why a file could not be read, written or deleted, as a client or a script's log is told it (an
+# OSError's own text names the server's absolute paths).
+_REASONS = {
+    errno.ENOTDIR: "a parent of the path is a file, not a folder",
+    errno.EEXIST: "a parent of the path is a file, not a folder",  # mkdir(parents=True) over a file
+    errno.EISDIR: "the path is a folder, not a file",
+    errno.ENAMETOOLONG: "the name is too long for the file system",
+    errno.ELOOP: "the path goes through a loop of symbolic links",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.ENOSPC: "no space left on the device",
+}
+
+
+def why(e: OSError) -> str:
+    """What went wrong with a file, in words: the reason only, never the server's paths."""
+    return _REASONS.get(e.errno or 0) or (e.strerror or type(e).__name__).lower()

@@ -16,6 +16,7 @@ on itself. What happened is a line in the writer's log.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -27,16 +28,17 @@ from watchfiles import awatch
 
 from engine.assets import Asset, AssetRefused, AssetStore
 from engine.config import Config
-from engine.folders import inside
+from engine.folders import inside, why
 from engine.sandbox.commands import Command, DeleteAsset, DeleteScript, PutAsset, PutScript
 from engine.sandbox.context import ScriptContext
 from engine.sandbox.envelope import Envelope
-from engine.scripts import ScriptManager, discover
+from engine.scripts import LOG_VIEW_CHARS, ScriptManager, discover
 
 log = logging.getLogger("engine.management")
 LOG_FLUSH = 0.1  # seconds between two deliveries of new log lines to the views
 RETRY_SECONDS = 5.0  # a watch of the assets folder that failed starts again after this long
 MAX_WAITING_WRITES = 100  # writes of privileged scripts waiting to be applied; more are refused
+SOURCES_HELD = 32 << 20  # characters of scripts' sources a view holds; a source past them is `big`
 
 
 class Management:
@@ -46,13 +48,17 @@ class Management:
         self.assets = assets
         self.max_bytes = config.assets.max_bytes
         self.max_total = config.assets.max_total_bytes
-        self.extra_memory = 2 * config.assets.max_total_bytes  # a view holds the assets, and JSON of them arrives
+        # What a view may hold (assets as base64, sources, every script's log lines), twice over: the
+        # JSON of a change arrives beside what it replaces. A limit, not an allocation.
+        self.extra_memory = 2 * (config.assets.max_total_bytes * 4 // 3 + SOURCES_HELD
+                                 + LOG_VIEW_CHARS * config.scripts.max_count) + (16 << 20)
         self.log_lines = config.logs.script_lines
         self.poll_seconds = max(config.scripts.debounce_ms, 250) / 1000
         # Privileged contexts alive (starting, serving, retiring): None once their whole view went,
         # else the changes that came meanwhile, to follow it.
         self._views: dict[ScriptContext, list[str] | None] = {}
         self._known: dict[str, Asset] = {}  # the assets as the views have them
+        self._sources: dict[str, int] = {}  # characters of each source the views hold (the rest are `big`)
         self._held: dict[str, int] = {}  # bytes of content the views hold, by path (the rest is `big`)
         self._new_lines: dict[str, deque[str]] = {}
         self._flush: asyncio.TimerHandle | None = None
@@ -71,14 +77,15 @@ class Management:
         """A privileged context started: send it everything, before its script runs. ScriptError if
         it cannot take it (its memory limit, say)."""
         self._views[ctx] = []
-        scripts = {n: r.source for n, r in self.scripts.records.items() if r.source is not None}
-        scripts.update(await asyncio.to_thread(self._unloaded, set(scripts)))
+        sources = {n: r.source for n, r in self.scripts.records.items() if r.source is not None}
+        sources.update(await asyncio.to_thread(self._unloaded, set(sources)))
+        scripts = {name: self._held_source(name, source) for name, source in sorted(sources.items())}
         logs = {n: list(r.logs) for n, r in self.scripts.records.items() if r.logs}
         async with self._asset_lock:
             await self._rescan()  # the views in step with the folder first, so all of them hold the same
             assets = await asyncio.to_thread(self._whole_view)
-        text = await asyncio.to_thread(json.dumps, {"reset": True, "scripts": scripts, "logs": logs,
-                                                    "assets": assets}, ensure_ascii=False)
+        # JSON made a piece at a time, each a short hold of the interpreter lock the loop needs too.
+        text = await asyncio.to_thread(_pieces, {"reset": True, "scripts": scripts, "logs": logs, "assets": assets})
         try:
             env = await ctx.manage(text)
             if env.error is not None:
@@ -102,7 +109,18 @@ class Management:
     def script_changed(self, name: str) -> None:
         """A script loaded, failed, or went: its source (None: gone) to every view."""
         record = self.scripts.records.get(name)
-        self._push({"scripts": {name: record.source if record is not None else None}})
+        source = record.source if record is not None else None
+        if source is None:
+            self._sources.pop(name, None)
+        self._push({"scripts": {name: None if source is None else self._held_source(name, source)}})
+
+    def _held_source(self, name: str, source: str) -> str | dict[str, int]:
+        """The source as the views hold it: itself while the views' share for sources lasts, else `big`."""
+        self._sources.pop(name, None)
+        if sum(self._sources.values()) + len(source) > SOURCES_HELD:
+            return {"big": len(source.encode("utf-8", "surrogatepass"))}
+        self._sources[name] = len(source)
+        return source
 
     def log_line(self, name: str, line: str) -> None:
         if not self._views:
@@ -174,7 +192,7 @@ class Management:
         elif asset.textual and (text := _utf8(data)) is not None:
             entry["text"] = text
         else:
-            entry["bin"] = data.decode("latin-1")
+            entry["b64"] = base64.b64encode(data).decode("ascii")
         return entry
 
     async def rescan(self) -> None:
@@ -198,7 +216,7 @@ class Management:
 
     async def _push_assets(self, delta: dict[str, Any]) -> None:
         if delta and self._views:
-            self._push_text(await asyncio.to_thread(json.dumps, {"assets": delta}, ensure_ascii=False))
+            self._push_text(await asyncio.to_thread(_pieces, {"assets": delta}))
 
     # ---- writes ----------------------------------------------------------------------------
 
@@ -249,8 +267,7 @@ class Management:
             await self._rescan()
             whole = await asyncio.to_thread(self._whole_view)
             if self._views:
-                self._push_text(await asyncio.to_thread(json.dumps, {"assetsReset": True, "assets": whole},
-                                                        ensure_ascii=False))
+                self._push_text(await asyncio.to_thread(_pieces, {"assetsReset": True, "assets": whole}))
 
     async def _put_back(self, c: Command) -> None:
         """A write that was refused: the views get what is there, not what the writer hoped for."""
@@ -274,7 +291,7 @@ class Management:
         try:
             record = await self.scripts.save(c.name, c.source)
         except OSError as e:
-            say(writer, "error", f"upsertScript({c.name}) failed: cannot write it ({e.strerror or type(e).__name__})")
+            say(writer, "error", f"upsertScript({c.name}) failed: cannot write it ({why(e)})")
             self.script_changed(c.name)  # the views had the source that was not written: put back what is
             return
         if record.latest_failed:
@@ -283,13 +300,17 @@ class Management:
             say(writer, "info", f"upsertScript({c.name}): saved and loaded")
 
     async def _delete_script(self, writer: str, c: DeleteScript) -> None:
+        say = self.scripts.script_line
         try:
-            if inside(self.scripts.folder, c.name) and await self.scripts.delete(c.name):
-                self.scripts.script_line(writer, "info", f"deleteScript({c.name}): deleted and unloaded")
+            if not inside(self.scripts.folder, c.name):
+                say(writer, "error", f"deleteScript({c.name}) refused: it leads out of the scripts folder "
+                    "(a symbolic link)")
+            elif await self.scripts.delete(c.name):
+                say(writer, "info", f"deleteScript({c.name}): deleted and unloaded")
+                return
         except OSError as e:
-            self.scripts.script_line(writer, "error", f"deleteScript({c.name}) failed: "
-                                     f"{e.strerror or type(e).__name__}")
-            self.script_changed(c.name)
+            say(writer, "error", f"deleteScript({c.name}) failed: {why(e)}")
+        self.script_changed(c.name)  # the views dropped it: put back what is there
 
     async def _put_asset(self, writer: str, c: PutAsset) -> None:
         async with self._asset_lock:
@@ -355,3 +376,16 @@ def _utf8(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _pieces(delta: dict[str, dict[str, Any] | bool]) -> str:
+    """JSON of a view's change, one entry at a time: json.dumps holds the interpreter lock for as long
+    as it runs, and an entry is at most one asset (assets.max_bytes) or one source."""
+    parts = []
+    for key, value in delta.items():
+        if isinstance(value, dict):
+            inner = ",".join(json.dumps(k) + ":" + json.dumps(v, ensure_ascii=False) for k, v in value.items())
+            parts.append(f"{json.dumps(key)}:{{{inner}}}")
+        else:
+            parts.append(f"{json.dumps(key)}:{json.dumps(value)}")
+    return "{" + ",".join(parts) + "}"

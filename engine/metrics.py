@@ -37,10 +37,16 @@ class Metrics:
                                       "Promise included", ["script"], buckets=CALL_BUCKETS, registry=self.registry)
         self.http_errors: Tally[int] = Tally()  # error responses by status (503s among them)
         self.graphql: Tally[tuple[str, str]] = Tally()  # operations by (operation, transport)
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # observe_call's labelled metrics
 
     def observe_call(self, script: str, kind: str, outcome: str, seconds: float) -> None:
-        self.calls.labels(script, kind, outcome).inc()
-        self.call_seconds.labels(script).observe(seconds)
+        key = (script, kind, outcome)
+        children = self._children.get(key)
+        if children is None:  # labels() looks its child up under a lock: once per key, not per call
+            children = self._children[key] = (self.calls.labels(script, kind, outcome),
+                                              self.call_seconds.labels(script))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(self, streams: StreamRegistry, hub: SubscriptionHub, scripts: ScriptManager, broker: Broker) -> None:
         """Read these when scraped."""

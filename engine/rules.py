@@ -14,7 +14,11 @@ RESERVED = (r"^/graphql", r"^/health(/|$)", r"^/metrics(/|$)", r"^/_engine(/|$)"
 RESERVED_TEXT = "/graphql*, /health, /metrics, /_engine/*"
 # Whitespace (JS's \s, spelled out so both languages mean the same), control characters, '?' and '#'.
 # (A backslash too: browsers read a link to `/\\host/x` as one to another site.)
-BAD_PATH_CHARS = "[\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff?#\\\\]"
+BAD_PATH_CHARS = ("[\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200f\\u2028-\\u202f\\u205f\\u2066-\\u2069\\u3000\\ufeff"
+                  "?#\\\\]")  # spaces, controls, and the bidirectional marks that make a name read other than it is
+# What a script's name may not hold: what would break a log line or make the name read other than it
+# is (plain spaces are fine in a file name).
+BAD_NAME_CHARS = "[\\x00-\\x1f\\x7f-\\x9f\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069\\ufeff\\\\]"
 ROUTE_PATH_MAX = 1024
 STREAM_PATH_MAX = 200
 # An SSE event name goes on its own `event:` line: short, and nothing that could start another field.
@@ -32,12 +36,13 @@ CONNECTION_ID = "^[0-9a-f]{8}\\.[A-Za-z0-9_-]{16}$"  # this node, then 96 random
 MAX_REASON = 200  # characters of a closeConnection reason
 MAX_NAME = 255  # characters in a script's name, or an asset's path, as a whole
 MAX_PART_BYTES = 255  # bytes (UTF-8) in one part of it: NAME_MAX on the file systems the engine runs on
-CONTENT_TYPE = r'[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=("[^"\r\n]*"|[\w.+-]+))*'  # a media type, as a header holds it
+CONTENT_TYPE = r'[\w.+-]+/[\w.+-]+([ \t]*;[ \t]*[\w.+-]+=("[ !#-~]*"|[\w.+-]+))*'  # a media type, as a header holds it
 MAX_CONTENT_TYPE = 200
 MAX_CONN_QUERY = 2048  # characters of query a hooked stream's reader may bring: its `conn` is kept while it reads
 
 _RESERVED = [re.compile(r) for r in RESERVED]
 _BAD_PATH = re.compile(BAD_PATH_CHARS)
+_BAD_NAME = re.compile(BAD_NAME_CHARS)
 _EVENT = re.compile(EVENT_NAME)
 _GRAPHQL_NAME = re.compile(GRAPHQL_NAME)
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -53,7 +58,8 @@ def for_js() -> dict[str, object]:
             "graphqlName": GRAPHQL_NAME, "graphqlNameMax": GRAPHQL_NAME_MAX, "maxLogLine": MAX_LOG_LINE,
             "maxSdlChars": MAX_SDL_CHARS, "engineStreams": ENGINE_STREAMS, "maxHeaders": MAX_HEADERS,
             "maxHeaderChars": MAX_HEADER_CHARS, "connectionId": CONNECTION_ID, "maxReason": MAX_REASON,
-            "engineEvents": ENGINE_EVENTS, "maxName": MAX_NAME,
+            "engineEvents": ENGINE_EVENTS, "maxName": MAX_NAME, "maxPartBytes": MAX_PART_BYTES,
+            "badNameChars": BAD_NAME_CHARS,
             "contentType": f"^(?:{CONTENT_TYPE})$", "maxContentType": MAX_CONTENT_TYPE}
 
 
@@ -164,8 +170,10 @@ def _parts_problem(raw: str, parts: list[str], what: str) -> str | None:
 def script_name_problem(raw: str) -> str | None:
     """A script's name: a relative `.js` path inside the scripts folder."""
     what = "a script name (a relative path ending in .js, inside the scripts folder)"
-    if not raw or len(raw) > MAX_NAME or "\\" in raw or "\0" in raw or raw.startswith("/") or not raw.endswith(".js"):
+    if not raw or len(raw) > MAX_NAME or raw.startswith("/") or not raw.endswith(".js"):
         return f"{raw[:80]!r} is not {what}"
+    if _BAD_NAME.search(raw):
+        return f"{raw[:80]!r} is not {what}: no control characters, line breaks, bidirectional marks or '\\'"
     return _parts_problem(raw, raw.split("/"), what)
 
 

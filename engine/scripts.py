@@ -53,6 +53,7 @@ from engine.sandbox.envelope import Envelope
 from engine.streams.registry import StreamRegistry, StreamSpec
 
 log = logging.getLogger("engine.scripts")
+LOG_VIEW_CHARS = 64 << 10  # characters of one script's newest log lines a privileged script's view holds
 _ROUTES_ON_A_THREAD = 1000  # a load with more routes builds the new route lookup tables on a thread
 script_log = logging.getLogger("engine.script")
 # How the prelude and the tables word a claim another script holds ("... by script a.js").
@@ -301,6 +302,7 @@ class ScriptManager:
                 "privileged": ctx.privileged,
                 "maxScriptBytes": self.config.limits.max_body_bytes,
                 "maxAssetBytes": self.config.assets.max_bytes,
+                "logViewChars": LOG_VIEW_CHARS,
                 **self._claims(),
             }, source.count("\n") + 1)
             if ctx.privileged and self.management is not None:

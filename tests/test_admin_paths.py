@@ -280,7 +280,7 @@ NOT_A_FILE = (404, 422, 404, 404)
     (b"%C3%A9t%C3%A9.js", CREATED),
     (b"%EF%BC%8E%EF%BC%8E%EF%BC%8Fx.js", CREATED),  # fullwidth "../": just characters
     (b"%E2%80%AEsj.x", REFUSED),  # right-to-left override: still has to end in .js
-    (b"%E2%80%AEx.js", CREATED),
+    (b"%E2%80%AEx.js", REFUSED),  # a bidirectional mark: the name would read other than it is
     (b"%252e%252e/x.js", CREATED),  # decoded once: a folder named "%2e%2e"
     (b"a%20b.js", CREATED),
     (b"~/x.js", CREATED),

@@ -128,7 +128,7 @@ async def test_a_privileged_script_lists_reads_writes_and_deletes_scripts(
 
     # A script saved through the admin API reaches the view too.
     await client.put("/_engine/scripts/other.js", data='register("/other", () => "o");')
-    await wait_for(lambda: get_json(client, "/ed/script", name="other.js"), what="view")
+    await wait_for(lambda: _has_source(client, "other.js"), what="view")
     assert (await get_json(client, "/ed/script", name="other.js"))["source"] == 'register("/other", () => "o");'
 
     # deleteScript: the file goes, the script unloads, the view forgets it.
@@ -210,6 +210,14 @@ async def _fetched_type(client: TestClient, path: str, want: str) -> bool:
     return (await get_json(client, "/ed/asset", path=path))["contentType"] == want  # type: ignore[no-any-return]
 
 
+async def _has_source(client: TestClient, name: str) -> bool:
+    return (await get_json(client, "/ed/script", name=name))["source"] is not None
+
+
+async def _unlisted(client: TestClient, path: str) -> bool:
+    return not await _listed(client, path)
+
+
 async def _listed(client: TestClient, path: str) -> bool:
     return path in (await get_json(client, "/ed/list"))["assets"]
 
@@ -221,7 +229,7 @@ BAD_CALLS: list[tuple[list[Any], str]] = [
     (["upsertScript", ["notes.txt", "x"]], "is not a script name"),
     (["upsertScript", ["a\\b.js", "x"]], "is not a script name"),
     (["upsertScript", ["x.js", 42]], "upsertScript: the source must be a string, got number 42"),
-    (["upsertScript", ["x.js", "@x1100"]], "the limit is 1024 (limits.max_body_bytes)"),
+    (["upsertScript", ["x.js", "@x5000"]], "the limit is 4096 (limits.max_body_bytes)"),
     (["deleteScript", [None]], "is not a script name"),
     (["listLogsForUri", [{}]], "is not a script name"),
     (["fetchAsset", ["no-slash.css"]], "path must start with '/'"),
@@ -234,15 +242,26 @@ BAD_CALLS: list[tuple[list[Any], str]] = [
     (["upsertAsset", ["/x.html", 12]], "the content must be a string, a Uint8Array or an ArrayBuffer"),
     (["upsertAsset", ["/x.html", "@x600"]], "the limit is 512 (assets.max_bytes)"),
     (["deleteAsset", ["/x/"]], "is not an asset path"),
+    # What Python refuses, the JS refuses too, at the call, with nothing queued.
+    (["upsertScript", ["\u00e9" * 130 + ".js", "x"]], "parts of at most 255 bytes"),
+    (["upsertScript", ["a\nb.js", "x"]], "is not a script name"),
+    (["upsertScript", ["a\u202eb.js", "x"]], "is not a script name"),
+    (["upsertScript", ["ok.js", "a\ud800b"]], "the source holds a lone surrogate"),
+    (["upsertAsset", ["/\ud800", "x"]], "is not an asset path"),
+    (["upsertAsset", ["/ok.txt", "a\ud800b"]], "the content holds a lone surrogate"),
+    (["upsertAsset", ["/i.css", "x", "text/css\u2028;x=y"]], "the content type must be a media type"),
+    (["upsertAsset", ["/i.css", "x", "text/css;x=\"\u0000\""]], "the content type must be a media type"),
 ]
 
 
 async def test_bad_arguments_throw_and_write_nothing(engine_client: MakeClient, scripts_dir: Path) -> None:
     config = privileged_config(scripts_dir, max_bytes=512)
-    config = replace(config, limits=replace(config.limits, max_body_bytes=1024))
+    config = replace(config, limits=replace(config.limits, max_body_bytes=4096))
     client = await engine_client(extra={"editor.js": EDITOR, "plain.js": PLAIN}, config=config)
     calls = [c for c, _ in BAD_CALLS]
-    errors = await (await client.post("/ed/bad", data=json.dumps(calls))).json()
+    resp = await client.post("/ed/bad", data=json.dumps(calls))
+    errors = await resp.json()
+    assert isinstance(errors, list), errors
     for (call, want), got in zip(BAD_CALLS, errors, strict=True):
         assert got is not None and want in got, (call, got)
     assert sorted(p.name for p in scripts_dir.iterdir()) == ["editor.js", "plain.js"]
@@ -294,22 +313,29 @@ async def test_a_symbolic_link_out_of_either_folder_is_refused(
     assets.mkdir()
     (assets / "link").symlink_to(outside)
     (scripts_dir / "out").symlink_to(outside)
+    (outside / "o.js").write_text('register("/outside", () => "o");')
+    (scripts_dir / "linked.js").symlink_to(outside / "o.js")  # the operator's own link: it loads
     client = await start(engine_client, scripts_dir)
     assert (await client.get("/link/secret.txt")).status == 404
     assert "/link/secret.txt" not in (await get_json(client, "/ed/list"))["assets"]
     await client.put("/ed/asset", params={"path": "/link/new.txt"}, data="x")
     await client.put("/ed/script", params={"name": "out/new.js"}, data="x")
+    assert await (await client.delete("/ed/script", params={"name": "linked.js"})).json() == {"existed": True}
     editor = client.app[SCRIPTS].records["editor.js"]
-    await wait_for(lambda: sum("refused" in line for line in editor.logs) == 2, what="both refused")
-    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    await wait_for(lambda: sum("refused" in line for line in editor.logs) == 3, what="all three refused")
+    assert any("deleteScript(linked.js) refused: it leads out of the scripts folder" in line for line in editor.logs)
+    assert sorted(p.name for p in outside.iterdir()) == ["o.js", "secret.txt"]
+    assert await (await client.get("/outside")).text() == "o"
+    await wait_for(lambda: _has_source(client, "linked.js"), what="the view put back")
 
 
 FORGED = {
     "a name out of the folder": ({"op": "putscript", "name": "../evil.js", "source": "x"}, "is not a script name"),
     "a header in the type": ({"op": "putasset", "path": "/x.html", "text": "x", "type": "text/html\r\nX: y"},
                              "the content type must be a media type"),
-    "content twice": ({"op": "putasset", "path": "/x.html", "text": "x", "bin": "x"}, "one of them"),
-    "bytes past 255": ({"op": "putasset", "path": "/x.bin", "bin": "\u0100"}, "bin holds a character over 255"),
+    "content twice": ({"op": "putasset", "path": "/x.html", "text": "x", "b64": "eA=="}, "one of them"),
+    "bytes not base64": ({"op": "putasset", "path": "/x.bin", "b64": "not base64!"}, "b64 is not base64"),
+    "a name with a line break": ({"op": "putscript", "name": "a\nb.js", "source": "x"}, "is not a script name"),
 }
 
 
@@ -375,3 +401,55 @@ async def _assets_listed(client: TestClient, n: int) -> bool:
 
 async def _scripts_listed(client: TestClient, n: int) -> bool:
     return len((await get_json(client, "/ed/list"))["scripts"]) == n
+
+
+async def test_the_view_keeps_within_its_budget(engine_client: MakeClient, scripts_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sources past the view's share are `big` (getScript says where to read them), a script's log
+    lines are kept to its newest 64 K characters, and big assets cost native time, not a JS loop."""
+    monkeypatch.setattr("engine.management.SOURCES_HELD", 20_000)
+    big = "// " + "x" * 15_000 + "\n"
+    noisy = 'for (let i = 0; i < 400; i++) writeLog("line " + i + " " + "y".repeat(1000));'
+    client = await start(engine_client, scripts_dir, extra={"a_big.js": big, "b_big.js": big, "noisy.js": noisy})
+    sources = [await get_json(client, "/ed/script", name=n) for n in ("a_big.js",)]
+    assert sources[0]["source"] == big  # the first fits
+    resp = await client.post("/ed/bad", data=json.dumps([["getScript", ["b_big.js"]]]))
+    message = (await resp.json())[0]
+    assert message == ("getScript: b_big.js is 15004 bytes, past what the view holds of scripts' sources; read it "
+                       "through the admin API (GET /_engine/scripts/b_big.js)")
+    await wait_for(lambda: logged(client, "noisy.js", "line 399 "), what="noisy's last line in the view")
+    lines = await logs_of(client, "noisy.js")
+    assert lines[-1].startswith("line 399 ") and sum(len(line) for line in lines) <= 65536 < 400 * 1000
+
+    # A 3 MB binary asset in and out within one call's CPU time (base64 both ways, natively).
+    resp = await client.post("/ed/bad", data=json.dumps([["eval", [
+        "upsertAsset('/big.bin', new Uint8Array(3 * 1048576).fill(7))"]]]))
+    assert (await resp.json()) == [None]
+    await wait_for(lambda: (scripts_dir.parent / "assets" / "big.bin").exists(), 10)
+    resp = await client.post("/ed/bad", data=json.dumps([["eval", [
+        "const a = fetchAsset('/big.bin'); if (a.content.length !== 3 * 1048576 || a.content[5] !== 7) throw new "
+        "Error('wrong content')"]]]))
+    assert (await resp.json()) == [None]
+
+
+async def test_assets_beside_routes_compressed_files_and_forgotten_types(
+        engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir, extra={"post.js": 'register("/form.html", () => "ok", "POST");'})
+    assets = scripts_dir.parent / "assets"
+    assets.mkdir()
+    (assets / "form.html").write_text("<form></form>")
+    (assets / "data.txt.gz").write_bytes(b"\x1f\x8b not really")
+    # A route that takes only POST leaves GET to the asset there.
+    got = await client.get("/form.html")
+    assert got.status == 200 and await got.text() == "<form></form>"
+    assert (await client.post("/form.html")).status == 200
+    assert (await client.get("/data.txt.gz")).headers["Content-Type"] == "application/gzip"
+    # A type given to upsertAsset is forgotten with its file: a new file there gets its name's type.
+    await client.put("/ed/asset", params={"path": "/t.png", "type": "text/html"}, data="<b>x</b>")
+    await wait_for(lambda: (assets / "t.png").exists())
+    assert (await client.get("/t.png")).headers["Content-Type"] == "text/html"
+    (assets / "t.png").unlink()
+    await wait_for(lambda: _unlisted(client, "/t.png"), what="the removal seen")
+    (assets / "t.png").write_bytes(b"\x89PNG")
+    await wait_for(lambda: _listed(client, "/t.png"), what="the new file seen")
+    assert (await client.get("/t.png")).headers["Content-Type"] == "image/png"

@@ -15,7 +15,6 @@ A file the file system will not read or write is a 422 that says why, never a 50
 
 from __future__ import annotations
 
-import errno
 import hmac
 import ipaddress
 import re
@@ -28,24 +27,10 @@ from aiohttp.typedefs import Handler
 from engine import rules
 from engine.config import Config
 from engine.errors import HTTPError
-from engine.folders import inside
+from engine.folders import inside, why
 from engine.http.keys import CONFIG, LOGS, REQUEST_ID, SCRIPTS, STREAMS
 from engine.http.request import read_body
 from engine.streams.sse import serve_sse
-
-# Why a script's file could not be read, written or deleted, as the client is told it (an OSError's
-# own text names the server's absolute paths).
-_REASONS = {
-    errno.ENOTDIR: "a parent of the path is a file, not a folder",
-    errno.EEXIST: "a parent of the path is a file, not a folder",  # mkdir(parents=True) over a file
-    errno.EISDIR: "the path is a folder, not a file",
-    errno.ENAMETOOLONG: "the name is too long for the file system",
-    errno.ELOOP: "the path goes through a loop of symbolic links",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.EROFS: "the scripts folder is on a read-only file system",
-    errno.ENOSPC: "no space left on the device",
-}
 
 
 def is_loopback(remote: str | None) -> bool:
@@ -139,11 +124,6 @@ def script_path(folder: Path, raw: str) -> tuple[str, Path]:
     return name, folder / name
 
 
-def _why(e: OSError) -> str:
-    """What went wrong with a script's file, for the client: the reason only, never the server's paths."""
-    return _REASONS.get(e.errno or 0) or (e.strerror or type(e).__name__).lower()
-
-
 async def list_scripts(request: web.Request) -> web.Response:
     scripts = request.app[SCRIPTS]
     return web.json_response({"scripts": [scripts.records[n].describe() for n in sorted(scripts.records)]})
@@ -156,7 +136,7 @@ async def read_script(request: web.Request) -> web.Response:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # a folder, or a file's "child"
         raise HTTPError(404, "not_found", f"no script named {name}") from None
     except OSError as e:
-        raise HTTPError(422, "unreadable", f"{name} cannot be read: {_why(e)}") from None
+        raise HTTPError(422, "unreadable", f"{name} cannot be read: {why(e)}") from None
     try:
         source = data.decode("utf-8")
     except UnicodeDecodeError as e:  # put there by hand: the engine cannot load it either
@@ -181,7 +161,7 @@ async def write_script(request: web.Request) -> web.Response:
         existed = path.exists()
         record = await scripts.save(name, source)
     except OSError as e:  # nothing was loaded, and save leaves no temp file behind
-        raise HTTPError(422, "cannot_write", f"{name} cannot be written: {_why(e)}") from None
+        raise HTTPError(422, "cannot_write", f"{name} cannot be written: {why(e)}") from None
     if record.last_error is not None:
         return web.json_response({"error": {"code": "script_failed", "message": record.last_error,
                                             "request_id": request[REQUEST_ID]}, "script": record.describe()},
@@ -197,7 +177,7 @@ async def delete_script(request: web.Request) -> web.Response:
     except (NotADirectoryError, IsADirectoryError):  # a folder is no script, nor is a file's "child"
         deleted = False
     except OSError as e:
-        raise HTTPError(422, "cannot_delete", f"{name} cannot be deleted: {_why(e)}") from None
+        raise HTTPError(422, "cannot_delete", f"{name} cannot be deleted: {why(e)}") from None
     if not deleted:
         raise HTTPError(404, "not_found", f"no script named {name}")
     return web.Response(status=204)

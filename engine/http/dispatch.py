@@ -70,9 +70,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
             match = _resolve(table, request)  # 404/405 before reading any body
         except HTTPError as e:
-            if e.status == 404 and method in ("GET", "HEAD"):  # an asset, or the landing page at `/`
+            # An asset (where no route answers GET), or the landing page at `/`.
+            if e.status in (404, 405) and method in ("GET", "HEAD"):
                 served = await serve_asset(request, app[ASSETS])
-                if served is None and request.path == "/":
+                if served is None and request.path == "/" and e.status == 404:
                     served = landing(request)
                 if served is not None:
                     served.headers["X-Request-Id"] = rid

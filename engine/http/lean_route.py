@@ -39,11 +39,16 @@ access_log = logging.getLogger("aiohttp.access")
 MAX_HEAD = 8192  # a longer head is aiohttp's (with its own limits and errors)
 MAX_PENDING = 2 * MAX_HEAD  # bytes a client may send ahead of its answers before we stop reading
 HANDED_ANSWER_SECONDS = 30.0  # a streaming answer aiohttp never took is ended after this long
-# The request target: a path of plain characters (no `%` to decode, no `#`), then a plain query.
-_TARGET = re.compile(rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(\?[\x21-\x22\x24-\x7e]*)?")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_NOT_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_HANDS_OVER = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
+# A whole simple head in one pass: `GET`, a path of plain characters (no `%` to decode, no `#`), a
+# plain query, HTTP/1.1, then header lines of a token, a colon and a value without controls.
+_SIMPLE_HEAD = re.compile(
+    rb"GET (/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)(?:\?([\x21\x22\x24-\x7e]*))? HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n")
+# The headers that decide something here (most requests have none of them but Connection).
+_SPECIAL = re.compile(
+    rb"^(content-length|transfer-encoding|expect|upgrade|connection|x-request-id):[ \t]*(.*?)[ \t]*\r$",
+    re.IGNORECASE | re.MULTILINE)
+_FIELD = re.compile(rb"^([^:\r\n]+):[ \t]*(.*?)[ \t]*\r\n", re.MULTILINE)  # one header line, value trimmed
 _NO_BODY = (204, 304)
 
 NEED_MORE = object()  # the head is not complete yet
@@ -64,42 +69,31 @@ class RouteHead:
 
 def read_route_head(buf: bytes | bytearray) -> RouteHead | object:
     """Is the start of `buf` a simple GET this protocol serves (a route of it or not: the caller matches)?"""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return HAND_OVER if len(buf) > MAX_HEAD or not buf.startswith(b"GET /"[: len(buf)]) else NEED_MORE
-    if end > MAX_HEAD:
+    m = _SIMPLE_HEAD.match(buf)
+    if m is None:
+        if buf.find(b"\r\n\r\n") >= 0 or len(buf) > MAX_HEAD or not buf.startswith(b"GET /"[: len(buf)]):
+            return HAND_OVER
+        return NEED_MORE
+    if m.end() > MAX_HEAD + 4:
         return HAND_OVER
-    lines = bytes(buf[:end]).split(b"\r\n")
-    request_line = lines[0]
-    if not request_line.startswith(b"GET /") or not request_line.endswith(b" HTTP/1.1"):
-        return HAND_OVER
-    target = request_line[4:-9]
-    if not _TARGET.fullmatch(target):
-        return HAND_OVER
-    raw_path, _, query = target.partition(b"?")
+    raw_path, query, block = m.group(1), m.group(2) or b"", m.group(3)
     if b"/." in raw_path or b"//" in raw_path:  # dot segments and empty ones: aiohttp's to normalise
         return HAND_OVER
     request_id = None
     close = False
-    parts: list[bytes] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name) or _NOT_IN_VALUE.search(value):  # obs-fold, bare CR/LF
-            return HAND_OVER
-        value = value.strip(b" \t")
+    for name, value in _SPECIAL.findall(block):
         low = name.lower()
-        if low in _HANDS_OVER or (low == b"content-length" and value != b"0"):
-            return HAND_OVER
         if low == b"connection":
             tokens = value.lower()
             if b"upgrade" in tokens:
                 return HAND_OVER
-            close = b"close" in tokens
+            close = close or b"close" in tokens
         elif low == b"x-request-id":
             request_id = value.decode("latin-1")
-        parts += (name, value)
-    return RouteHead(raw_path.decode("ascii"), query.decode("ascii"),
-                     b"\n".join(parts).decode("utf-8", "replace"), request_id, close, end + 4)
+        elif low != b"content-length" or value != b"0":
+            return HAND_OVER
+    headers = _FIELD.sub(rb"\1\n\2\n", block)[:-1].decode("utf-8", "replace")
+    return RouteHead(raw_path.decode("ascii"), query.decode("ascii"), headers, request_id, close, m.end())
 
 
 def route_of(app: web.Application, head: RouteHead) -> Match | None:
@@ -134,6 +128,7 @@ class LeanRoute(asyncio.Protocol):
         self._buf = bytearray()
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None  # when the connection began waiting for a request
         self._writable = True
         self._closing = False  # shutdown: close once the answer under way is written
         self._peer = "-"
@@ -161,7 +156,7 @@ class LeanRoute(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._routes.open.discard(self)
-        self._cancel_idle()
+        self._stop_idle()
         if self._task is not None:
             self._task.cancel()  # the client left: as aiohttp's handler_cancellation does
         self._transport = None
@@ -222,6 +217,13 @@ class LeanRoute(asyncio.Protocol):
                 self._task = None
                 self._hand_answer(record, route.target, rid, raw)
                 return
+            content_type = record.get("t")
+            if ("h" not in record and content_type is not None and record["s"] not in _NO_BODY
+                    and content_type.isascii() and content_type.isprintable()):  # the common case, written directly
+                self._task = None
+                self._write_plain(record["s"], content_type, record["b"].encode("utf-8", "replace"), rid, head)
+                self._next()
+                return
             response = js_response(route.owner, record)
         except asyncio.CancelledError:
             raise
@@ -230,6 +232,23 @@ class LeanRoute(asyncio.Protocol):
         self._task = None
         self._write(response, rid, head)
         self._next()
+
+    def _write_plain(self, status: int, content_type: str, body: bytes, rid: str, head: RouteHead) -> None:
+        """A response of a status, a type and a body: what js_response then `_write` would send."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        close = head.close or self._closing
+        transport.write(b"".join((
+            _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {_reason(status)}\r\n".encode(),
+            b"Content-Type: ", content_type.encode(), b"\r\nContent-Length: ", str(len(body)).encode(),
+            _date_and_server(), b"\r\nX-Request-Id: ", rid.encode("latin-1", "replace"),
+            b"\r\nConnection: close\r\n\r\n" if close else b"\r\n\r\n", body)))
+        if self._config.logs.access:
+            target = f"{head.path}?{head.query}" if head.query else head.path
+            access_log.info(lean_line(self._peer, "GET", target, status, len(body), head.headers))
+        if close:
+            self._finish()
 
     def _write(self, response: web.Response, rid: str, head: RouteHead) -> None:
         transport = self._transport
@@ -257,7 +276,7 @@ class LeanRoute(asyncio.Protocol):
         """Everything from here on is aiohttp's, as if it had read `buf` itself."""
         transport = self._transport
         self._routes.open.discard(self)
-        self._cancel_idle()
+        self._stop_idle()
         if transport is None or transport.is_closing():
             return
         self._transport = None
@@ -285,22 +304,42 @@ class LeanRoute(asyncio.Protocol):
         self._hand_over(raw + bytes(self._buf))
 
     def _wait_idle(self) -> None:
+        """From now on the connection waits for a request: `server.keepalive_seconds` of that closes it.
+        One timer per such period, looked at when it fires, rather than one made per request."""
+        loop = asyncio.get_running_loop()
+        if self._idle_since is None:
+            self._idle_since = loop.time()
         if self._idle is None:
-            self._idle = asyncio.get_running_loop().call_later(self._config.server.keepalive_seconds, self._finish)
+            self._idle = loop.call_at(self._idle_since + self._config.server.keepalive_seconds, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        if self._idle_since is None:  # busy: `_wait_idle` starts the next period
+            return
+        left = self._idle_since + self._config.server.keepalive_seconds - asyncio.get_running_loop().time()
+        if left <= 0:
+            self._finish()
+        else:
+            self._idle = asyncio.get_running_loop().call_later(left, self._idle_check)
 
     def _cancel_idle(self) -> None:
+        self._idle_since = None
+
+    def _stop_idle(self) -> None:
+        self._idle_since = None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
 
     def _finish(self) -> None:
-        self._cancel_idle()
+        self._stop_idle()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
 
 _REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
-_date_cache: list[Any] = [0, ""]
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase in _REASONS.items()}
+_date_cache: list[Any] = [0, "", b""]
 
 
 def _reason(status: int) -> str:
@@ -310,5 +349,11 @@ def _reason(status: int) -> str:
 def _date() -> str:
     now = int(time.time())
     if _date_cache[0] != now:
-        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+        date = formatdate(now, usegmt=True)
+        _date_cache[:] = [now, date, f"\r\nDate: {date}\r\nServer: {SERVER_SOFTWARE}".encode()]
     return _date_cache[1]  # type: ignore[no-any-return]
+
+
+def _date_and_server() -> bytes:
+    _date()
+    return _date_cache[2]  # type: ignore[no-any-return]

@@ -6,6 +6,7 @@ breaking them was forged (a tampered built-in, a bug), and fails the call that p
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -285,14 +286,15 @@ def read_command(raw: Any, index: int, limits: LimitsConfig) -> Command:
         content_type = r.text("type", optional=True)
         if content_type is not None:
             r.check(rules.content_type_problem(content_type))
-        text, latin1 = r.text("text", optional=True), r.text("bin", optional=True)
-        if (text is None) == (latin1 is None):
-            raise r.fail("give the content as text or bin, one of them")
+        text, b64 = r.text("text", optional=True), r.text("b64", optional=True)
+        if (text is None) == (b64 is None):
+            raise r.fail("give the content as text or b64, one of them")
         try:
-            data = text.encode("utf-8") if text is not None else latin1.encode("latin-1")
+            data = text.encode("utf-8") if text is not None else base64.b64decode(b64, validate=True)
         except UnicodeEncodeError:
-            why = "text holds a lone surrogate" if text is not None else "bin holds a character over 255"
-            raise r.fail(why) from None
+            raise r.fail("text holds a lone surrogate") from None
+        except ValueError:
+            raise r.fail("b64 is not base64") from None
         return PutAsset(path, data, content_type)
     if op == "delasset":
         path = r.text("path")

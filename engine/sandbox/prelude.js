@@ -31,6 +31,10 @@
   const ArrayBufferCtor = ArrayBuffer;
   const fromCharCode = String.fromCharCode;
   const subarray = uncurry(Uint8Array.prototype.subarray);
+  const toBase64 = uncurry(Uint8Array.prototype.toBase64);
+  const fromBase64 = Uint8Array.fromBase64;
+  const encodeURIComponentNative = encodeURIComponent;
+  const unescapeNative = unescape;
   const evalGlobal = g.eval;
   const hasOwn = uncurry(Object.prototype.hasOwnProperty);
   const reExec = uncurry(RegExp.prototype.exec);
@@ -609,6 +613,7 @@
   let privileged = false;
   let maxScriptBytes = 1048576;
   let maxAssetBytes = 4194304;
+  let logViewChars = 65536;
   const CONTENT_TYPE = new RegExpCtor(RULES.contentType);
   let managed = rec({ scripts: rec({}), logs: rec({}), assets: rec({}) });
 
@@ -618,18 +623,24 @@
     }
   }
 
+  const BAD_NAME = new RegExpCtor(RULES.badNameChars);
+  const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/;
+
+  // What the file system takes as a name's parts (as rules.py's _parts_problem): not empty, `.`,
+  // `..` or hidden, valid Unicode, and at most MAX_PART_BYTES in UTF-8 each.
   function badParts(parts) {
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i];
       if (part === "" || part === "." || part === ".." || part[0] === ".") return true;
+      if (test(LONE_SURROGATE, part) || utf8Length(part) > RULES.maxPartBytes) return true;
     }
     return false;
   }
 
   function checkScriptName(fn, name) {
     if (typeof name !== "string" || name.length === 0 || name.length > RULES.maxName || !strEndsWith(name, ".js")
-        || name[0] === "/" || strIndexOf(name, "\\") >= 0 || strIndexOf(name, "\0") >= 0 || badParts(splitOn(name, "/"))) {
-      throw hostError(fn + ": " + describe(name) + " is not a script name: a relative path ending in .js, inside the scripts folder (no '..', nothing hidden)");
+        || name[0] === "/" || test(BAD_NAME, name) || badParts(splitOn(name, "/"))) {
+      throw hostError(fn + ": " + describe(name) + " is not a script name: a relative path ending in .js, inside the scripts folder (no '..', nothing hidden, no control characters, line breaks or bidirectional marks, parts of at most " + RULES.maxPartBytes + " bytes)");
     }
   }
 
@@ -639,31 +650,26 @@
       if (test(RESERVED[i], path)) throw hostError(fn + ": " + path + " is reserved by the engine (" + RULES.reservedText + ")");
     }
     if (strIndexOf(path, "%") >= 0) throw hostError(fn + ": give the asset path as it reads, not %-encoded, got " + describe(path));
-    if (badParts(splitOn(strSlice(path, 1), "/"))) throw hostError(fn + ": " + describe(path) + " is not an asset path (like /img/logo.png): no empty, '.' or '..' part, nothing hidden");
+    if (badParts(splitOn(strSlice(path, 1), "/"))) throw hostError(fn + ": " + describe(path) + " is not an asset path (like /img/logo.png): no empty, '.' or '..' part, nothing hidden, valid Unicode, parts of at most " + RULES.maxPartBytes + " bytes");
+  }
+
+  // UTF-8 bytes of `s` by native code (a loop over millions of characters would use the call's CPU
+  // time); -1 when it holds a lone surrogate, which UTF-8 cannot carry.
+  function utf8Size(s) {
+    try { return unescapeNative(encodeURIComponentNative(s)).length; } catch (e) { return -1; }
   }
 
   function sortedKeys(o) {
     return arrSort(arrSlice(keys(o)));
   }
 
-  function bytesOf(latin1) {
-    const out = new Uint8ArrayCtor(latin1.length);
-    for (let i = 0; i < latin1.length; i++) out[i] = charCodeAt(latin1, i);
-    return out;
-  }
-
-  function latin1Of(bytes) {
-    const parts = list();
-    for (let i = 0; i < bytes.length; i += 4096) add(parts, fnApply(fromCharCode, null, subarray(bytes, i, i + 4096)));
-    return arrJoin(parts, "");
-  }
-
   function upsertScript(name, source) {
     needPrivilege("upsertScript");
     checkScriptName("upsertScript", name);
     if (typeof source !== "string") throw hostError("upsertScript: the source must be a string, got " + describe(source));
-    const size = oversize(source, maxScriptBytes);
-    if (size) throw hostError("upsertScript: the source is at least " + size + " bytes; the limit is " + maxScriptBytes + " (limits.max_body_bytes)");
+    const size = source.length > maxScriptBytes ? source.length : utf8Size(source);
+    if (size < 0) throw hostError("upsertScript: the source holds a lone surrogate, which UTF-8 cannot carry");
+    if (size > maxScriptBytes) throw hostError("upsertScript: the source is at least " + size + " bytes; the limit is " + maxScriptBytes + " (limits.max_body_bytes)");
     queue("upsertScript", { op: "putscript", name: name, source: source });
     managed.scripts[name] = source;
   }
@@ -684,7 +690,7 @@
     if (a === undefined) return null;
     if (a.big) throw hostError("fetchAsset: " + path + " is " + a.size + " bytes, over assets.max_bytes or past assets.max_total_bytes: it is served at its path, but not held for scripts");
     return { path: path, contentType: a.type, size: a.size, modified: a.modified,
-             content: a.text !== undefined ? a.text : bytesOf(a.bin) };
+             content: a.text !== undefined ? a.text : fromBase64(a.b64) };
   }
 
   function upsertAsset(path, content, contentType) {
@@ -693,12 +699,13 @@
     const cmd = rec({ op: "putasset", path: path });
     const entry = rec({ type: null, size: 0, modified: now() });
     if (typeof content === "string") {
-      entry.size = oversize(content, maxAssetBytes) || utf8Length(content);
+      entry.size = content.length > maxAssetBytes ? content.length : utf8Size(content);
+      if (entry.size < 0) throw hostError("upsertAsset: the content holds a lone surrogate, which UTF-8 cannot carry");
       cmd.text = entry.text = content;
     } else if (content instanceof Uint8ArrayCtor || content instanceof ArrayBufferCtor) {
       const bytes = content instanceof ArrayBufferCtor ? new Uint8ArrayCtor(content) : content;
       entry.size = bytes.length;
-      if (entry.size <= maxAssetBytes) cmd.bin = entry.bin = latin1Of(bytes);
+      if (entry.size <= maxAssetBytes) cmd.b64 = entry.b64 = toBase64(bytes);
     } else {
       throw hostError("upsertAsset: the content must be a string, a Uint8Array or an ArrayBuffer, got " + describe(content));
     }
@@ -722,8 +729,16 @@
     return existed;
   }
 
-  // What changed, from the engine: {reset?, assetsReset?, scripts: {name: source | null}, logs: {name: [new lines]},
-  // assets: {path: {type, size, modified, text | bin | big} | null}}.
+  // What changed, from the engine: {reset?, assetsReset?, scripts: {name: source | {big: size} | null},
+  // logs: {name: [new lines]}, assets: {path: {type, size, modified, text | b64 | big} | null}}. A
+  // script's lines are kept to logViewChars characters (the newest), so the view stays in its memory.
+  function trimLog(lines) {
+    let total = 0;
+    let i = lines.length;
+    while (i > 0 && total + lines[i - 1].length <= logViewChars) total += lines[--i].length;
+    return i > 0 ? tail(lines, lines.length - i) : lines;
+  }
+
   function manage(delta) {
     if (delta.reset) managed = rec({ scripts: rec({}), logs: rec({}), assets: rec({}) });
     if (delta.assetsReset) managed.assets = rec({});
@@ -743,7 +758,7 @@
     for (let i = 0; i < names.length; i++) {
       const lines = managed.logs[names[i]] || list();
       for (let j = 0; j < logs[names[i]].length; j++) add(lines, logs[names[i]][j]);
-      managed.logs[names[i]] = tail(lines, logMax);
+      managed.logs[names[i]] = trimLog(tail(lines, logMax));
     }
   }
 
@@ -776,7 +791,9 @@
       needPrivilege("getScript");
       checkScriptName("getScript", name);
       const source = managed.scripts[name];
-      return source === undefined ? null : source;
+      if (source === undefined) return null;
+      if (typeof source !== "string") throw hostError("getScript: " + name + " is " + source.big + " bytes, past what the view holds of scripts' sources; read it through the admin API (GET /_engine/scripts/" + name + ")");
+      return source;
     },
     upsertScript: upsertScript,
     deleteScript: deleteScript,
@@ -1214,6 +1231,7 @@
       if (o.privileged) privileged = true;
       if (o.maxScriptBytes) maxScriptBytes = o.maxScriptBytes;
       if (o.maxAssetBytes) maxAssetBytes = o.maxAssetBytes;
+      if (o.logViewChars) logViewChars = o.logViewChars;
       logLines = list();
       const logs = o.logs || [];
       for (let i = 0; i < logs.length; i++) add(logLines, logs[i]);
