@@ -50,10 +50,11 @@ class RedactingAccessLogger(AccessLogger):
 
 def lean_line(peer: str, method: str, target: str, status: int, size: int, headers: str) -> str:
     """The line aiohttp's default format (`%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"`) gives,
-    redacted the same way, for a request served below aiohttp (`headers`: names and values,
-    newline-separated)."""
-    fields = headers.split("\n")
-    named = {fields[i].lower(): fields[i + 1] for i in range(0, len(fields) - 1, 2)}
+    redacted the same way, for a request served below aiohttp (`headers`: its "Name: value" lines)."""
+    named: dict[str, str] = {}
+    for line in headers.split("\r\n"):
+        name, _, value = line.partition(":")
+        named.setdefault(name.lower(), value.strip(" \t"))
     when = time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
     return (f'{peer} {when} "{redact(f"{method} {target} HTTP/1.1")}" {status} {size} '
             f'"{redact(named.get("referer", "-"))}" "{named.get("user-agent", "-")}"')

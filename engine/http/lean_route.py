@@ -48,7 +48,6 @@ _SIMPLE_HEAD = re.compile(
 _SPECIAL = re.compile(
     rb"^(content-length|transfer-encoding|expect|upgrade|connection|x-request-id):[ \t]*(.*?)[ \t]*\r$",
     re.IGNORECASE | re.MULTILINE)
-_FIELD = re.compile(rb"^([^:\r\n]+):[ \t]*(.*?)[ \t]*\r\n", re.MULTILINE)  # one header line, value trimmed
 _NO_BODY = (204, 304)
 
 NEED_MORE = object()  # the head is not complete yet
@@ -61,7 +60,7 @@ class RouteHead:
 
     path: str
     query: str  # raw, without the `?`
-    headers: str  # names and values, newline-separated, as the prelude takes them
+    headers: str  # the head's header lines ("Name: value\r\n"...), checked: the prelude splits them
     request_id: str | None
     close: bool  # the client said `Connection: close`
     end: int  # where the next request starts in the buffer
@@ -92,7 +91,7 @@ def read_route_head(buf: bytes | bytearray) -> RouteHead | object:
             request_id = value.decode("latin-1")
         elif low != b"content-length" or value != b"0":
             return HAND_OVER
-    headers = _FIELD.sub(rb"\1\n\2\n", block)[:-1].decode("utf-8", "replace")
+    headers = block.decode("utf-8", "replace")  # split in JS, off the interpreter lock
     return RouteHead(raw_path.decode("ascii"), query.decode("ascii"), headers, request_id, close, m.end())
 
 
@@ -192,19 +191,17 @@ class LeanRoute(asyncio.Protocol):
             transport.resume_reading()
             self._wait_idle()  # a slow head is bounded like an idle connection, as aiohttp bounds it
             return
-        match = route_of(self._app, head) if isinstance(head, RouteHead) else None
-        if match is None:
+        if not isinstance(head, RouteHead):
             self._hand_over(bytes(self._buf))
             return
-        assert isinstance(head, RouteHead)
         self._cancel_idle()
         raw = bytes(self._buf[: head.end])
         del self._buf[: head.end]
         self._task = asyncio.get_running_loop().create_task(self._serve(head, raw))
 
     async def _serve(self, head: RouteHead, raw: bytes) -> None:
-        match = route_of(self._app, head)  # again: a reload may have swapped the table since `_next`
-        if match is None:
+        match = route_of(self._app, head)  # matched here, with no await before the call: the current table
+        if match is None:  # no JS route's: aiohttp's, from this request on
             self._task = None
             self._hand_over(raw + bytes(self._buf))
             return
@@ -212,7 +209,7 @@ class LeanRoute(asyncio.Protocol):
         route = match.route
         try:
             record = await route.target.handle(route.handler, js_request_parts(
-                "GET", head.path, head.query, head.headers, b"", "", match.params, None))
+                "GET", head.path, head.query, head.headers, b"", "", match.params, None, raw_headers=True))
             if "g" in record:  # it streams: aiohttp serves it, given this request again and its answer
                 self._task = None
                 self._hand_answer(record, route.target, rid, raw)

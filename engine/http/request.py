@@ -117,7 +117,7 @@ def parse_off_loop(content_type: str, body: bytes) -> bool:
 
 
 # Flags for the prelude's `handle`: strings reach JS as C strings, so NUL needs JSON around it.
-PATH_IS_JSON, BODY_IS_JSON, PARSE_JSON = 1, 2, 4
+PATH_IS_JSON, BODY_IS_JSON, PARSE_JSON, RAW_HEADERS = 1, 2, 4, 8
 
 
 def js_request(
@@ -132,15 +132,16 @@ def js_request(
 
 def js_request_parts(
     method: str, path: str, query: str, headers: str, body: bytes, content_type: str, params: dict[str, str],
-    form: str | None, full_content_type: str = "",
+    form: str | None, full_content_type: str = "", raw_headers: bool = False,
 ) -> tuple[Any, ...]:
     """The arguments of the prelude's `handle`: `req` in raw pieces, assembled in JS (off the GIL).
 
     Headers travel as one newline-separated string (HTTP forbids newlines inside them), the query
     string still encoded; `flags` says which pieces are JSON-encoded and whether to set `req.json`.
     `form` is `form_json`'s answer when the caller already has it (parsed on a thread), else parsed here.
+    `raw_headers`: `headers` are the head's "Name: value" CRLF lines instead (lean_route.py checked them).
     """
-    flags = 0
+    flags = RAW_HEADERS if raw_headers else 0
     if "\x00" in path:
         path, flags = json.dumps(path), flags | PATH_IS_JSON
     text = ""

@@ -1086,6 +1086,27 @@
     return out;
   }
 
+  // "Name: value\r\n" lines, as the lean route protocol read them (names are tokens, values have no
+  // controls: checked before they came here); values trimmed of spaces and tabs, as HTTP says.
+  function parseRawHeaders(block) {
+    const out = {};
+    let start = 0;
+    for (;;) {
+      const end = strIndexOf(block, "\r\n", start);
+      if (end < 0) return out;
+      const colon = strIndexOf(block, ":", start);
+      let a = colon + 1;
+      let b = end;
+      while (a < b && (charCodeAt(block, a) === 32 || charCodeAt(block, a) === 9)) a++;
+      while (b > a && (charCodeAt(block, b - 1) === 32 || charCodeAt(block, b - 1) === 9)) b--;
+      const name = toLower(strSlice(block, start, colon));
+      const value = strSlice(block, a, b);
+      if (hasOwn(out, name)) out[name] += ", " + value;
+      else put(out, name, value);
+      start = end + 2;
+    }
+  }
+
   function nextDue() {
     let due = null;
     const ids = keys(timers);
@@ -1271,6 +1292,7 @@
     // The request arrives in raw pieces: splitting headers and the query here, in JS, keeps that
     // work off the GIL that the event loop needs.
     // Strings reach JS as C strings, so a path or body holding NUL comes JSON-encoded (flags 1, 2).
+    // Flags 8: the headers are the head's own lines ("Name: value\r\n"...), split here, off the GIL.
     handle: function (index, method, path, rawQuery, headerBlob, body, paramsJSON, formJSON, flags) {
       local = true; // and the Promise jobs after it
       let out;
@@ -1282,7 +1304,7 @@
           path: path,
           query: parseQuery(rawQuery),
           form: formJSON ? parseJSON(formJSON) : {},
-          headers: parseHeaders(headerBlob),
+          headers: flags & 8 ? parseRawHeaders(headerBlob) : parseHeaders(headerBlob),
           body: body,
           params: paramsJSON ? parseJSON(paramsJSON) : {},
         };
