@@ -5,6 +5,7 @@ connection handed to aiohttp, including a handler that turned out to stream."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,18 @@ register("/slow", async () => { await new Promise((r) => setTimeout(r, 300)); re
 register("/post", (req) => "posted " + req.body, "POST");
 register("/gen", () => (function* () { yield "a\n"; yield "b\n"; })());
 register("/agen", async function* () { yield "x\n"; });
+register("/own-headers", () => ({ status: 299, body: "h",
+                                   headers: { Date: "yesterday", Server: "mine", "X-Request-Id": "evil" } }));
+let calls = 0;
+register("/counted", () => { calls++; return String(calls); });
+register("/calls", () => String(calls));
+register("/big", (req) => "x".repeat(Number(req.query.n)));
+"""
+
+CATCH_ALL = r"""
+register("/{a}", (req) => "the script's " + req.path);
+register("/{a}/{b}", (req) => "the script's " + req.path);
+register("/{a}/{b}/{c}", (req) => "the script's " + req.path);
 """
 
 
@@ -61,6 +74,7 @@ async def exchange(client: TestClient, *requests: bytes) -> list[tuple[str, dict
 
 
 CASES = [
+    get("/own-headers", "X-Request-Id: req-4"),
     get("/hi?name=ann"), get("/json?a=1&a=2&b=%20x", "X-Thing: one", "X-Thing: two", "Accept: */*"),
     get("/users/42"), get("/empty"), get("/throws", "X-Request-Id: req-1"), get("/bad-header", "X-Request-Id: req-2"),
     get("/nope", "X-Request-Id: req-3"),
@@ -181,3 +195,76 @@ async def test_shutdown_closes_lean_connections(engine_client: MakeClient, scrip
     client.app[LEAN_ROUTES].close_all()
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def raw_exchange(client: TestClient, data: bytes) -> bytes:
+    reader, writer = await connect(client)
+    writer.write(data)
+    out = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return out
+
+
+async def test_what_aiohttp_refuses_it_answers_and_no_script_runs(
+        engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir)
+    for bad in (get("/counted", "Host: b"), b"GET /counted HTTP/1.1\r\n\r\n",  # two Hosts; none
+                get("/counted", "User-Agent: a", "User-Agent: b"),
+                get("/counted", *[f"X-{i}: y" for i in range(130)])):
+        answer = await raw_exchange(client, bad)
+        assert b" 400 " in answer.split(b"\r\n")[0], (bad[:60], answer[:80])
+    assert (await exchange(client, get("/calls")))[0][2] == b"0"
+    # A second head with bare line ends gets aiohttp's 400 at once, not a wait for keepalive_seconds.
+    for second in (b"GET /hi HTTP/1.1\nHost: t\n\n", b"GET /hi HTTP/1.1\r\nHost: t\r\n\n",
+                   b"GET /hi HTTP/1.1\r\nHost: t\r\n\r\r\n"):
+        answer = await raw_exchange(client, get("/hi", "Connection: keep-alive") + second)
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b" 400 " in answer, answer
+    # `Connection: closed` is no `close`.
+    reader, writer = await connect(client)
+    writer.write(get("/hi", "Connection: closed, x-close-y"))
+    status, headers, _ = await response(reader)
+    assert "connection" not in headers
+    writer.write(get("/hi"))
+    assert (await response(reader))[2] == b"hi you"
+    writer.close()
+
+
+async def test_the_engines_own_paths_are_never_a_scripts(engine_client: MakeClient, scripts_dir: Path) -> None:
+    config = make_config(scripts_dir)
+    client = await engine_client(extra={"catch.js": CATCH_ALL}, config=config)
+    assert (await exchange(client, get("/anything")))[0][2] == b"the script's /anything"
+    for path, check in (("/health", b'"status"'), ("/_engine/console/console.js", b"function"),
+                        ("/graphql", b"<!doctype html"), ("/metrics", b'"forbidden"')):  # Host `t` is no loopback
+        status, _, body = (await exchange(client, get(path, "Accept: text/html")))[0]
+        assert check in body.lower() and b"the script's" not in body, (path, status, body[:80])
+
+
+async def test_a_client_that_does_not_read_holds_a_bounded_buffer(
+        engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.host, client.port))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, get("/big?n=4000000"))  # an answer the client never reads
+    routes = client.app[LEAN_ROUTES]
+    await wait_for(lambda: routes.open and all(c._task is None and not c._writable  # noqa: SLF001
+                                               for c in routes.open), what="the answer written, writing paused")
+    flood = get("/hi") * 2000
+    try:
+        for _ in range(200):  # up to 13 MB, until the kernels' buffers are full too (the send blocks)
+            await asyncio.wait_for(loop.sock_sendall(sock, flood), 0.5)
+    except TimeoutError:
+        pass
+    held = [len(conn._buf) for conn in client.app[LEAN_ROUTES].open]  # noqa: SLF001
+    assert held and max(held) <= 2 * 8192 + 256 * 1024, held
+    sock.close()
+
+
+async def test_a_streaming_answer_goes_only_to_its_own_request(engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir)
+    # A generator route, then bytes aiohttp refuses, in one read: the stream is served, then the 400.
+    answer = await raw_exchange(client, get("/hi") + get("/gen") + b"\x01junk\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200 OK") == 2 and b'"a\\n"' in answer and b" 400 " in answer, answer
+    await wait_for(lambda: not client.app[LEAN_ROUTES].answers, what="no answer left behind")

@@ -57,4 +57,4 @@ def lean_line(peer: str, method: str, target: str, status: int, size: int, heade
         named.setdefault(name.lower(), value.strip(" \t"))
     when = time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
     return (f'{peer} {when} "{redact(f"{method} {target} HTTP/1.1")}" {status} {size} '
-            f'"{redact(named.get("referer", "-"))}" "{named.get("user-agent", "-")}"')
+            f'"{redact(named.get("referer", "-"))}" "{redact(named.get("user-agent", "-"))}"')

@@ -44,12 +44,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     try:
         app = request.app
         method = request.method
+        if app[LEAN_ROUTES].answers and (handed := app[LEAN_ROUTES].claim(request.transport, request.raw_path)):
+            # lean_route.py called the handler, which streams, and handed its connection over with it
+            record, target, rid = handed
+            request[REQUEST_ID] = rid
+            return await serve_stream(request, target, record, rid, app[CONFIG], app[STREAMS])
         if method == "GET":
-            if (answers := app[LEAN_ROUTES].answers) and (handed := answers.pop(request.transport, None)):
-                # lean_route.py called the handler, which streams, and handed its connection over
-                record, target, rid = handed
-                request[REQUEST_ID] = rid
-                return await serve_stream(request, target, record, rid, app[CONFIG], app[STREAMS])
             found = app[STREAMS].match(request.path)
             if found is not None:  # streams are looked up before routes
                 return await read_channel(request, found[0], rid)

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
+from engine import rules
 from engine.http.access_log import lean_line
 from engine.http.keys import CONFIG, ROUTES, STREAMS
 from engine.http.middleware import error_for, new_request_id
@@ -38,20 +39,31 @@ access_log = logging.getLogger("aiohttp.access")
 
 MAX_HEAD = 8192  # a longer head is aiohttp's (with its own limits and errors)
 MAX_PENDING = 2 * MAX_HEAD  # bytes a client may send ahead of its answers before we stop reading
-HANDED_ANSWER_SECONDS = 30.0  # a streaming answer aiohttp never took is ended after this long
+HANDED_ANSWER_SECONDS = 5.0  # a streaming answer aiohttp never took is ended after this long
 # A whole simple head in one pass: `GET`, a path of plain characters (no `%` to decode, no `#`), a
 # plain query, HTTP/1.1, then header lines of a token, a colon and a value without controls.
 _SIMPLE_HEAD = re.compile(
     rb"GET (/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)(?:\?([\x21\x22\x24-\x7e]*))? HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n")
-# The headers that decide something here (most requests have none of them but Connection).
+# The headers that decide something here, and those aiohttp refuses to see twice (a 400 there: so it
+# is aiohttp's to answer, and the script is never called).
 _SPECIAL = re.compile(
-    rb"^(content-length|transfer-encoding|expect|upgrade|connection|x-request-id):[ \t]*(.*?)[ \t]*\r$",
+    rb"^(content-length|transfer-encoding|expect|upgrade|connection|x-request-id|host|content-location|"
+    rb"content-range|content-type|etag|max-forwards|server|user-agent):[ \t]*(.*?)[ \t]*\r$",
     re.IGNORECASE | re.MULTILINE)
+_SINGLETONS = frozenset((b"content-length", b"content-location", b"content-range", b"content-type", b"etag",
+                         b"host", b"max-forwards", b"server", b"transfer-encoding", b"user-agent"))
+_LONE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")  # a line ending aiohttp judges, not this
+MAX_HEADERS = 100  # header lines; aiohttp refuses more than 128
 _NO_BODY = (204, 304)
 
 NEED_MORE = object()  # the head is not complete yet
 HAND_OVER = object()  # aiohttp's
+
+
+def raw_target(raw: bytes) -> str:
+    """The request target of a head this protocol read ("GET <target> HTTP/1.1")."""
+    return raw[4 : raw.index(b" HTTP/1.1\r\n")].decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,37 +79,50 @@ class RouteHead:
 
 
 def read_route_head(buf: bytes | bytearray) -> RouteHead | object:
-    """Is the start of `buf` a simple GET this protocol serves (a route of it or not: the caller matches)?"""
+    """Is the start of `buf` a simple GET this protocol serves (a route of it or not: the caller matches)?
+    Anything aiohttp would refuse (or might judge differently) is HAND_OVER: aiohttp answers it."""
     m = _SIMPLE_HEAD.match(buf)
     if m is None:
-        if buf.find(b"\r\n\r\n") >= 0 or len(buf) > MAX_HEAD or not buf.startswith(b"GET /"[: len(buf)]):
+        whole = buf[:-1] if buf.endswith(b"\r") else buf  # a CR whose LF is still on its way is fine
+        if (buf.find(b"\r\n\r\n") >= 0 or len(buf) > MAX_HEAD or not buf.startswith(b"GET /"[: len(buf)])
+                or _LONE_CR_OR_LF.search(whole)):
             return HAND_OVER
         return NEED_MORE
     if m.end() > MAX_HEAD + 4:
         return HAND_OVER
     raw_path, query, block = m.group(1), m.group(2) or b"", m.group(3)
-    if b"/." in raw_path or b"//" in raw_path:  # dot segments and empty ones: aiohttp's to normalise
-        return HAND_OVER
+    if b"/." in raw_path or b"//" in raw_path or block.count(b"\r\n") > MAX_HEADERS:
+        return HAND_OVER  # dot segments and empty ones are aiohttp's to normalise
     request_id = None
     close = False
+    seen: set[bytes] = set()
     for name, value in _SPECIAL.findall(block):
         low = name.lower()
+        if low in seen and low in _SINGLETONS:
+            return HAND_OVER
+        seen.add(low)
         if low == b"connection":
-            tokens = value.lower()
+            tokens = {t.strip() for t in value.lower().split(b",")}
             if b"upgrade" in tokens:
                 return HAND_OVER
             close = close or b"close" in tokens
         elif low == b"x-request-id":
-            request_id = value.decode("latin-1")
-        elif low != b"content-length" or value != b"0":
+            if request_id is None:  # the first, as aiohttp reads it
+                request_id = value.decode("latin-1")
+        elif low in (b"transfer-encoding", b"expect", b"upgrade") or (low == b"content-length" and value != b"0"):
             return HAND_OVER
+    if b"host" not in seen:
+        return HAND_OVER
     headers = block.decode("utf-8", "replace")  # split in JS, off the interpreter lock
     return RouteHead(raw_path.decode("ascii"), query.decode("ascii"), headers, request_id, close, m.end())
 
 
 def route_of(app: web.Application, head: RouteHead) -> Match | None:
-    """The JS route that takes this GET, if nothing before routes in `dispatch` would take it."""
-    if app[STREAMS].match(head.path) is not None or "transport=poll" in head.query:
+    """The JS route that takes this GET, if nothing before it would: the engine's own paths (aiohttp's
+    router has them before the catch-all: a script's `/{a}` must not answer `/health`), a stream, a
+    poller's farewell."""
+    if (rules.is_reserved(head.path) or app[STREAMS].match(head.path) is not None
+            or "transport=poll" in head.query):
         return None
     found = app[ROUTES].match("GET", head.path, head.path)
     return found if isinstance(found, Match) else None
@@ -108,7 +133,20 @@ class LeanRoutes:
 
     def __init__(self) -> None:
         self.open: set[LeanRoute] = set()
-        self.answers: dict[Any, tuple[dict[str, Any], Any, str]] = {}  # transport -> a streaming answer
+        # transport -> a streaming answer handed to aiohttp with its request (and that request's target)
+        self.answers: dict[Any, tuple[dict[str, Any], Any, str, str]] = {}
+
+    def claim(self, transport: Any, target: str) -> tuple[dict[str, Any], Any, str] | None:
+        """The answer handed over with the request aiohttp now serves, if this is that request (a
+        request aiohttp refused leaves an answer nobody takes: it is ended here, or when it times out)."""
+        handed = self.answers.pop(transport, None)
+        if handed is None:
+            return None
+        record, ctx, rid, handed_target = handed
+        if handed_target != target:
+            ctx.abandon(record)
+            return None
+        return record, ctx, rid  # the request line was GET <target>: aiohttp read the same one
 
     def close_all(self) -> None:
         for conn in list(self.open):
@@ -147,8 +185,10 @@ class LeanRoute(asyncio.Protocol):
         self._buf += data
         if self._task is None:
             self._next()
-        elif len(self._buf) > MAX_PENDING and self._transport is not None:
-            self._transport.pause_reading()  # ahead of its answers by this much: wait for them
+        if len(self._buf) > MAX_PENDING and self._transport is not None:
+            # Ahead of its answers by this much (one under way, or the client not reading them):
+            # wait for them. `_next` reads again once it has taken what is here.
+            self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None  # the client is done: close, and cancel an answer under way (as aiohttp does)
@@ -203,7 +243,7 @@ class LeanRoute(asyncio.Protocol):
         match = route_of(self._app, head)  # matched here, with no await before the call: the current table
         if match is None:  # no JS route's: aiohttp's, from this request on
             self._task = None
-            self._hand_over(raw + bytes(self._buf))
+            self._hand_over(bytes(self._buf), raw)
             return
         rid = new_request_id(head.request_id)
         route = match.route
@@ -236,18 +276,19 @@ class LeanRoute(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         close = head.close or self._closing
-        transport.write(b"".join((
+        data = b"".join((
             _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {_reason(status)}\r\n".encode(),
-            b"Content-Type: ", content_type.encode(), b"\r\nContent-Length: ", str(len(body)).encode(),
-            _date_and_server(), b"\r\nX-Request-Id: ", rid.encode("latin-1", "replace"),
-            b"\r\nConnection: close\r\n\r\n" if close else b"\r\n\r\n", body)))
-        if self._config.logs.access:
-            target = f"{head.path}?{head.query}" if head.query else head.path
-            access_log.info(lean_line(self._peer, "GET", target, status, len(body), head.headers))
+            b"Content-Type: ", content_type.encode(), b"\r\nX-Request-Id: ", rid.encode("latin-1", "replace"),
+            b"\r\nContent-Length: ", str(len(body)).encode(), _date_and_server(),
+            b"\r\nConnection: close\r\n\r\n" if close else b"\r\n\r\n", body))
+        transport.write(data)
+        self._log(head, status, len(data))
         if close:
             self._finish()
 
     def _write(self, response: web.Response, rid: str, head: RouteHead) -> None:
+        """Any response, as aiohttp writes it: its headers (the request id set as dispatch sets it),
+        then Content-Length, and Date and Server unless the script gave its own."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -255,22 +296,31 @@ class LeanRoute(asyncio.Protocol):
         body = b"" if status in _NO_BODY else (response.body or b"")
         assert isinstance(body, bytes)
         close = head.close or self._closing or response.keep_alive is False
+        headers = response.headers
+        headers["X-Request-Id"] = rid
         lines = [f"HTTP/1.1 {status} {_reason(status)}"]
-        lines += [f"{name}: {value}" for name, value in response.headers.items()]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
         if status not in _NO_BODY:
             lines.append(f"Content-Length: {len(body)}")
-        lines += [f"Date: {_date()}", f"Server: {SERVER_SOFTWARE}", f"X-Request-Id: {rid}"]
+        if "Date" not in headers:
+            lines.append(f"Date: {_date()}")
+        if "Server" not in headers:
+            lines.append(f"Server: {SERVER_SOFTWARE}")
         if close:
             lines.append("Connection: close")
-        transport.write("\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body)
-        if self._config.logs.access:
-            target = f"{head.path}?{head.query}" if head.query else head.path
-            access_log.info(lean_line(self._peer, "GET", target, status, len(body), head.headers))
+        data = "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body
+        transport.write(data)
+        self._log(head, status, len(data))
         if close:
             self._finish()
 
-    def _hand_over(self, buf: bytes) -> None:
-        """Everything from here on is aiohttp's, as if it had read `buf` itself."""
+    def _log(self, head: RouteHead, status: int, size: int) -> None:
+        if self._config.logs.access:
+            target = f"{head.path}?{head.query}" if head.query else head.path
+            access_log.info(lean_line(self._peer, "GET", target, status, size, head.headers))
+
+    def _hand_over(self, buf: bytes, first: bytes = b"") -> None:
+        """Everything from here on is aiohttp's, as if it had read `first`, then `buf`, itself."""
         transport = self._transport
         self._routes.open.discard(self)
         self._stop_idle()
@@ -281,6 +331,8 @@ class LeanRoute(asyncio.Protocol):
         transport.set_protocol(handler)
         handler.connection_made(transport)
         transport.resume_reading()
+        if first:  # alone: aiohttp drops what it parsed of a read whose later bytes it refuses
+            handler.data_received(first)
         if buf:
             handler.data_received(buf)
 
@@ -290,7 +342,7 @@ class LeanRoute(asyncio.Protocol):
             target.abandon(record)
             return
         answers = self._routes.answers
-        answers[transport] = (record, target, rid)
+        answers[transport] = (record, target, rid, raw_target(raw))
 
         def unclaimed() -> None:  # aiohttp never got to it (the client went): end the generator
             if answers.get(transport, (None,))[0] is record:
@@ -298,7 +350,7 @@ class LeanRoute(asyncio.Protocol):
                 target.abandon(record)
 
         asyncio.get_running_loop().call_later(HANDED_ANSWER_SECONDS, unclaimed)
-        self._hand_over(raw + bytes(self._buf))
+        self._hand_over(bytes(self._buf), raw)
 
     def _wait_idle(self) -> None:
         """From now on the connection waits for a request: `server.keepalive_seconds` of that closes it.
@@ -340,7 +392,7 @@ _date_cache: list[Any] = [0, "", b""]
 
 
 def _reason(status: int) -> str:
-    return _REASONS.get(status, "Unknown")
+    return _REASONS.get(status, "")  # aiohttp's status line for a code without a phrase: "HTTP/1.1 299 "
 
 
 def _date() -> str:
