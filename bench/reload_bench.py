@@ -1,6 +1,6 @@
 """Hot-reload latency, run by hand: from a file write to the new behaviour being served.
 
-    python bench/reload_bench.py [--saves 50] [--routes 1] [--debounce-ms 30]
+    python bench/reload_bench.py [--saves 50] [--routes 1] [--debounce-ms 20]
 
 Starts `python -m engine` on a scratch scripts folder holding one script with `--routes` routes and a
 stream. Each round rewrites the file with a new version number and then asks `GET /v` over one
@@ -81,7 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--saves", type=int, default=50)
     ap.add_argument("--routes", type=int, default=1)
-    ap.add_argument("--debounce-ms", type=int, default=30)
+    ap.add_argument("--debounce-ms", type=int, default=20)
     a = ap.parse_args()
     print(json.dumps({"date": time.strftime("%Y-%m-%d"),
                       "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",

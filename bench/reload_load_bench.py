@@ -1,7 +1,7 @@
 """Hot reload under load, run by hand: file write to new code serving, while 1,000 readers take
 100 events/s that the reloaded script itself keeps publishing.
 
-    python bench/reload_load_bench.py [--saves 30] [--readers 1000] [--rate 100] [--debounce-ms 30]
+    python bench/reload_load_bench.py [--saves 30] [--readers 1000] [--rate 100] [--debounce-ms 20]
 
 Starts `python -m engine` on a scratch folder with one script: a stream, a top-level interval that
 publishes to it `--rate` times a second, and `GET /v` answering the version. The C client
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--saves", type=int, default=30)
     ap.add_argument("--readers", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=100)
-    ap.add_argument("--debounce-ms", type=int, default=30)
+    ap.add_argument("--debounce-ms", type=int, default=20)
     a = ap.parse_args()
     print(json.dumps({"date": time.strftime("%Y-%m-%d"),
                       "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",

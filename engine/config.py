@@ -49,7 +49,8 @@ class ServerConfig:
 class ScriptsConfig:
     dir: str = setting("scripts", "folder of user .js scripts (relative to the working directory)")
     watch: bool = setting(True, "load, reload and unload scripts as their files change")
-    debounce_ms: int = setting(30, "how long the watcher gathers a burst of file changes into one", min=1)
+    debounce_ms: int = setting(20, "how long the watcher gathers a burst of file changes into one (webpack's "
+                               "aggregateTimeout is 20 too)", min=1)
     max_count: int = setting(1000, "scripts the admin API and privileged scripts may create in all (files put in "
                              "the folder by hand always load)", min=1)
     privileged: tuple[str, ...] = setting((), "scripts that may manage scripts and assets (listScripts, upsertScript, "
