@@ -330,6 +330,8 @@ class LeanRoute(asyncio.Protocol):
         handler = self._aiohttp()
         transport.set_protocol(handler)
         handler.connection_made(transport)
+        if not self._writable:  # the transport told us, and will not tell it again
+            handler.pause_writing()
         transport.resume_reading()
         if first:  # alone: aiohttp drops what it parsed of a read whose later bytes it refuses
             handler.data_received(first)
