@@ -32,6 +32,7 @@ register("/own-headers", () => ({ status: 299, body: "h",
 let calls = 0;
 register("/counted", () => { calls++; return String(calls); });
 register("/calls", () => String(calls));
+register("/gen-counted", () => { calls++; return (function* () { yield "c\n"; })(); });
 register("/big", (req) => "x".repeat(Number(req.query.n)));
 """
 
@@ -265,6 +266,10 @@ async def test_a_client_that_does_not_read_holds_a_bounded_buffer(
 async def test_a_streaming_answer_goes_only_to_its_own_request(engine_client: MakeClient, scripts_dir: Path) -> None:
     client = await start(engine_client, scripts_dir)
     # A generator route, then bytes aiohttp refuses, in one read: the stream is served, then the 400.
-    answer = await raw_exchange(client, get("/hi") + get("/gen") + b"\x01junk\r\n\r\n")
+    answer = await raw_exchange(client, get("/hi") + get("/gen?with=query") + b"\x01junk\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200 OK") == 2 and b'"a\\n"' in answer and b" 400 " in answer, answer
     await wait_for(lambda: not client.app[LEAN_ROUTES].answers, what="no answer left behind")
+    # Its handler runs once: aiohttp serves the answer it was handed, it does not call the script again.
+    answer = await raw_exchange(client, get("/hi") + get("/gen-counted?q=1", "Connection: close"))
+    assert answer.count(b"HTTP/1.1 200 OK") == 2 and b'"c\\n"' in answer, answer
+    assert (await exchange(client, get("/calls")))[0][2] == b"1"
