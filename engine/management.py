@@ -108,6 +108,8 @@ class Management:
 
     def script_changed(self, name: str) -> None:
         """A script loaded, failed, or went: its source (None: gone) to every view."""
+        if not self._views:  # nobody to tell (a view starting later is given everything)
+            return
         record = self.scripts.records.get(name)
         source = record.source if record is not None else None
         if source is None:
