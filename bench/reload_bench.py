@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench_common import ROOT, free_port, wait_up
@@ -47,6 +49,31 @@ def save_and_wait(script: Path, text: str, conn: http.client.HTTPConnection, ver
     return took
 
 
+@contextmanager
+def scratch_engine(text: str, debounce_ms: int, **env_extra: str) -> Iterator[tuple[Path, int]]:
+    """`python -m engine` on a scratch folder holding `v.js` (`text`): the script's file and the port."""
+    folder = Path(tempfile.mkdtemp(prefix="reload_bench_"))
+    script = folder / "v.js"
+    script.write_text(text)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ENGINE_LOGS_LEVEL": "warning",
+           "ENGINE_SCRIPTS_DEBOUNCE_MS": str(debounce_ms), **env_extra}
+    server = subprocess.Popen([sys.executable, "-m", "engine", "--port", str(port), "--scripts", str(folder)],
+                              env=env, cwd=ROOT)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/v")
+        yield script, port
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def report(result: dict[str, object]) -> None:
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"),
+                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+                      **result}, indent=2))
+
+
 def percentiles(times: list[float]) -> dict[str, float]:
     times = sorted(times)
     return {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
@@ -54,16 +81,7 @@ def percentiles(times: list[float]) -> dict[str, float]:
 
 
 def run(a: argparse.Namespace) -> dict[str, object]:
-    folder = Path(tempfile.mkdtemp(prefix="reload_bench_"))
-    script = folder / "v.js"
-    script.write_text(source(0, a.routes))
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ENGINE_LOGS_LEVEL": "warning",
-           "ENGINE_SCRIPTS_DEBOUNCE_MS": str(a.debounce_ms)}
-    server = subprocess.Popen([sys.executable, "-m", "engine", "--port", str(port), "--scripts", str(folder)],
-                              env=env, cwd=ROOT)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/v")
+    with scratch_engine(source(0, a.routes), a.debounce_ms) as (script, port):
         reader = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # a stream reader held throughout
         reader.request("GET", "/events")
         stream = reader.getresponse()
@@ -72,9 +90,6 @@ def run(a: argparse.Namespace) -> dict[str, object]:
                  for version in range(1, a.saves + 1)]
         return {"saves": a.saves, "routes": a.routes, "debounce_ms": a.debounce_ms, **percentiles(times),
                 "stream_reader_still_connected": not stream.isclosed()}
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def main() -> None:
@@ -82,10 +97,7 @@ def main() -> None:
     ap.add_argument("--saves", type=int, default=50)
     ap.add_argument("--routes", type=int, default=1)
     ap.add_argument("--debounce-ms", type=int, default=20)
-    a = ap.parse_args()
-    print(json.dumps({"date": time.strftime("%Y-%m-%d"),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
-                      **run(a)}, indent=2))
+    report(run(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,12 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import os
-import platform
 import re
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from bench_common import ROOT, free_port, wait_up
 from fanout_bench import Client, build_client
-from reload_bench import percentiles, save_and_wait
+from reload_bench import percentiles, report, save_and_wait, scratch_engine
 
 
 def source(version: int, rate: int) -> str:
@@ -62,16 +54,8 @@ class IdChecker(threading.Thread):
 
 def run(a: argparse.Namespace) -> dict[str, object]:
     exe = build_client()
-    folder = Path(tempfile.mkdtemp(prefix="reload_load_bench_"))
-    script = folder / "v.js"
-    script.write_text(source(0, a.rate))
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ENGINE_LOGS_LEVEL": "warning",
-           "ENGINE_SCRIPTS_DEBOUNCE_MS": str(a.debounce_ms), "ENGINE_STREAMS_MAX_CONNECTIONS": str(a.readers + 100)}
-    server = subprocess.Popen([sys.executable, "-m", "engine", "--port", str(port), "--scripts", str(folder)],
-                              env=env, cwd=ROOT)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/v")
+    with scratch_engine(source(0, a.rate), a.debounce_ms,
+                        ENGINE_STREAMS_MAX_CONNECTIONS=str(a.readers + 100)) as (script, port):
         seconds = a.saves * 0.5 + 30
         load = Client(exe, port, a.readers, 10**9, seconds)  # reads for the whole run
         checker = IdChecker(port)
@@ -89,9 +73,6 @@ def run(a: argparse.Namespace) -> dict[str, object]:
         return {"saves": a.saves, "readers": load.ready, "rate_per_s": a.rate, "debounce_ms": a.debounce_ms,
                 **percentiles(times), "events_checked": len(ids), "id_gaps_or_repeats": gaps,
                 "epochs_seen": len(checker.epochs)}
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def main() -> None:
@@ -100,10 +81,7 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--debounce-ms", type=int, default=20)
-    a = ap.parse_args()
-    print(json.dumps({"date": time.strftime("%Y-%m-%d"),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
-                      **run(a)}, indent=2))
+    report(run(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -32,13 +32,14 @@ from engine.folders import inside, why
 from engine.sandbox.commands import Command, DeleteAsset, DeleteScript, PutAsset, PutScript
 from engine.sandbox.context import ScriptContext
 from engine.sandbox.envelope import Envelope
-from engine.scripts import LOG_VIEW_CHARS, ScriptManager, discover
+from engine.scripts import ScriptManager, discover
 
 log = logging.getLogger("engine.management")
 LOG_FLUSH = 0.1  # seconds between two deliveries of new log lines to the views
 RETRY_SECONDS = 5.0  # a watch of the assets folder that failed starts again after this long
 MAX_WAITING_WRITES = 100  # writes of privileged scripts waiting to be applied; more are refused
 SOURCES_HELD = 32 << 20  # characters of scripts' sources a view holds; a source past them is `big`
+LOG_VIEW_CHARS = 64 << 10  # characters of one script's newest log lines a view holds
 
 
 class Management:
@@ -47,6 +48,7 @@ class Management:
         self.scripts = scripts
         self.assets = assets
         self.max_bytes = config.assets.max_bytes
+        self.max_script_bytes = config.limits.max_body_bytes
         self.max_total = config.assets.max_total_bytes
         # What a view may hold (assets as base64, sources, every script's log lines), twice over: the
         # JSON of a change arrives beside what it replaces. A limit, not an allocation.
@@ -70,6 +72,11 @@ class Management:
 
     def is_privileged(self, name: str) -> bool:
         return name in self.names
+
+    def view_limits(self) -> dict[str, int]:
+        """What a privileged context's prelude checks writes with, and keeps its view to."""
+        return {"maxScriptBytes": self.max_script_bytes, "maxAssetBytes": self.max_bytes,
+                "logViewChars": LOG_VIEW_CHARS}
 
     # ---- views -----------------------------------------------------------------------------
 

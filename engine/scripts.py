@@ -53,7 +53,6 @@ from engine.sandbox.envelope import Envelope
 from engine.streams.registry import StreamRegistry, StreamSpec
 
 log = logging.getLogger("engine.scripts")
-LOG_VIEW_CHARS = 64 << 10  # characters of one script's newest log lines a privileged script's view holds
 _ROUTES_ON_A_THREAD = 1000  # a load with more routes builds the new route lookup tables on a thread
 script_log = logging.getLogger("engine.script")
 # How the prelude and the tables word a claim another script holds ("... by script a.js").
@@ -133,6 +132,7 @@ class ManagementPort(Protocol):
     extra_memory: int  # a privileged context's memory on top of limits.script_memory_mb
 
     def is_privileged(self, name: str) -> bool: ...
+    def view_limits(self) -> dict[str, int]: ...
     async def start_view(self, ctx: ScriptContext) -> None: ...
     def script_changed(self, name: str) -> None: ...
     def log_line(self, name: str, line: str) -> None: ...
@@ -300,9 +300,7 @@ class ScriptManager:
                 "maxCommands": self.config.limits.max_commands_per_call,
                 "name": record.name,
                 "privileged": ctx.privileged,
-                "maxScriptBytes": self.config.limits.max_body_bytes,
-                "maxAssetBytes": self.config.assets.max_bytes,
-                "logViewChars": LOG_VIEW_CHARS,
+                **(self.management.view_limits() if ctx.privileged and self.management is not None else {}),
                 **self._claims(),
             }, source.count("\n") + 1)
             if ctx.privileged and self.management is not None:

@@ -227,7 +227,7 @@ class FrontProtocol(asyncio.Protocol):
             return True
         conn = LeanRoute(self._app, self._aiohttp, self._app[LEAN_ROUTES])
         transport.set_protocol(conn)
-        conn.start(transport, buf)
+        conn.start(transport, buf, head)
         return True
 
     def _hand_over(self, buf: bytes) -> asyncio.Protocol | None:

@@ -170,14 +170,15 @@ class LeanRoute(asyncio.Protocol):
         self._closing = False  # shutdown: close once the answer under way is written
         self._peer = "-"
 
-    def start(self, transport: asyncio.Transport, buf: bytes | bytearray) -> None:
+    def start(self, transport: asyncio.Transport, buf: bytes | bytearray, head: RouteHead) -> None:
+        """Serve the connection from its first request on: `head`, read from `buf` already (front.py)."""
         self._transport = transport
         self._routes.open.add(self)
         if self._config.logs.access:
             peer = transport.get_extra_info("peername")
             self._peer = peer[0] if peer else "-"
         self._buf += buf
-        self._next()
+        self._take(head)
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
 
@@ -234,6 +235,10 @@ class LeanRoute(asyncio.Protocol):
         if not isinstance(head, RouteHead):
             self._hand_over(bytes(self._buf))
             return
+        self._take(head)
+
+    def _take(self, head: RouteHead) -> None:
+        """The request `head` (at the buffer's start) is served next."""
         self._cancel_idle()
         raw = bytes(self._buf[: head.end])
         del self._buf[: head.end]

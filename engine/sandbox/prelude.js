@@ -663,25 +663,37 @@
     return arrSort(arrSlice(keys(o)));
   }
 
+  // UTF-8 bytes of text a write carries (at least `max` + 1 when over it, without measuring all of
+  // it); a lone surrogate, which UTF-8 cannot carry, throws.
+  function textBytes(fn, what, text, max) {
+    const size = text.length > max ? text.length : utf8Size(text);
+    if (size < 0) throw hostError(fn + ": the " + what + " holds a lone surrogate, which UTF-8 cannot carry");
+    return size;
+  }
+
+  // deleteScript and deleteAsset: the view forgets it now, the engine deletes it after the call.
+  function forget(fn, check, view, op, field, key) {
+    needPrivilege(fn);
+    check(fn, key);
+    const existed = managed[view][key] !== undefined;
+    const cmd = rec({ op: op });
+    cmd[field] = key;
+    queue(fn, cmd);
+    delete managed[view][key];
+    return existed;
+  }
+
   function upsertScript(name, source) {
     needPrivilege("upsertScript");
     checkScriptName("upsertScript", name);
     if (typeof source !== "string") throw hostError("upsertScript: the source must be a string, got " + describe(source));
-    const size = source.length > maxScriptBytes ? source.length : utf8Size(source);
-    if (size < 0) throw hostError("upsertScript: the source holds a lone surrogate, which UTF-8 cannot carry");
+    const size = textBytes("upsertScript", "source", source, maxScriptBytes);
     if (size > maxScriptBytes) throw hostError("upsertScript: the source is at least " + size + " bytes; the limit is " + maxScriptBytes + " (limits.max_body_bytes)");
     queue("upsertScript", { op: "putscript", name: name, source: source });
     managed.scripts[name] = source;
   }
 
-  function deleteScript(name) {
-    needPrivilege("deleteScript");
-    checkScriptName("deleteScript", name);
-    const existed = managed.scripts[name] !== undefined;
-    queue("deleteScript", { op: "delscript", name: name });
-    delete managed.scripts[name];
-    return existed;
-  }
+  function deleteScript(name) { return forget("deleteScript", checkScriptName, "scripts", "delscript", "name", name); }
 
   function fetchAsset(path) {
     needPrivilege("fetchAsset");
@@ -699,8 +711,7 @@
     const cmd = rec({ op: "putasset", path: path });
     const entry = rec({ type: null, size: 0, modified: now() });
     if (typeof content === "string") {
-      entry.size = content.length > maxAssetBytes ? content.length : utf8Size(content);
-      if (entry.size < 0) throw hostError("upsertAsset: the content holds a lone surrogate, which UTF-8 cannot carry");
+      entry.size = textBytes("upsertAsset", "content", content, maxAssetBytes);
       cmd.text = entry.text = content;
     } else if (content instanceof Uint8ArrayCtor || content instanceof ArrayBufferCtor) {
       const bytes = content instanceof ArrayBufferCtor ? new Uint8ArrayCtor(content) : content;
@@ -720,14 +731,7 @@
     managed.assets[path] = entry;
   }
 
-  function deleteAsset(path) {
-    needPrivilege("deleteAsset");
-    checkAssetPath("deleteAsset", path);
-    const existed = managed.assets[path] !== undefined;
-    queue("deleteAsset", { op: "delasset", path: path });
-    delete managed.assets[path];
-    return existed;
-  }
+  function deleteAsset(path) { return forget("deleteAsset", checkAssetPath, "assets", "delasset", "path", path); }
 
   // What changed, from the engine: {reset?, assetsReset?, scripts: {name: source | {big: size} | null},
   // logs: {name: [new lines]}, assets: {path: {type, size, modified, text | b64 | big} | null}}. A
