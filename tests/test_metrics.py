@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
-from conftest import MakeClient, make_config, wait_for
+from conftest import MakeClient, make_config, stalled_client, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sse_client import SSEReader
 
@@ -80,3 +80,20 @@ async def test_metrics_are_guarded_like_the_admin_api_or_by_their_own_token(engi
     other = await engine_client(config=config)
     assert (await other.get("/metrics")).status == 401  # then the admin token is the one asked for
     assert (await other.get("/metrics", headers={"Authorization": "Bearer admin-secret"})).status == 200
+
+
+async def test_metrics_count_503s_and_slow_readers_cut(engine_client: MakeClient, scripts_dir: Path) -> None:
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, max_connections=1, max_buffer_bytes=65536))
+    big = ('register("/send-big", () => { for (let i = 0; i < 200; i++) '
+           'sendStreamMessageToPath("/news", "x".repeat(60000)); return "sent"; });')
+    client = await engine_client(extra={"m.js": SCRIPT, "big.js": big}, config=config)
+    stalled = await stalled_client(client.host, client.port, b"GET /news HTTP/1.1\r\nHost: x\r\n\r\n")
+    await wait_for(lambda: client.app[STREAMS].connection_count == 1, what="the reader in")
+    assert (await client.get("/news")).status == 503  # streams.max_connections
+    assert (await client.get("/send-big")).status == 200
+    await wait_for(lambda: client.app[STREAMS].connection_count == 0, what="the stalled reader cut")
+    m = await scrape(client)
+    assert m[("rtengine_http_errors_total", (("status", "503"),))] == 1
+    assert m[("rtengine_slow_consumers_cut_total", ())] == 1
+    stalled.close()
