@@ -64,6 +64,8 @@ class Management:
         self._held: dict[str, int] = {}  # bytes of content the views hold, by path (the rest is `big`)
         self._new_lines: dict[str, deque[str]] = {}
         self._flush: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._lines_lock = asyncio.Lock()
         self._asset_lock = asyncio.Lock()  # asset writes run one at a time, in order
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused = 0  # writes refused this turn of the loop (told in one line)
@@ -124,9 +126,10 @@ class Management:
         self._push({"scripts": {name: None if source is None else self._held_source(name, source)}})
 
     def _held_source(self, name: str, source: str) -> str | dict[str, int]:
-        """The source as the views hold it: itself while the views' share for sources lasts, else `big`."""
+        """The source as the views hold it: itself while the views' share for sources lasts and it is no
+        larger than a write may be (so the JSON of a change, made on the loop, stays small), else `big`."""
         self._sources.pop(name, None)
-        if sum(self._sources.values()) + len(source) > SOURCES_HELD:
+        if len(source) > self.max_script_bytes or sum(self._sources.values()) + len(source) > SOURCES_HELD:
             return {"big": len(source.encode("utf-8", "surrogatepass"))}
         self._sources[name] = len(source)
         return source
@@ -141,7 +144,17 @@ class Management:
     def _flush_lines(self) -> None:
         self._flush = None
         lines, self._new_lines = self._new_lines, {}
-        self._push({"logs": {name: list(d) for name, d in lines.items()}})
+        if self._views:
+            task = asyncio.get_running_loop().create_task(self._send_lines(lines))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def _send_lines(self, lines: dict[str, deque[str]]) -> None:
+        """New log lines to the views, each script's kept to what a view holds of it, as JSON made on a
+        thread (many scripts logging at once make megabytes); one flush after another, in order."""
+        async with self._lines_lock:
+            newest = {name: _newest(list(d), LOG_VIEW_CHARS) for name, d in lines.items()}
+            self._push_text(await asyncio.to_thread(_pieces, {"logs": newest}))
 
     def _push(self, delta: dict[str, Any]) -> None:
         if self._views:
@@ -375,9 +388,18 @@ class Management:
         self._stop.set()
         if self._flush is not None:
             self._flush.cancel()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._flushing]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._flushing, return_exceptions=True)
+
+
+def _newest(lines: list[str], chars: int) -> list[str]:
+    """The newest of `lines` that fit in `chars` characters together (the prelude keeps no more)."""
+    total, i = 0, len(lines)
+    while i > 0 and total + len(lines[i - 1]) <= chars:
+        i -= 1
+        total += len(lines[i])
+    return lines[i:]
 
 
 def _utf8(data: bytes) -> str | None:

@@ -453,3 +453,16 @@ async def test_assets_beside_routes_compressed_files_and_forgotten_types(
     (assets / "t.png").write_bytes(b"\x89PNG")
     await wait_for(lambda: _listed(client, "/t.png"), what="the new file seen")
     assert (await client.get("/t.png")).headers["Content-Type"] == "image/png"
+
+
+async def test_a_source_larger_than_a_write_may_be_is_not_held(engine_client: MakeClient, scripts_dir: Path) -> None:
+    """A script put in the folder by hand may be any size; the view holds none larger than
+    limits.max_body_bytes (what upsertScript may write), so a change's JSON stays small."""
+    config = privileged_config(scripts_dir)
+    config = replace(config, limits=replace(config.limits, max_body_bytes=4096))
+    small, large = "// " + "s" * 3000 + "\n", "// " + "l" * 5000 + "\n"
+    client = await engine_client(extra={"editor.js": EDITOR, "plain.js": PLAIN, "small.js": small,
+                                        "large.js": large}, config=config)
+    assert (await get_json(client, "/ed/script", name="small.js"))["source"] == small
+    resp = await client.post("/ed/bad", data=json.dumps([["getScript", ["large.js"]]]))
+    assert (await resp.json())[0].startswith("getScript: large.js is 5004 bytes, past what the view holds")
