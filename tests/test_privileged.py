@@ -4,6 +4,7 @@ hold in Python whatever the JS said."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -466,3 +467,21 @@ async def test_a_source_larger_than_a_write_may_be_is_not_held(engine_client: Ma
     assert (await get_json(client, "/ed/script", name="small.js"))["source"] == small
     resp = await client.post("/ed/bad", data=json.dumps([["getScript", ["large.js"]]]))
     assert (await resp.json())[0].startswith("getScript: large.js is 5004 bytes, past what the view holds")
+
+
+async def test_hostile_asset_paths_get_the_json_404(engine_client: MakeClient, scripts_dir: Path) -> None:
+    client = await start(engine_client, scripts_dir)
+    assets = scripts_dir.parent / "assets"
+    assets.mkdir()
+    (assets / "ok.txt").write_text("ok")
+    (assets / ".hidden").write_text("secret")
+    (assets / ".types.json").write_text("{}")
+    for raw in (b"/.types.json", b"/.hidden", b"/%2e%2e/scripts/editor.js", b"/..%2fscripts/editor.js",
+                b"/ok.txt%00", b"/ok.txt/", b"//ok.txt/../ok.txt"):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"GET " + raw + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 404") and b'"not_found"' in answer, (raw, answer)
+        assert b"secret" not in answer
+    assert await (await client.get("/ok.txt")).text() == "ok"
