@@ -250,7 +250,7 @@ async def test_a_client_that_does_not_read_holds_a_bounded_buffer(
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(sock, get("/big?n=4000000"))  # an answer the client never reads
     routes = client.app[LEAN_ROUTES]
-    await wait_for(lambda: routes.open and all(c._task is None and not c._writable  # noqa: SLF001
+    await wait_for(lambda: routes.open and all(c._answer is None and not c._writable  # noqa: SLF001
                                                for c in routes.open), what="the answer written, writing paused")
     flood = get("/hi") * 2000
     try:

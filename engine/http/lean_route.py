@@ -163,7 +163,7 @@ class LeanRoute(asyncio.Protocol):
         self._config = app[CONFIG]
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._task: asyncio.Task[None] | None = None
+        self._answer: asyncio.Future[Any] | None = None  # the JS call of the request being served
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since: float | None = None  # when the connection began waiting for a request
         self._writable = True
@@ -184,7 +184,7 @@ class LeanRoute(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        if self._task is None:
+        if self._answer is None:
             self._next()
         if len(self._buf) > MAX_PENDING and self._transport is not None:
             # Ahead of its answers by this much (one under way, or the client not reading them):
@@ -197,8 +197,8 @@ class LeanRoute(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._routes.open.discard(self)
         self._stop_idle()
-        if self._task is not None:
-            self._task.cancel()  # the client left: as aiohttp's handler_cancellation does
+        if self._answer is not None:
+            self._answer.cancel()  # the client left: as aiohttp's handler_cancellation does
         self._transport = None
 
     def pause_writing(self) -> None:
@@ -206,14 +206,14 @@ class LeanRoute(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable = True
-        if self._task is None:
+        if self._answer is None:
             self._next()
 
     # ---- serving -----------------------------------------------------------------------------
 
     def close_when_idle(self) -> None:
         self._closing = True
-        if self._task is None:
+        if self._answer is None:
             self._finish()
 
     def _next(self) -> None:
@@ -238,40 +238,46 @@ class LeanRoute(asyncio.Protocol):
         self._take(head)
 
     def _take(self, head: RouteHead) -> None:
-        """The request `head` (at the buffer's start) is served next."""
+        """The request `head` (at the buffer's start) is served next: its JS call is made now, and
+        `_answered` writes its answer (callbacks, no Task: this is the hot path)."""
         self._cancel_idle()
         raw = bytes(self._buf[: head.end])
         del self._buf[: head.end]
-        self._task = asyncio.get_running_loop().create_task(self._serve(head, raw))
-
-    async def _serve(self, head: RouteHead, raw: bytes) -> None:
-        match = route_of(self._app, head)  # matched here, with no await before the call: the current table
+        match = route_of(self._app, head)  # matched with the call made at once: the current table
         if match is None:  # no JS route's: aiohttp's, from this request on
-            self._task = None
             self._hand_over(bytes(self._buf), raw)
             return
         rid = new_request_id(head.request_id)
         route = match.route
         try:
-            record = await route.target.handle(route.handler, js_request_parts(
+            answer = route.target.handle(route.handler, js_request_parts(
                 "GET", head.path, head.query, head.headers, b"", "", match.params, None, raw_headers=True))
+        except Exception as e:  # noqa: BLE001 - mapped as dispatch maps it
+            self._write(error_for(self._app, "GET", head.path, rid, e), rid, head)
+            self._next()
+            return
+        self._answer = answer
+        answer.add_done_callback(lambda done: self._answered(done, head, raw, rid, route))
+
+    def _answered(self, answer: asyncio.Future[dict[str, Any]], head: RouteHead, raw: bytes, rid: str,
+                  route: Any) -> None:
+        self._answer = None
+        if answer.cancelled():  # the client left
+            return
+        try:
+            record = answer.result()
             if "g" in record:  # it streams: aiohttp serves it, given this request again and its answer
-                self._task = None
                 self._hand_answer(record, route.target, rid, raw)
                 return
             content_type = record.get("t")
             if ("h" not in record and content_type is not None and record["s"] not in _NO_BODY
                     and content_type.isascii() and content_type.isprintable()):  # the common case, written directly
-                self._task = None
                 self._write_plain(record["s"], content_type, record["b"].encode("utf-8", "replace"), rid, head)
                 self._next()
                 return
             response = js_response(route.owner, record)
-        except asyncio.CancelledError:
-            raise
         except Exception as e:  # noqa: BLE001 - mapped as dispatch maps it
             response = error_for(self._app, "GET", head.path, rid, e)
-        self._task = None
         self._write(response, rid, head)
         self._next()
 

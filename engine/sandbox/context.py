@@ -66,6 +66,116 @@ class HookAnswer:
 ErrorSink = Callable[["ScriptContext", ScriptError, str], None]
 
 
+class _Call:
+    """One call into JS under way (`ScriptContext._call`), settled by callbacks: its envelope back
+    from the thread, then the Promise it returned (if it did), or its timeout, or its cancelling."""
+
+    __slots__ = ("ctx", "dispatcher", "what", "then", "answer", "started", "counted", "sent", "waiter", "timer",
+                 "promise")
+
+    def __init__(self, ctx: ScriptContext, dispatcher: str, what: str, then: Callable[[Outcome], Any] | None) -> None:
+        self.ctx = ctx
+        self.dispatcher = dispatcher
+        self.what = what
+        self.then = then
+        self.answer: asyncio.Future[Any] = ctx._loop.create_future()
+        self.started = time.perf_counter()
+        self.counted = False  # in the context's calls in flight
+        self.sent: asyncio.Future[Envelope] | None = None
+        self.waiter: asyncio.Future[Outcome | ScriptError] | None = None  # its Promise's settling
+        self.timer: asyncio.TimerHandle | None = None
+        self.promise = 0
+
+    def on_sent(self, sent: asyncio.Future[Envelope]) -> None:
+        """The call's envelope is back and applied (or the call was cancelled, or failed)."""
+        if sent.cancelled():
+            self.end()
+            return
+        error = sent.exception()
+        if error is not None:
+            self.end(error=error)
+            return
+        env = sent.result()
+        if env.error is not None:
+            self.end(error=env.error)
+            return
+        promise = env.pending
+        if promise is None:
+            self.end(out=env.out or {})
+            return
+        ctx = self.ctx
+        if self.answer.done():  # cancelled meanwhile: nobody waits on the Promise
+            ctx._pending.pop(promise, None)
+            self.end()
+            return
+        self.promise = promise
+        self.waiter = waiter = ctx._pending[promise]  # created when the envelope was delivered
+        waiter.add_done_callback(self.on_settled)
+        self.timer = ctx._loop.call_later(ctx._limits.handler_timeout_ms / 1000, self.on_timeout)
+
+    def on_settled(self, waiter: asyncio.Future[Outcome | ScriptError]) -> None:
+        self.ctx._pending.pop(self.promise, None)
+        if self.timer is not None:
+            self.timer.cancel()
+        if waiter.cancelled():
+            self.end()
+            return
+        out = waiter.result()
+        if isinstance(out, ScriptError):  # a Promise job of this call ran past a limit
+            self.end(error=out)
+        else:
+            self.end(out=out)
+
+    def on_timeout(self) -> None:
+        """The Promise did not settle in time: its settling, if it ever comes, is an orphan's."""
+        self.timer = None
+        waiter, self.waiter = self.waiter, None
+        self.ctx._pending.pop(self.promise, None)
+        if waiter is not None and not waiter.done():
+            waiter.remove_done_callback(self.on_settled)
+            waiter.cancel()
+        limit = self.ctx._limits.handler_timeout_ms
+        self.end(error=ScriptTimeout(self.ctx.name, f"the {self.what}'s Promise did not settle within {limit} ms"))
+
+    def on_answer(self, answer: asyncio.Future[Any]) -> None:
+        """The caller cancelled (its client left): so is the call, where it stands."""
+        if not answer.cancelled():
+            return
+        if self.sent is not None and not self.sent.done():
+            self.sent.cancel()  # `on_sent` ends it
+        elif self.waiter is not None and not self.waiter.done():
+            self.waiter.cancel()  # `on_settled` ends it
+
+    def end(self, out: Outcome | None = None, error: BaseException | None = None) -> None:
+        ctx, answer = self.ctx, self.answer
+        if answer.done():  # cancelled: an answer nobody takes (a streaming one's iterator is ended)
+            outcome = "cancelled"
+            if out:
+                ctx._orphan(out)
+        elif error is not None:
+            outcome = ("timeout" if isinstance(error, ScriptTimeout) else "busy" if isinstance(error, ScriptBusy)
+                       else "failed")
+            answer.set_exception(error)
+        elif out is None:
+            outcome = "cancelled"
+            answer.cancel()
+        else:
+            outcome = "threw" if "e" in out else "ok"
+            if self.then is None:
+                answer.set_result(out)
+            else:
+                try:
+                    answer.set_result(self.then(out))
+                except ScriptError as e:
+                    answer.set_exception(e)
+        if self.counted:
+            self.counted = False
+            ctx._inflight -= 1
+            ctx._check_idle()
+        if ctx._observe is not None:
+            ctx._observe(ctx.name, self.dispatcher, outcome, time.perf_counter() - self.started)
+
+
 class ScriptContext:
     """A QuickJS context owned by one thread. All JS runs there; the loop only awaits results."""
 
@@ -148,12 +258,11 @@ class ScriptContext:
             self._next_due = envelope.next_timer
         self._schedule()
 
-    async def handle(self, handler: int, request: tuple[Any, ...]) -> dict[str, Any]:
-        """Call a route handler with the request's pieces (see `engine.http.request.js_request`).
-
-        Returns the response record `{s, b, t, h}` or raises a ScriptError.
-        """
-        return self._response(await self._call("handle", "handler", handler, *request))
+    def handle(self, handler: int, request: tuple[Any, ...]) -> asyncio.Future[dict[str, Any]]:
+        """Call a route handler with the request's pieces (see `engine.http.request.js_request`): a
+        future of the response record `{s, b, t, h}`, or of a ScriptError. A future, not a coroutine:
+        the lean route path serves a request with callbacks alone."""
+        return self._call("handle", "handler", handler, *request, then=self._response)
 
     async def step(self, generator: int, sse: bool, most: int, budget: int) -> list[Outcome]:
         """A streaming response's next values, as many as are ready (up to `most`, or `budget`
@@ -216,43 +325,38 @@ class ScriptContext:
             return self._raise_js(out["e"])  # type: ignore[no-any-return]
         return HookAnswer()
 
-    async def _call(self, dispatcher: str, what: str, *args: Any, owed: bool = False) -> dict[str, Any]:
-        """One call into JS, waiting for its Promise (within `handler_timeout_ms`) if it returned one;
-        its outcome and duration told to `observe` (/metrics)."""
-        if self._observe is None:
-            return await self._call_counted(dispatcher, what, *args, owed=owed)
-        t0 = time.perf_counter()
-        outcome = "failed"
-        try:
-            out = await self._call_counted(dispatcher, what, *args, owed=owed)
-            outcome = "threw" if "e" in out else "ok"
-            return out
-        except ScriptTimeout:
-            outcome = "timeout"
-            raise
-        except ScriptBusy:
-            outcome = "busy"
-            raise
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        finally:
-            self._observe(self.name, dispatcher, outcome, time.perf_counter() - t0)
+    def _call(self, dispatcher: str, what: str, *args: Any, owed: bool = False,
+              then: Callable[[Outcome], Any] | None = None) -> asyncio.Future[Any]:
+        """One call into JS: a future of its outcome (or of `then(outcome)`), settled once the Promise
+        it returned, if it did, settles (within `handler_timeout_ms`); its outcome and duration are
+        told to `observe` (/metrics). Made of callbacks, not coroutines: a request then costs the
+        loop no Task. Cancelling the future cancels the call (one still queued never runs).
 
-    async def _call_counted(self, dispatcher: str, what: str, *args: Any, owed: bool = False) -> dict[str, Any]:
-        if not owed:
-            if self._inflight >= self._limits.max_pending_calls:
-                raise ScriptBusy(self.name, f"{self._inflight} calls already wait on this script "
-                                 "(limits.max_pending_calls)")
-            if self.swamped:
-                raise ScriptBusy(self.name, f"more than {BACKLOG_BYTES >> 20} MiB of what this script sent is "
-                                 "still being applied")
-        self._inflight += 1  # as `hold` does, without a closure made on every request
+        An `owed` call (onDisconnect, a streaming response's next step) is not refused for the calls
+        already waiting: clients cannot crowd it out."""
+        call = _Call(self, dispatcher, what, then)
         try:
-            return await self._call_once(dispatcher, what, *args)
-        finally:
-            self._inflight -= 1
-            self._check_idle()
+            if not owed:
+                self._admit()
+            sent = self._submit(self._t_dispatch, dispatcher, *args)
+        except ScriptError as e:
+            call.end(error=e)
+            return call.answer
+        self._inflight += 1  # as `hold` does, without a closure made on every request
+        call.counted = True
+        call.sent = sent
+        sent.add_done_callback(call.on_sent)
+        call.answer.add_done_callback(call.on_answer)
+        return call.answer
+
+    def _admit(self) -> None:
+        """Refuse a call (ScriptBusy) while too many wait on this script, or it is swamped."""
+        if self._inflight >= self._limits.max_pending_calls:
+            raise ScriptBusy(self.name, f"{self._inflight} calls already wait on this script "
+                             "(limits.max_pending_calls)")
+        if self.swamped:
+            raise ScriptBusy(self.name, f"more than {BACKLOG_BYTES >> 20} MiB of what this script sent is "
+                             "still being applied")
 
     def hold(self, counted: bool = True) -> Callable[[], None]:
         """Counts as one call in flight until the result is called (once or more): a retiring version
@@ -279,28 +383,6 @@ class ScriptContext:
     def _check_idle(self) -> None:
         if self._inflight == 0 and self._streaming == 0 and self._idle is not None:
             self._idle.set()
-
-    async def _call_once(self, dispatcher: str, what: str, *args: Any) -> Outcome:
-        env = await self._submit(self._t_dispatch, dispatcher, *args)
-        if env.error:
-            raise env.error
-        out: Outcome | ScriptError = env.out or {}
-        promise = env.pending
-        if promise is not None:
-            fut = self._pending[promise]  # created when the envelope was delivered
-            try:
-                async with asyncio.timeout(self._limits.handler_timeout_ms / 1000):
-                    out = await fut
-            except TimeoutError:
-                raise ScriptTimeout(
-                    self.name,
-                    f"the {what}'s Promise did not settle within {self._limits.handler_timeout_ms} ms",
-                ) from None
-            finally:
-                self._pending.pop(promise, None)
-        if isinstance(out, ScriptError):  # a Promise job of this call ran past a limit
-            raise out
-        return out
 
     async def retire(self) -> None:
         """A newer version replaced this one: its intervals stop at once; calls already running here
@@ -393,6 +475,8 @@ class ScriptContext:
             fut, ok, env = item
             if fut.cancelled() and ok and isinstance(env, Envelope) and env.out:
                 self._orphan(env.out)  # its caller left before the answer came
+                if env.pending is not None:
+                    self._pending.pop(env.pending, None)  # nobody waits on its Promise: it settles as an orphan
             resolve_all([item])
 
     def _after(self, env: Envelope) -> Steps:
