@@ -2,19 +2,24 @@
 
 The hot paths keep plain integers (the registry's `delivered`, `bytes_sent`, ...; each script's
 `loads`): nothing on them takes a lock or looks up a label. A collector reads them, and the live
-state (connections by transport and pattern, channels, the broker), when Prometheus scrapes. Only
-script calls are observed as they end, into a histogram of their durations.
+state (connections by transport and pattern, channels, the broker), when Prometheus scrapes. Script
+calls are counted as they end, by outcome and into the buckets of a histogram of their durations,
+in plain counts too.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from engine.broker.base import Broker
@@ -31,22 +36,20 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.calls = Counter(f"{PREFIX}_script_calls", "calls into scripts, by script, kind and outcome",
-                             ["script", "kind", "outcome"], registry=self.registry)
-        self.call_seconds = Histogram(f"{PREFIX}_script_call_seconds", "how long calls into scripts took, "
-                                      "Promise included", ["script"], buckets=CALL_BUCKETS, registry=self.registry)
         self.http_errors: Tally[int] = Tally()  # error responses by status (503s among them)
         self.graphql: Tally[tuple[str, str]] = Tally()  # operations by (operation, transport)
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # observe_call's labelled metrics
+        # Calls into scripts, the hottest figures: plain counts here, made into metrics when scraped
+        # (prometheus-client's Counter and Histogram take a lock per increment, a few per call).
+        self.calls: Tally[tuple[str, str, str]] = Tally()  # by (script, kind, outcome)
+        self.call_seconds: dict[str, list[float]] = {}  # by script: a count per bucket, +Inf's, then the sum
 
     def observe_call(self, script: str, kind: str, outcome: str, seconds: float) -> None:
-        key = (script, kind, outcome)
-        children = self._children.get(key)
-        if children is None:  # labels() looks its child up under a lock: once per key, not per call
-            children = self._children[key] = (self.calls.labels(script, kind, outcome),
-                                              self.call_seconds.labels(script))
-        children[0].inc()
-        children[1].observe(seconds)
+        self.calls[(script, kind, outcome)] += 1
+        counts = self.call_seconds.get(script)
+        if counts is None:
+            counts = self.call_seconds[script] = [0] * (len(CALL_BUCKETS) + 2)
+        counts[bisect_left(CALL_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        counts[-1] += seconds
 
     def watch(self, streams: StreamRegistry, hub: SubscriptionHub, scripts: ScriptManager, broker: Broker) -> None:
         """Read these when scraped."""
@@ -78,6 +81,18 @@ class _State(Collector):
         yield _counter("stream_writes", "writes to readers (fewer than events when a burst is coalesced)", s.writes)
         yield _counter("slow_consumers_cut", "readers and subscribers cut off for falling behind "
                        "(streams.max_buffer_bytes)", s.slow_cut + self.hub.slow_cut)
+        calls = CounterMetricFamily(f"{PREFIX}_script_calls", "calls into scripts, by script, kind and outcome",
+                                    labels=["script", "kind", "outcome"])
+        for key, n in sorted(self.m.calls.items()):
+            calls.add_metric(list(key), n)
+        yield calls
+        seconds = HistogramMetricFamily(f"{PREFIX}_script_call_seconds", "how long calls into scripts took, "
+                                        "Promise included", labels=["script"])
+        for script, counts in sorted(self.m.call_seconds.items()):
+            cumulative = list(accumulate(counts[:-1]))
+            buckets = [(floatToGoString(b), n) for b, n in zip((*CALL_BUCKETS, math.inf), cumulative, strict=True)]
+            seconds.add_metric([script], buckets, counts[-1])
+        yield seconds
         errors = CounterMetricFamily(f"{PREFIX}_http_errors", "error responses, by status (503: full or busy)",
                                      labels=["status"])
         for status, n in sorted(self.m.http_errors.items()):
