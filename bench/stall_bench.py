@@ -110,6 +110,17 @@ def case_sends(s: Server, ctx: Any) -> dict[str, Any]:
         c.kill()
 
 
+def case_wide(s: Server, ctx: Any) -> dict[str, Any]:
+    c = readers([str(ctx["sse_client"]), "127.0.0.1", str(s.port), "/stall/s", "10000", "0", "600"])
+    try:
+        s.gaps()  # from the trigger on
+        status, _body = s.request("/stall/sends?n=5&bytes=100")
+        time.sleep(1.0)  # the fan-out goes on after the answer: give it time to end within the measure
+        return {"status": status, "readers": 10000}
+    finally:
+        c.kill()
+
+
 def case_subscriptions(s: Server, _: Any) -> dict[str, Any]:
     query = urllib.parse.quote("subscription { aXXX: feed { id a b } }").replace("XXX", "{i}")
     c = readers([sys.executable, str(HERE / "stall_clients.py"), str(s.port), "1000", f"/graphql/sse?query={query}"])
@@ -240,6 +251,7 @@ CASES: dict[str, tuple[str, Callable[[Server, Any], dict[str, Any]]]] = {
     "idle": ("nothing but the ticker, 3 s (the floor)", case_idle),
     "logs": ("one call making 50,000 writeLog calls", case_logs),
     "sends": ("one call sending 20,000 messages to 500 readers", case_sends),
+    "wide": ("5 messages, one by one, to 10,000 readers of one stream", case_wide),
     "subscriptions": ("100 sendSubscriptionMessage to 1,000 subscribers, each its own selection", case_subscriptions),
     "graphql_3000_aliases": ("a query of 3,000 aliases of a field", case_aliases),
     "graphql_validation": ("a query selecting one field 999 times (validation is quadratic in it)", case_validation),

@@ -100,7 +100,7 @@ def build_app(config: Config) -> web.Application:
     s = config.streams
     app[BROKER] = broker = make_broker(config)
     app[STREAMS] = StreamRegistry(broker, s.max_buffer_bytes, s.max_connections, s.max_channels,
-                                  s.history_ttl_seconds)
+                                  s.history_ttl_seconds, fanout_slice=s.fanout_slice)
     app[SUBSCRIPTIONS] = hub = SubscriptionHub(app[STREAMS], config.limits.graphql_max_result_fields,
                                                config.limits.graphql_subscription_fields,
                                                config.limits.max_response_bytes)

@@ -112,6 +112,9 @@ class StreamsConfig:
     total_history_bytes: int = setting(134217728, "bytes of events all streams keep together (the oldest anywhere "
                                        "go first)", min=0)
     max_buffer_bytes: int = setting(1048576, "unsent bytes after which a slow reader is disconnected", min=1)
+    fanout_slice: int = setting(256, "readers a channel's events are written to in one turn of the event loop; "
+                                "a channel with more goes on at the next turns, so other work is not held up "
+                                "behind one large fan-out", min=1)
     max_connections: int = setting(10000, "stream readers at once, across all streams (503 beyond)", min=1)
     max_channels: int = setting(100000, "channels at once, plain streams and each live path of a pattern together "
                                 "(beyond: 503 to a reader, an error in the sender's log)", min=1)

@@ -19,7 +19,7 @@ import logging
 import re
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -97,6 +97,8 @@ class Channel:
     sent: int = 0  # events delivered to it on this node
     groups: dict[str, set[Connection]] = field(default_factory=dict)  # its readers by wire format
     count: int = 0  # its readers
+    # A fan-out under way (more readers than one turn of the loop writes): what is left, in order.
+    backlog: deque[Slice] | None = None
 
     @property
     def connections(self) -> list[Connection]:
@@ -124,6 +126,16 @@ class Connection:
         if not self.ended:
             self.ended = True
             self.on_end(reason)
+
+
+@dataclass(slots=True)
+class Slice:
+    """Bytes still to be written to some of a channel's readers (those from `start` on), and what they count as."""
+
+    readers: list[Connection]
+    framed: bytes
+    events: int  # events in `framed`
+    start: int = 0
 
 
 def ender(fut: asyncio.Future[str]) -> Callable[[str], None]:
@@ -243,8 +255,10 @@ class StreamRegistry:
     """Every stream path and pattern, who owns it, its live channels, and who is reading them."""
 
     def __init__(self, broker: Broker, max_buffer_bytes: int, max_connections: int, max_channels: int = 100_000,
-                 history_ttl: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 history_ttl: float = 300.0, clock: Callable[[], float] = time.monotonic,
+                 fanout_slice: int = 256) -> None:
         self.broker = broker
+        self.fanout_slice = fanout_slice  # readers written per turn of the loop (see `_fan`)
         self.max_buffer_bytes = max_buffer_bytes
         self.max_connections = max_connections
         self.max_channels = max_channels
@@ -552,19 +566,13 @@ class StreamRegistry:
         channel = self._delivered_to(path, len(events))
         if channel is None:
             return
-        slow: list[Connection] = []
+        work: list[Slice] = []
         for fmt, group in list(channel.groups.items()):
             if fmt == POLL:
-                for ev in events:
-                    framed = ev.frame(fmt)
-                    slow += write_all(group, framed, self.max_buffer_bytes)
-                    self._count(len(group), len(group) * len(framed))
+                work += [Slice(list(group), ev.frame(fmt), 1) for ev in events]
             else:
-                framed = b"".join([ev.frame(fmt) for ev in events])
-                slow += write_all(group, framed, self.max_buffer_bytes)
-                self._count(len(group) * len(events), len(group) * len(framed), len(group))
-        for conn in dict.fromkeys(slow):
-            self._cut(conn)
+                work.append(Slice(list(group), b"".join([ev.frame(fmt) for ev in events]), len(events)))
+        self._fan(channel, work)
 
     def expect(self, connection: str, owner: str) -> None:
         """A connection whose onConnect runs now: what its script sends it meanwhile is held."""
@@ -595,6 +603,7 @@ class StreamRegistry:
         """Bytes for one reader (an event of its own, a reply): cut it if they leave it too far behind.
         What its channel was sent before goes first (the broker may hold a burst back)."""
         self.broker.settle(conn.channel.path)
+        self.finish(conn.channel)
         self._count(1, len(framed))
         if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
@@ -611,24 +620,64 @@ class StreamRegistry:
         if owner is not None and conn.channel.stream.owner != owner:
             return False
         self.broker.settle(conn.channel.path)
+        self.finish(conn.channel)
         write_one(conn.transport, event.frame(conn.fmt))
         self.detach(conn, reason)
         return True
 
     def _write_all(self, channel: Channel, event: Event) -> None:
         groups = channel.groups
-        if len(groups) == 1 and SSE in groups:  # the common case, kept as lean as it was
+        if channel.backlog is None and len(groups) == 1 and SSE in groups:  # the common case, kept lean
             group = groups[SSE]
-            slow = write_all(group, event.sse, self.max_buffer_bytes)
-            self._count(len(group), len(group) * len(event.sse))
+            if len(group) <= self.fanout_slice:
+                slow = write_all(group, event.sse, self.max_buffer_bytes)
+                self._count(len(group), len(group) * len(event.sse))
+                for conn in slow:
+                    self._cut(conn)
+                return
+        self._fan(channel, [Slice(list(g), event.frame(fmt), 1) for fmt, g in list(groups.items())])
+
+    def _fan(self, channel: Channel, work: list[Slice]) -> None:
+        """Write `work` to its readers, `fanout_slice` of them per turn of the loop: a channel with
+        more readers than that goes on at the next turn (a `call_soon`), so what else the loop has
+        to do (requests, a reload) is not held up behind one large fan-out. Later events of the
+        channel queue behind what is left; anything that must follow them (a reply to one reader,
+        a close) finishes the fan-out first (`finish`)."""
+        if channel.backlog is not None:
+            channel.backlog.extend(work)
+            return
+        channel.backlog = deque(work)
+        self._write_slice(channel)
+
+    def _write_slice(self, channel: Channel, budget: int | None = None) -> None:
+        backlog = channel.backlog
+        if backlog is None:
+            return
+        budget = self.fanout_slice if budget is None else budget
+        slow: list[Connection] = []
+        while backlog and budget > 0:
+            piece = backlog[0]
+            end = min(len(piece.readers), piece.start + budget)
+            # Readers may have ended since the fan-out began (closed, cut): they are skipped.
+            readers = [c for c in piece.readers[piece.start:end] if not c.ended]
+            slow += write_all(readers, piece.framed, self.max_buffer_bytes)
+            self._count(len(readers) * piece.events, len(readers) * len(piece.framed), len(readers))
+            budget -= end - piece.start
+            if end < len(piece.readers):
+                piece.start = end
+            else:
+                backlog.popleft()
+        if backlog:
+            asyncio.get_running_loop().call_soon(self._write_slice, channel)
         else:
-            slow = []
-            for fmt, g in list(groups.items()):
-                framed = event.frame(fmt)
-                slow += write_all(g, framed, self.max_buffer_bytes)
-                self._count(len(g), len(g) * len(framed))
-        for conn in slow:
+            channel.backlog = None
+        for conn in dict.fromkeys(slow):
             self._cut(conn)
+
+    def finish(self, channel: Channel) -> None:
+        """Write what is left of `channel`'s fan-out now: what comes next must reach its readers after it."""
+        while channel.backlog:
+            self._write_slice(channel, 1 << 62)
 
     def _count(self, events: int, size: int, writes: int | None = None) -> None:
         self.delivered += events
@@ -660,5 +709,6 @@ class StreamRegistry:
 
     def close_all(self, reason: str = "the server is shutting down") -> None:
         for channel in [*self.channels.values(), *self.private.values()]:
+            self.finish(channel)
             for conn in list(channel.connections):
                 self.detach(conn, reason)
