@@ -128,3 +128,71 @@ async def test_a_message_to_one_reader_keeps_its_place_behind_a_held_burst() -> 
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert sink.events() == ["one", "two", "just for you"]
+
+
+async def _turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_fan_out_wider_than_a_slice_goes_on_over_turns_in_order() -> None:
+    """`streams.fanout_slice` readers per turn of the loop: the rest of a channel's readers get an
+    event on later turns. Later events queue behind it; a message to one reader, a close and a
+    reader resuming mid-fan-out each keep their order, and nobody gets an event twice."""
+    broker = MemoryBroker(10, 1 << 20, 1 << 30)
+    registry = StreamRegistry(broker, 1 << 20, 100, fanout_slice=2)
+    registry.replace("a.js", [StreamSpec("/p")])
+    channel = registry.open("/p")
+    assert channel is not None
+    sinks = [_Sink() for _ in range(7)]
+    conns = [registry.attach(channel, sink, None, lambda reason: None)[0] for sink in sinks]
+    broker.publish("/p", "a")
+    await asyncio.sleep(0)  # the pass ends: its first slice is written
+    assert sorted(len(s.events()) for s in sinks) == [0, 0, 0, 0, 0, 1, 1]
+    broker.publish("/p", "b")  # behind what is left of "a"
+    await asyncio.sleep(0)
+    written = [s.events() for s in sinks]
+    assert all(w in ([], ["a"], ["a", "b"]) for w in written) and ["a"] in written, written
+    last = next(i for i, s in enumerate(sinks) if s.events() == [])
+    assert broker.send_to(conns[last].id, "solo")  # finishes the fan-out first
+    assert sinks[last].events() == ["a", "b", "solo"]
+    assert all(s.events()[:2] == ["a", "b"] for s in sinks)
+    broker.publish("/p", "c")
+    await asyncio.sleep(0)
+    closing = next(i for i, s in enumerate(sinks) if s.events()[-1] != "c" and i != last)
+    assert broker.close(conns[closing].id, "bye")  # "c" first, then the notice, then nothing
+    late = _Sink()
+    _, replay = registry.attach(channel, late, f"{broker.epoch}-1", lambda reason: None)
+    assert [e.data for e in replay.events] == ["b", "c"]
+    broker.publish("/p", "d")
+    await _turns(10)
+    for i, sink in enumerate(sinks):
+        if i == closing:
+            assert sink.events()[:3] == ["a", "b", "c"] and "d" not in sink.events()
+        else:
+            assert sink.events() == ["a", "b", *(["solo"] if i == last else []), "c", "d"], (i, sink.events())
+    assert late.events() == ["d"]  # its replay went out by the caller, the live "d" once
+    assert channel.backlog is None
+
+
+async def test_sliced_fan_out_over_real_readers_is_complete_and_in_order(
+        engine_client: MakeClient, scripts_dir: Path) -> None:
+    config = make_config(scripts_dir)
+    config = replace(config, streams=replace(config.streams, fanout_slice=3))
+    client = await engine_client(SCRIPT, config=config)
+    readers = [SSEReader(await client.get("/plain")) for _ in range(10)]
+    v1 = await client.ws_connect("/plain", protocols=V1)
+    for _ in range(5):  # one by one, each its own fan-out
+        assert await (await client.get("/ctl/send", params={"path": "/plain", "n": "1"})).text() == "ok"
+    assert await (await client.get("/ctl/send", params={"path": "/plain", "n": "200"})).text() == "ok"
+    expected = [0] * 5 + list(range(200))
+    ids = None
+    for reader in readers:
+        got = await reader.take(205)
+        assert [json.loads(e.data)["n"] for e in got] == expected
+        mine = [e.id for e in got]
+        assert ids is None or mine == ids
+        ids = mine
+    assert [(await ws_json(v1))["data"]["n"] for _ in range(205)] == expected
+    assert client.app[STREAMS].channels["/plain"].backlog is None
+    await v1.close()
