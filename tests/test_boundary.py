@@ -192,13 +192,14 @@ register("/other/ok", () => "still here");
 
 
 def compromise(client: TestClient, script: str, envelope: dict[str, Any]) -> Any:
-    """Replace the script's dispatcher entry `handle` (held by the engine, out of the script's reach)
+    """Replace the script's dispatcher's `handle` (held by the engine, out of the script's reach)
     with JS that returns `envelope`, on the script's own thread, as a compromised prelude would."""
     ctx = client.app[SCRIPTS].records[script].context
     source = "(function () { return " + json.dumps(json.dumps(envelope)) + "; })"
 
-    def install() -> None:
-        ctx._rt["handle"] = ctx._ctx.eval(source)  # noqa: SLF001 - this test stands in for an attacker
+    def install() -> None:  # this test stands in for an attacker
+        real, forged = ctx._rt, ctx._ctx.eval(source)  # noqa: SLF001
+        ctx._rt = lambda name, *args: forged() if name == "handle" else real(name, *args)  # noqa: SLF001
 
     return ctx._worker.submit(install)  # noqa: SLF001
 

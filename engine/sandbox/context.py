@@ -46,8 +46,6 @@ UNDEFINED: Any = type("Undefined", (), {"__repr__": lambda self: "UNDEFINED"})()
 _LINE = re.compile(r"<input>:(\d+)")
 # Engine size limits that a memory bomb hits before the byte limit: reported as memory failures.
 _SIZE_LIMITS = ("InternalError: string too long", "RangeError: invalid array length")
-_DISPATCHERS = ("setup", "setClaims", "manage", "drain", "handle", "resolve", "hook", "fire", "retire", "more", "step",
-                "stop")
 _MAX_DELAY = 3600.0  # a timer further out is looked at again then (call_later dislikes huge delays)
 BACKLOG_BYTES = 64 << 20  # what one script may have waiting to be applied before it must wait
 SWAMPED_RETRY = 0.01  # seconds a timer waits for the loop to catch up, before it looks again
@@ -205,7 +203,7 @@ class ScriptContext:
         self._worker = Worker(f"js:{name}", self._loop, self._t_teardown, self._t_after_batch, self._delivered)
         self._applier = Applier(name)
         self._ctx: Any = None
-        self._rt: dict[str, Any] = {}
+        self._rt: Any = None  # the prelude's dispatcher: _rt("handle", ...) calls its `handle`
         self._lines = 0  # the script's line count: stack frames below it are the engine's
         self._pending: dict[int, asyncio.Future[Outcome | ScriptError]] = {}
         self._waiting: set[asyncio.Future[Any]] = set()  # callers whose results are being applied
@@ -599,9 +597,7 @@ class ScriptContext:
         ctx.set_time_limit(self._limits.script_time_ms / 1000)
         pad = "\n" * self._lines
         try:
-            ctx.eval(pad + PRELUDE)(PRELUDE_CONFIG, ctx.eval(pad + SDL_READER))
-            self._rt = {name: ctx.eval(f"__rt.{name}") for name in _DISPATCHERS}
-            ctx.eval("delete globalThis.__rt")  # the dispatcher is the engine's alone
+            self._rt = ctx.eval(pad + PRELUDE)(PRELUDE_CONFIG, ctx.eval(pad + SDL_READER))  # the dispatcher
         except quickjs.JSException as e:  # e.g. a memory limit too small for the engine's own JS
             return Envelope(error=ScriptError(self.name, f"the script's context could not start: {e}"))
         self._ctx = ctx
@@ -611,7 +607,7 @@ class ScriptContext:
 
     def _t_teardown(self) -> None:
         # JS objects must die on the thread that made them.
-        self._rt = {}
+        self._rt = None
         self._ctx = None
 
     def _t_load(self, source: str) -> Envelope:
@@ -633,7 +629,7 @@ class ScriptContext:
         try:
             if run() is False:
                 return None
-            return self._read(self._rt["drain"](""))
+            return self._read(self._rt("drain", ""))
         except quickjs.JSException as e:
             return self._t_failed(self._classify(e))
         except ScriptError as e:  # Promise jobs past the time limit
@@ -643,7 +639,7 @@ class ScriptContext:
 
     def _t_call(self, name: str, *args: Any) -> Envelope:
         try:
-            raw = self._rt[name](*args)
+            raw = self._rt(name, *args)
         except quickjs.JSException as e:
             return self._t_failed(self._classify(e))
         except Exception as e:  # noqa: BLE001 - whatever the binding raised, the call failed
@@ -710,7 +706,7 @@ class ScriptContext:
         """After an uncatchable failure (top-level throw, time or memory limit): collect what is queued."""
         self._ctx.gc()
         try:
-            env = self._read(self._rt["drain"]("timeout" if isinstance(error, ScriptTimeout) else ""))
+            env = self._read(self._rt("drain", "timeout" if isinstance(error, ScriptTimeout) else ""))
         except Exception:  # noqa: BLE001 - the failure stands; what was queued is lost with it
             env = Envelope()
         if env.error is None:
@@ -728,7 +724,7 @@ class ScriptContext:
         try:
             env = parse_envelope(raw, self._limits)
             for _ in range(env.more):  # a large envelope's commands come in pieces: one parse each
-                piece = self._rt["more"]()
+                piece = self._rt("more")
                 env.commands += read_commands(piece, len(env.commands), self._limits)
                 env.size += len(piece)
             if self._check is not None:

@@ -1441,7 +1441,9 @@
       return envelope(null);
     },
   };
-  // Python takes these functions right after this runs and deletes the global, so no script can
-  // call the dispatcher (or change its limits) itself.
-  defineProperty(g, "__rt", { value: rt, writable: false, configurable: true, enumerable: false });
+  // Python's one way in: `dispatch(name, ...)` calls rt[name]. It is returned, never a global, so no
+  // script can call the dispatcher (or change its limits) itself; and it is one function, so starting
+  // a context costs one crossing of the interpreter lock for it (under load each one waits for the
+  // busy event loop to let go), not one per entry point.
+  return function (name, a, b, c, d, e, f, h, i, j) { return rt[name](a, b, c, d, e, f, h, i, j); };
 })
