@@ -112,6 +112,9 @@ class _Call:
         self.timer = ctx._loop.call_later(ctx._limits.handler_timeout_ms / 1000, self.on_timeout)
 
     def on_settled(self, waiter: asyncio.Future[Outcome | ScriptError]) -> None:
+        if self.waiter is not waiter:  # the timeout came first (its settling was already on its way)
+            return
+        self.waiter = None
         self.ctx._pending.pop(self.promise, None)
         if self.timer is not None:
             self.timer.cancel()
@@ -128,8 +131,10 @@ class _Call:
         """The Promise did not settle in time: its settling, if it ever comes, is an orphan's."""
         self.timer = None
         waiter, self.waiter = self.waiter, None
+        if waiter is None:  # settled first
+            return
         self.ctx._pending.pop(self.promise, None)
-        if waiter is not None and not waiter.done():
+        if not waiter.done():
             waiter.remove_done_callback(self.on_settled)
             waiter.cancel()
         limit = self.ctx._limits.handler_timeout_ms
@@ -143,6 +148,7 @@ class _Call:
             self.sent.cancel()  # `on_sent` ends it
         elif self.waiter is not None and not self.waiter.done():
             self.waiter.cancel()  # `on_settled` ends it
+        # otherwise its result is on its way: `end` sees the answer cancelled
 
     def end(self, out: Outcome | None = None, error: BaseException | None = None) -> None:
         ctx, answer = self.ctx, self.answer
