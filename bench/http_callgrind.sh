@@ -8,7 +8,7 @@
 #
 # Prints one line per server: requests served (under callgrind, so few), instructions, and the
 # instructions per request of the whole process and of each thread that ran.
-set -euo pipefail
+set -uo pipefail
 ROOT=$(cd "${1:-$(dirname "$0")/..}" && pwd)
 PY=$(python3 -c 'import sys; print(sys.executable)')
 command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind" >&2; exit 1; }
