@@ -196,3 +196,27 @@ async def test_sliced_fan_out_over_real_readers_is_complete_and_in_order(
     assert [(await ws_json(v1))["data"]["n"] for _ in range(205)] == expected
     assert client.app[STREAMS].channels["/plain"].backlog is None
     await v1.close()
+
+
+async def test_a_channel_sent_faster_than_its_slices_go_out_keeps_a_bounded_backlog() -> None:
+    """Fan-outs pile up behind a wide channel's only while MAX_BACKLOG pieces wait: past that, the
+    rest is written at once (the loop waits, as it did before slicing), in order, nothing lost."""
+    from engine.streams.event import Event
+    from engine.streams.registry import MAX_BACKLOG
+
+    broker = MemoryBroker(10, 1 << 20, 1 << 30)
+    registry = StreamRegistry(broker, 1 << 20, 100, fanout_slice=1)
+    registry.replace("a.js", [StreamSpec("/p")])
+    channel = registry.open("/p")
+    assert channel is not None
+    sinks = [_Sink() for _ in range(3)]
+    for sink in sinks:
+        registry.attach(channel, sink, None, lambda reason: None)
+    most = 0
+    for n in range(10 * MAX_BACKLOG):  # no turn of the loop in between
+        registry.deliver("/p", Event(str(n), f"e-{n}", None))
+        most = max(most, len(channel.backlog or ()))
+    assert most == MAX_BACKLOG
+    await _turns(MAX_BACKLOG * 3 + 3)
+    assert all(s.events() == [str(n) for n in range(10 * MAX_BACKLOG)] for s in sinks)
+    assert channel.backlog is None

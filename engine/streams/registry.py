@@ -138,6 +138,9 @@ class Slice:
     start: int = 0
 
 
+MAX_BACKLOG = 16  # pieces of a channel's fan-out that may wait for later turns of the loop
+
+
 def ender(fut: asyncio.Future[str]) -> Callable[[str], None]:
     """An `on_end` that settles `fut` with the reason, once: what a handler awaiting its reader waits on."""
     def on_end(reason: str) -> None:
@@ -642,10 +645,13 @@ class StreamRegistry:
         more readers than that goes on at the next turn (a `call_soon`), so what else the loop has
         to do (requests, a reload) is not held up behind one large fan-out. Later events of the
         channel queue behind what is left; anything that must follow them (a reply to one reader,
-        a close) finishes the fan-out first (`finish`)."""
+        a close) finishes the fan-out first (`finish`), and so does a fan-out that would leave more
+        than MAX_BACKLOG pieces waiting (a channel sent more, faster, than its slices go out)."""
         if channel.backlog is not None:
-            channel.backlog.extend(work)
-            return
+            if len(channel.backlog) + len(work) <= MAX_BACKLOG:
+                channel.backlog.extend(work)
+                return
+            self.finish(channel)  # too far behind: the loop waits for it, and what waits stays bounded
         channel.backlog = deque(work)
         self._write_slice(channel)
 
