@@ -220,3 +220,25 @@ async def test_a_channel_sent_faster_than_its_slices_go_out_keeps_a_bounded_back
     await _turns(MAX_BACKLOG * 3 + 3)
     assert all(s.events() == [str(n) for n in range(10 * MAX_BACKLOG)] for s in sinks)
     assert channel.backlog is None
+
+
+async def test_a_channel_has_one_turn_asked_for_at_a_time() -> None:
+    """A fan-out finished early (a reply to one reader writes it all first) leaves its asked-for turn
+    pending; fan-outs started after it must not ask for more: a turn writes `fanout_slice` readers."""
+    from engine.streams.event import Event
+
+    registry = StreamRegistry(MemoryBroker(10, 1 << 20, 1 << 30), 1 << 30, 10_000, fanout_slice=10)
+    registry.replace("a.js", [StreamSpec("/p")])
+    channel = registry.open("/p")
+    assert channel is not None
+    conns = [registry.attach(channel, _Sink(), None, lambda reason: None)[0] for _ in range(100)]
+    for n in range(20):  # one pass: a fan-out, then a reply to one reader (which finishes it), again and again
+        registry.deliver("/p", Event(str(n), f"e-{n}", None))
+        registry.write_to(conns[0], b"data: solo\n\n")
+    registry.deliver("/p", Event("last", "e-last", None))
+    for _ in range(9):
+        before = registry.delivered
+        await asyncio.sleep(0)
+        assert registry.delivered - before == 10
+    await _turns(3)
+    assert channel.backlog is None

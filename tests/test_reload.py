@@ -248,3 +248,34 @@ async def test_messages_still_being_applied_when_a_save_lands_are_not_dropped(en
     assert stream.sent == 40000  # all of it applied, none dropped with the old version
     for reader in readers:
         assert [e.data for e in await reader.take(40000, timeout=20)] == [str(i) for i in range(1, 40001)]
+
+
+CLOSING = """
+register("/spin", () => { const t = Date.now(); while (Date.now() - t < 300) {}
+  return new Promise((ok) => setTimeout(() => ok("late"), 100)); });
+register("/never", () => new Promise(() => {}));
+"""
+
+
+@pytest.mark.parametrize("path", ["/spin", "/never"])
+async def test_calls_under_way_when_a_context_closes_are_answered(
+        engine_client: MakeClient, scripts_dir: Path, path: str) -> None:
+    """A context closes (shutdown, or a retiring version whose wait ran out) while a call is on the
+    script's thread (/spin: it returns a Promise after) or waits on its Promise (/never): each
+    caller gets an answer, nothing raises in a callback, and no call stays counted in flight."""
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+    loop.set_exception_handler(lambda _loop, c: errors.append(f"{c.get('message')} {c.get('exception')!r}"))
+    save(scripts_dir, "s.js", CLOSING)
+    client = await engine_client(handler_timeout_ms=60_000)
+    ctx = client.app[SCRIPTS].records["s.js"].context
+    request = asyncio.ensure_future(client.get(path))
+    if path == "/never":
+        await wait_for(lambda: ctx._pending, what="the call's Promise waited on")  # noqa: SLF001
+    else:
+        await wait_for(lambda: ctx.inflight == 1, what="the call made")
+    await ctx.close()
+    resp = await asyncio.wait_for(request, 5)
+    assert resp.status >= 500 and (await resp.json())["error"]["code"]
+    await wait_for(lambda: ctx.inflight == 0, what="no call left in flight")
+    assert errors == []

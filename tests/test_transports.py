@@ -672,3 +672,25 @@ async def test_a_slow_websocket_reader_learns_it_was_cut_as_a_slow_consumer(engi
         assert closes and int.from_bytes(closes[-1][:2], "big") == 4413 and b"slow consumer" in closes[-1]
     finally:
         sock.close()
+
+
+async def test_a_poller_resuming_during_a_sliced_fan_out_gets_each_event_once(
+        engine_client: MakeClient, scripts_dir) -> None:
+    """A poller polls again from an older cursor while its channel's fan-out is still under way
+    (one reader a turn here): its replay comes from history, and what the fan-out had yet to put in
+    its box must not come again after it."""
+    client = await engine_client(SCRIPT, config=config_with(scripts_dir, poll_timeout_seconds=0.2, fanout_slice=1))
+    registry = client.app[STREAMS]
+    others = [Poller(client, "/plain") for _ in range(150)]  # readers ahead of it: turns the fan-out needs
+    await asyncio.gather(*(p.poll() for p in others))
+    poller = Poller(client, "/plain")
+    assert await poller.poll() == []
+    start = poller.cursor
+    await client.get("/ctl/send", params={"path": "/plain", "n": "1"})
+    assert len(await poller.collect(1)) == 1  # ... an answer its client never saw
+    await client.get("/ctl/send", params={"path": "/plain", "n": "50"})
+    assert registry.channels["/plain"].backlog, "the fan-out must still be under way for this test"
+    poller.cursor = start
+    got = await poller.collect(51)
+    assert len(got) == 51 and len({e["id"] for e in got}) == 51
+    assert await poller.poll() == []  # and nothing after: no event twice

@@ -106,8 +106,12 @@ class _Call:
             ctx._pending.pop(promise, None)
             self.end()
             return
+        waiter = ctx._pending.get(promise)  # made when the envelope was delivered, unless closed by then
+        if waiter is None:
+            self.end(error=ScriptGone(ctx.name, "the script was reloaded or removed"))
+            return
         self.promise = promise
-        self.waiter = waiter = ctx._pending[promise]  # created when the envelope was delivered
+        self.waiter = waiter
         waiter.add_done_callback(self.on_settled)
         self.timer = ctx._loop.call_later(ctx._limits.handler_timeout_ms / 1000, self.on_timeout)
 
@@ -120,6 +124,10 @@ class _Call:
             self.timer.cancel()
         if waiter.cancelled():
             self.end()
+            return
+        error = waiter.exception()  # the context closed (ScriptGone) before the Promise settled
+        if error is not None:
+            self.end(error=error)
             return
         out = waiter.result()
         if isinstance(out, ScriptError):  # a Promise job of this call ran past a limit

@@ -99,6 +99,7 @@ class Channel:
     count: int = 0  # its readers
     # A fan-out under way (more readers than one turn of the loop writes): what is left, in order.
     backlog: deque[Slice] | None = None
+    turn_asked: bool = False  # a `call_soon` for the backlog's next slice is pending
 
     @property
     def connections(self) -> list[Connection]:
@@ -133,7 +134,7 @@ class Slice:
     """Bytes still to be written to some of a channel's readers (those from `start` on), and what they count as."""
 
     readers: list[Connection]
-    framed: bytes
+    framed: bytes | list[bytes]  # one write each, or a poller's: a write per event
     events: int  # events in `framed`
     start: int = 0
 
@@ -569,12 +570,9 @@ class StreamRegistry:
         channel = self._delivered_to(path, len(events))
         if channel is None:
             return
-        work: list[Slice] = []
-        for fmt, group in list(channel.groups.items()):
-            if fmt == POLL:
-                work += [Slice(list(group), ev.frame(fmt), 1) for ev in events]
-            else:
-                work.append(Slice(list(group), b"".join([ev.frame(fmt) for ev in events]), len(events)))
+        work = [Slice(list(group), [ev.frame(fmt) for ev in events] if fmt == POLL  # a box takes one per write
+                      else b"".join([ev.frame(fmt) for ev in events]), len(events))
+                for fmt, group in list(channel.groups.items())]
         self._fan(channel, work)
 
     def expect(self, connection: str, owner: str) -> None:
@@ -605,8 +603,7 @@ class StreamRegistry:
     def write_to(self, conn: Connection, framed: bytes) -> None:
         """Bytes for one reader (an event of its own, a reply): cut it if they leave it too far behind.
         What its channel was sent before goes first (the broker may hold a burst back)."""
-        self.broker.settle(conn.channel.path)
-        self.finish(conn.channel)
+        self.flush(conn.channel)
         self._count(1, len(framed))
         if not write_one(conn.transport, framed) or conn.transport.get_write_buffer_size() > self.max_buffer_bytes:
             self._cut(conn)
@@ -622,8 +619,7 @@ class StreamRegistry:
             return True
         if owner is not None and conn.channel.stream.owner != owner:
             return False
-        self.broker.settle(conn.channel.path)
-        self.finish(conn.channel)
+        self.flush(conn.channel)
         write_one(conn.transport, event.frame(conn.fmt))
         self.detach(conn, reason)
         return True
@@ -645,45 +641,57 @@ class StreamRegistry:
         more readers than that goes on at the next turn (a `call_soon`), so what else the loop has
         to do (requests, a reload) is not held up behind one large fan-out. Later events of the
         channel queue behind what is left; anything that must follow them (a reply to one reader,
-        a close) finishes the fan-out first (`finish`), and so does a fan-out that would leave more
-        than MAX_BACKLOG pieces waiting (a channel sent more, faster, than its slices go out)."""
+        a close, a poller's replay) writes it all first (`flush`), and so does a fan-out that would
+        leave more than MAX_BACKLOG pieces waiting (a channel sent more, faster, than its slices go out)."""
         if channel.backlog is not None:
             if len(channel.backlog) + len(work) <= MAX_BACKLOG:
                 channel.backlog.extend(work)
                 return
             self.finish(channel)  # too far behind: the loop waits for it, and what waits stays bounded
         channel.backlog = deque(work)
-        self._write_slice(channel)
+        self._write_slice(channel, self.fanout_slice)
 
-    def _write_slice(self, channel: Channel, budget: int | None = None) -> None:
+    def _next_turn(self, channel: Channel) -> None:
+        channel.turn_asked = False
+        self._write_slice(channel, self.fanout_slice)
+
+    def _write_slice(self, channel: Channel, budget: int) -> None:
+        """Up to `budget` readers' worth of the channel's backlog; the next turn is asked for if some is
+        left (one `call_soon` pending per channel at most)."""
         backlog = channel.backlog
-        if backlog is None:
-            return
-        budget = self.fanout_slice if budget is None else budget
-        slow: list[Connection] = []
         while backlog and budget > 0:
             piece = backlog[0]
             end = min(len(piece.readers), piece.start + budget)
-            # Readers may have ended since the fan-out began (closed, cut): they are skipped.
+            # Readers may have ended since the fan-out began (closed, or cut as slow just now): skipped.
             readers = [c for c in piece.readers[piece.start:end] if not c.ended]
-            slow += write_all(readers, piece.framed, self.max_buffer_bytes)
-            self._count(len(readers) * piece.events, len(readers) * len(piece.framed), len(readers))
+            slow: list[Connection] = []
+            for framed in (piece.framed,) if isinstance(piece.framed, bytes) else piece.framed:
+                slow += write_all(readers, framed, self.max_buffer_bytes)
+                self._count(len(readers) * (piece.events if isinstance(piece.framed, bytes) else 1),
+                            len(readers) * len(framed), len(readers))
             budget -= end - piece.start
             if end < len(piece.readers):
                 piece.start = end
             else:
                 backlog.popleft()
-        if backlog:
-            asyncio.get_running_loop().call_soon(self._write_slice, channel)
-        else:
+            for conn in dict.fromkeys(slow):  # cut before the next piece: none is written to it
+                self._cut(conn)
+        if not backlog:
             channel.backlog = None
-        for conn in dict.fromkeys(slow):
-            self._cut(conn)
+        elif not channel.turn_asked:
+            channel.turn_asked = True
+            asyncio.get_running_loop().call_soon(self._next_turn, channel)
 
     def finish(self, channel: Channel) -> None:
         """Write what is left of `channel`'s fan-out now: what comes next must reach its readers after it."""
         while channel.backlog:
             self._write_slice(channel, 1 << 62)
+
+    def flush(self, channel: Channel) -> None:
+        """Everything `channel` was sent so far, written now: what the broker holds for this pass of the
+        loop, then what is left of its fan-out. For what must reach one of its readers after it."""
+        self.broker.settle(channel.path)
+        self.finish(channel)
 
     def _count(self, events: int, size: int, writes: int | None = None) -> None:
         self.delivered += events

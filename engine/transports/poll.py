@@ -215,6 +215,7 @@ async def poll_again(request: web.Request, conn: Connection, pollers: Pollers, r
     box = box_of(conn)
     given = last_event_id(request)
     if given is not None and given != box.cursor:
+        pollers.registry.flush(conn.channel)  # what is on its way to the box now: the replay replaces it
         replay = pollers.registry.broker.since(conn.channel.path, given)
         frames = [notice("reset", {"reason": replay.reset, "lastEventId": given}).frame(POLL)] if replay.reset else []
         box.replace_numbered(frames + [e.frame(POLL) for e in replay.events])
