@@ -112,7 +112,7 @@ class StreamsConfig:
     total_history_bytes: int = setting(134217728, "bytes of events all streams keep together (the oldest anywhere "
                                        "go first)", min=0)
     max_buffer_bytes: int = setting(1048576, "unsent bytes after which a slow reader is disconnected", min=1)
-    fanout_slice: int = setting(256, "readers a channel's events are written to in one turn of the event loop; "
+    fanout_slice: int = setting(1024, "readers a channel's events are written to in one turn of the event loop; "
                                 "a channel with more goes on at the next turns, so other work is not held up "
                                 "behind one large fan-out", min=1)
     max_connections: int = setting(10000, "stream readers at once, across all streams (503 beyond)", min=1)

@@ -260,7 +260,7 @@ class StreamRegistry:
 
     def __init__(self, broker: Broker, max_buffer_bytes: int, max_connections: int, max_channels: int = 100_000,
                  history_ttl: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 fanout_slice: int = 256) -> None:
+                 fanout_slice: int = 1024) -> None:
         self.broker = broker
         self.fanout_slice = fanout_slice  # readers written per turn of the loop (see `_fan`)
         self.max_buffer_bytes = max_buffer_bytes
