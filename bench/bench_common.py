@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import socket
 import time
 import urllib.request
@@ -49,3 +51,8 @@ def publish_paced(base: str, messages: int, per_second: float = 20) -> None:
     for i in range(messages):
         get(f"{base}/publish?n=1&size=200")
         time.sleep(max(0.0, start + (i + 1) / per_second - time.monotonic()))
+
+
+def machine() -> str:
+    """What the figures were measured on, as every benchmark reports it."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}"

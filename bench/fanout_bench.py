@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, get, publish_paced, rss_kb, wait_up
+from bench_common import HERE, ROOT, free_port, get, machine, publish_paced, rss_kb, wait_up
 
 
 def build_client() -> Path:
@@ -147,7 +146,7 @@ def main() -> None:
     print(json.dumps({
         "date": time.strftime("%Y-%m-%d"), "loop": a.loop, "clients": a.clients, "burst": a.burst,
         "rate_seconds": a.rate_seconds, "rounds": a.rounds,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+        "machine": machine(),
         **results,
         "engine_vs_ceiling": round(e["throughput"]["events_per_s"] / r["throughput"]["events_per_s"], 3),
         "p50_engine_minus_ceiling_ms": round(e["latency_20_per_s"]["p50_ms"] - r["latency_20_per_s"]["p50_ms"], 3),

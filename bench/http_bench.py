@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import time
 
-from bench_common import HERE, ROOT, free_port, wait_up
+from bench_common import HERE, ROOT, free_port, machine, wait_up
 
 
 def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
@@ -95,8 +94,7 @@ def main() -> None:
     js, aiohttp_js, plain = median(js_runs), median(aiohttp_js_runs), median(plain_runs)
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-                   f"{platform.python_version()}",
+        "machine": machine(),
         "connections": a.connections, "seconds_per_run": a.seconds, "rounds": a.rounds, "loop": a.loop,
         "js_route": js, "js_route_through_aiohttp": aiohttp_js, "plain_aiohttp": plain,
         "ratio": round(js["rps"] / plain["rps"], 3),

@@ -14,7 +14,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_common import ROOT, free_port, wait_up
+from bench_common import ROOT, free_port, machine, wait_up
 
 
 def source(version: int, routes: int) -> str:
@@ -70,7 +69,7 @@ def scratch_engine(text: str, debounce_ms: int, **env_extra: str) -> Iterator[tu
 
 def report(result: dict[str, object]) -> None:
     print(json.dumps({"date": time.strftime("%Y-%m-%d"),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+                      "machine": machine(),
                       **result}, indent=2))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, wait_up
+from bench_common import HERE, ROOT, free_port, machine, wait_up
 from fanout_bench import build_client
 
 
@@ -301,7 +300,7 @@ def main() -> None:
         results[name] = run_case(name, a.root.resolve(), a.case_timeout, ctx)
         print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
     print(json.dumps({"date": time.strftime("%Y-%m-%d"), "root": str(a.root),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+                      "machine": machine(),
                       "results": results}, indent=2))
 
 

@@ -31,7 +31,6 @@ import collections
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, wait_up
+from bench_common import HERE, ROOT, free_port, machine, wait_up
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -238,8 +237,7 @@ def main() -> None:
     many = f"{a.many}_clients"
     print(json.dumps({
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-                   f"{platform.python_version()}", "versions": versions(),
+        "machine": machine(), "versions": versions(),
         "loop": a.loop, "rounds": len(runs["one_client"]["engine"]), "line_bytes": 40,
         "client": "bench/stream_client.c (C, epoll, 1 thread)",
         "servers": {"engine": "python -m engine, bench/stream_scripts/stream.js (async function*)",

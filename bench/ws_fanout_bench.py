@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -47,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import HERE, ROOT, free_port, get, publish_paced, rss_kb, wait_up
+from bench_common import HERE, ROOT, free_port, get, machine, publish_paced, rss_kb, wait_up
 
 SERVERS = ("engine", "raw_asyncio", "node_ws", "aiohttp_ws")
 NODE_DIR = HERE / "ws_node"
@@ -292,7 +291,7 @@ def main() -> None:
             }
     print(json.dumps({
         "date": time.strftime("%Y-%m-%d"), "loop": a.loop,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+        "machine": machine(),
         "versions": versions(), "seconds": round(time.monotonic() - started, 1),
         **results, "ratios": ratios,
     }, indent=2))

@@ -17,11 +17,24 @@ from transports_client import Poller, ndjson, ws_json
 
 from engine.broker.memory import MemoryBroker
 from engine.http.keys import STREAMS
-from engine.streams.registry import StreamRegistry, StreamSpec
+from engine.streams.event import Event
+from engine.streams.registry import MAX_BACKLOG, Channel, StreamRegistry, StreamSpec
 
 SCRIPT = "transports.js"
 V1 = ("rtengine.v1",)
 N = 1000
+
+
+
+def _channel(fanout_slice: int = 1024, max_buffer_bytes: int = 1 << 20,
+             max_connections: int = 100) -> tuple[MemoryBroker, StreamRegistry, Channel]:
+    """A registry on a memory broker with one stream, `/p`, and its channel open: for in-process readers."""
+    broker = MemoryBroker(10, 1 << 20, 1 << 30)
+    registry = StreamRegistry(broker, max_buffer_bytes, max_connections, fanout_slice=fanout_slice)
+    registry.replace("a.js", [StreamSpec("/p")])
+    channel = registry.open("/p")
+    assert channel is not None
+    return broker, registry, channel
 
 
 async def test_a_burst_of_a_thousand_arrives_complete_and_in_order_on_every_transport(
@@ -70,11 +83,7 @@ async def test_a_burst_of_a_thousand_arrives_complete_and_in_order_on_every_tran
 async def test_a_reader_attaching_mid_pass_gets_what_is_held_once() -> None:
     """In one pass: three messages (held for the pass's end), then a reader resuming after the
     first. Its replay has the other two; the pass's end must not write them to it again."""
-    broker = MemoryBroker(10, 1 << 20, 1 << 30)
-    registry = StreamRegistry(broker, 1 << 20, 100)
-    registry.replace("a.js", [StreamSpec("/p")])
-    channel = registry.open("/p")
-    assert channel is not None
+    broker, registry, channel = _channel()
     early, late = _Sink(), _Sink()
     registry.attach(channel, early, None, lambda reason: None)
     for text in ("one", "two", "three"):
@@ -114,11 +123,7 @@ class _Sink:
 async def test_a_message_to_one_reader_keeps_its_place_behind_a_held_burst() -> None:
     """A script sends two messages to a channel, then one to a reader of it, in one pass: the reader
     gets them in that order, though the two were held back for the pass's end."""
-    broker = MemoryBroker(10, 1 << 20, 1 << 30)
-    registry = StreamRegistry(broker, 1 << 20, 100)
-    registry.replace("a.js", [StreamSpec("/p")])
-    channel = registry.open("/p")
-    assert channel is not None
+    broker, registry, channel = _channel()
     sink = _Sink()
     conn, _ = registry.attach(channel, sink, None, lambda reason: None)
     broker.publish("/p", "one")
@@ -139,11 +144,7 @@ async def test_a_fan_out_wider_than_a_slice_goes_on_over_turns_in_order() -> Non
     """`streams.fanout_slice` readers per turn of the loop: the rest of a channel's readers get an
     event on later turns. Later events queue behind it; a message to one reader, a close and a
     reader resuming mid-fan-out each keep their order, and nobody gets an event twice."""
-    broker = MemoryBroker(10, 1 << 20, 1 << 30)
-    registry = StreamRegistry(broker, 1 << 20, 100, fanout_slice=2)
-    registry.replace("a.js", [StreamSpec("/p")])
-    channel = registry.open("/p")
-    assert channel is not None
+    broker, registry, channel = _channel(fanout_slice=2)
     sinks = [_Sink() for _ in range(7)]
     conns = [registry.attach(channel, sink, None, lambda reason: None)[0] for sink in sinks]
     broker.publish("/p", "a")
@@ -201,14 +202,7 @@ async def test_sliced_fan_out_over_real_readers_is_complete_and_in_order(
 async def test_a_channel_sent_faster_than_its_slices_go_out_keeps_a_bounded_backlog() -> None:
     """Fan-outs pile up behind a wide channel's only while MAX_BACKLOG pieces wait: past that, the
     rest is written at once (the loop waits, as it did before slicing), in order, nothing lost."""
-    from engine.streams.event import Event
-    from engine.streams.registry import MAX_BACKLOG
-
-    broker = MemoryBroker(10, 1 << 20, 1 << 30)
-    registry = StreamRegistry(broker, 1 << 20, 100, fanout_slice=1)
-    registry.replace("a.js", [StreamSpec("/p")])
-    channel = registry.open("/p")
-    assert channel is not None
+    _, registry, channel = _channel(fanout_slice=1)
     sinks = [_Sink() for _ in range(3)]
     for sink in sinks:
         registry.attach(channel, sink, None, lambda reason: None)
@@ -225,12 +219,7 @@ async def test_a_channel_sent_faster_than_its_slices_go_out_keeps_a_bounded_back
 async def test_a_channel_has_one_turn_asked_for_at_a_time() -> None:
     """A fan-out finished early (a reply to one reader writes it all first) leaves its asked-for turn
     pending; fan-outs started after it must not ask for more: a turn writes `fanout_slice` readers."""
-    from engine.streams.event import Event
-
-    registry = StreamRegistry(MemoryBroker(10, 1 << 20, 1 << 30), 1 << 30, 10_000, fanout_slice=10)
-    registry.replace("a.js", [StreamSpec("/p")])
-    channel = registry.open("/p")
-    assert channel is not None
+    _, registry, channel = _channel(fanout_slice=10, max_buffer_bytes=1 << 30, max_connections=10_000)
     conns = [registry.attach(channel, _Sink(), None, lambda reason: None)[0] for _ in range(100)]
     for n in range(20):  # one pass: a fan-out, then a reply to one reader (which finishes it), again and again
         registry.deliver("/p", Event(str(n), f"e-{n}", None))

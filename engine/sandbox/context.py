@@ -68,8 +68,7 @@ class _Call:
     """One call into JS under way (`ScriptContext._call`), settled by callbacks: its envelope back
     from the thread, then the Promise it returned (if it did), or its timeout, or its cancelling."""
 
-    __slots__ = ("ctx", "dispatcher", "what", "then", "answer", "started", "counted", "sent", "waiter", "timer",
-                 "promise")
+    __slots__ = ("ctx", "dispatcher", "what", "then", "answer", "started", "sent", "waiter", "timer", "promise")
 
     def __init__(self, ctx: ScriptContext, dispatcher: str, what: str, then: Callable[[Outcome], Any] | None) -> None:
         self.ctx = ctx
@@ -78,8 +77,7 @@ class _Call:
         self.then = then
         self.answer: asyncio.Future[Any] = ctx._loop.create_future()
         self.started = time.perf_counter()
-        self.counted = False  # in the context's calls in flight
-        self.sent: asyncio.Future[Envelope] | None = None
+        self.sent: asyncio.Future[Envelope] | None = None  # once sent, it counts among the calls in flight
         self.waiter: asyncio.Future[Outcome | ScriptError] | None = None  # its Promise's settling
         self.timer: asyncio.TimerHandle | None = None
         self.promise = 0
@@ -180,8 +178,7 @@ class _Call:
                     answer.set_result(self.then(out))
                 except ScriptError as e:
                     answer.set_exception(e)
-        if self.counted:
-            self.counted = False
+        if self.sent is not None:  # (`end` runs once: each path to it is the only one left)
             ctx._inflight -= 1
             ctx._check_idle()
         if ctx._observe is not None:
@@ -355,7 +352,6 @@ class ScriptContext:
             call.end(error=e)
             return call.answer
         self._inflight += 1  # as `hold` does, without a closure made on every request
-        call.counted = True
         call.sent = sent
         sent.add_done_callback(call.on_sent)
         call.answer.add_done_callback(call.on_answer)

@@ -131,11 +131,11 @@ class Connection:
 
 @dataclass(slots=True)
 class Slice:
-    """Bytes still to be written to some of a channel's readers (those from `start` on), and what they count as."""
+    """Writes still to be made to some of a channel's readers (those from `start` on), in order."""
 
     readers: list[Connection]
-    framed: bytes | list[bytes]  # one write each, or a poller's: a write per event
-    events: int  # events in `framed`
+    writes: list[bytes]  # one (events joined), or a poller's: one per event, as its box takes them
+    events: int  # events each write carries
     start: int = 0
 
 
@@ -570,8 +570,8 @@ class StreamRegistry:
         channel = self._delivered_to(path, len(events))
         if channel is None:
             return
-        work = [Slice(list(group), [ev.frame(fmt) for ev in events] if fmt == POLL  # a box takes one per write
-                      else b"".join([ev.frame(fmt) for ev in events]), len(events))
+        work = [Slice(list(group), [ev.frame(fmt) for ev in events], 1) if fmt == POLL
+                else Slice(list(group), [b"".join([ev.frame(fmt) for ev in events])], len(events))
                 for fmt, group in list(channel.groups.items())]
         self._fan(channel, work)
 
@@ -634,7 +634,7 @@ class StreamRegistry:
                 for conn in slow:
                     self._cut(conn)
                 return
-        self._fan(channel, [Slice(list(g), event.frame(fmt), 1) for fmt, g in list(groups.items())])
+        self._fan(channel, [Slice(list(g), [event.frame(fmt)], 1) for fmt, g in list(groups.items())])
 
     def _fan(self, channel: Channel, work: list[Slice]) -> None:
         """Write `work` to its readers, `fanout_slice` of them per turn of the loop: a channel with
@@ -665,10 +665,9 @@ class StreamRegistry:
             # Readers may have ended since the fan-out began (closed, or cut as slow just now): skipped.
             readers = [c for c in piece.readers[piece.start:end] if not c.ended]
             slow: list[Connection] = []
-            for framed in (piece.framed,) if isinstance(piece.framed, bytes) else piece.framed:
+            for framed in piece.writes:
                 slow += write_all(readers, framed, self.max_buffer_bytes)
-                self._count(len(readers) * (piece.events if isinstance(piece.framed, bytes) else 1),
-                            len(readers) * len(framed), len(readers))
+                self._count(len(readers) * piece.events, len(readers) * len(framed), len(readers))
             budget -= end - piece.start
             if end < len(piece.readers):
                 piece.start = end
