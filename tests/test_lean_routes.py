@@ -273,3 +273,28 @@ async def test_a_streaming_answer_goes_only_to_its_own_request(engine_client: Ma
     answer = await raw_exchange(client, get("/hi") + get("/gen-counted?q=1", "Connection: close"))
     assert answer.count(b"HTTP/1.1 200 OK") == 2 and b'"c\\n"' in answer, answer
     assert (await exchange(client, get("/calls")))[0][2] == b"1"
+
+
+ODD_TEXT = r"""
+register("/nul", () => "a\u0000b");
+register("/lone", () => "x\ud800y");
+register("/pair", () => "x\ud83d\ude00y");
+register("/type-nul", () => ({ body: "ok", contentType: "text/x\u0000y" }));
+register("/type-lone", () => ({ body: "ok", contentType: "text/x\ud800" }));
+"""
+
+
+async def test_text_the_fast_path_cannot_carry_takes_the_checked_one(engine_client: MakeClient) -> None:
+    """A plain answer goes to Python as C text unless it holds NUL or a lone surrogate (the prelude
+    checks natively): those go as JSON, are read by the envelope's checks, and come out as the
+    slow path always wrote them; a content type with either is refused there."""
+    client = await engine_client(extra={"odd.js": ODD_TEXT})
+    resp = await client.get("/nul")
+    assert resp.status == 200 and await resp.read() == b"a\x00b"
+    resp = await client.get("/lone")
+    assert resp.status == 200 and await resp.read() == b"x?y"  # UTF-8 cannot carry it: replaced
+    resp = await client.get("/pair")
+    assert resp.status == 200 and await resp.text() == "x\U0001f600y"
+    for path in ("/type-nul", "/type-lone"):
+        resp = await client.get(path)
+        assert resp.status == 500 and (await resp.json())["error"]["code"] == "bad_response", path
