@@ -42,6 +42,8 @@ def test_precedence(tmp_path: Path) -> None:
         ("", {"ENGINE_LOGS_ACCESS": "maybe"}, "config key 'logs.access' (from environment): expected bool"),
         ("", {"ENGINE_NOPE": "1"}, "environment variable ENGINE_NOPE: unknown setting"),
         ("limits:\n  script_memory_mb: 1.5\n", {}, "expected int, got 1.5"),
+        ("", {"ENGINE_STREAMS_FANOUT_SLICE": "0"}, "config key 'streams.fanout_slice' (from environment): must be at "
+         "least 1, got 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, yaml_text: str, env: dict[str, str], message: str) -> None:
